@@ -1,0 +1,1 @@
+//! Tokenizers, datasets and deterministic batching. Filled in by the training work (issue 3).
