@@ -9,11 +9,17 @@
 pub mod blob;
 pub mod error;
 pub mod ops;
+pub mod parser;
+pub mod printer;
 pub mod program;
 pub mod types;
+pub mod validate;
 
 pub use blob::WeightFiles;
 pub use error::{MilError, Result};
 pub use ops::{ArgKind, ArgSpec, Op};
+pub use parser::parse_program;
+pub use printer::print_program;
 pub use program::{Argument, Function, Operation, Output, Program, DEFAULT_BUILD_INFO};
 pub use types::{DType, Literal, Scalar, TensorData, TensorType, Type};
+pub use validate::validate;
