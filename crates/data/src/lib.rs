@@ -1,1 +1,36 @@
-//! Tokenizers, datasets and deterministic batching. Filled in by the training work (issue 3).
+//! Tokenizers, datasets and deterministic batching for anetrain.
+//!
+//! - [`Tokenizer`]: [`HfTokenizer`] over a Hugging Face `tokenizer.json`, and [`ByteTokenizer`]
+//!   that needs no file; [`StreamDecoder`] turns generated ids into text one token at a time.
+//! - [`TokenStream`]: a flat sequence of ids with a BOS before each document (the llama2.c
+//!   layout), from memory-mapped uint16 shards ([`ShardSet`]), a text file tokenized on load
+//!   ([`TextDataset`]) or the built-in [`SyntheticStories`]; [`validate_vocab`] checks it
+//!   against a model.
+//! - [`Sampler`]: reproducible `[batch][seq + 1]` batches, sequential or seeded shuffle, whose
+//!   [`SamplerState`] goes into checkpoints; [`Split`] and [`EvalBatches`] for validation.
+//! - [`load_tokenizer`] and [`DataSource`] read the `--tokenizer` and `--data` spellings.
+
+mod error;
+mod hf;
+mod rng;
+mod sampler;
+mod shards;
+mod source;
+mod split;
+mod stream;
+mod stream_decoder;
+mod synthetic;
+mod text;
+mod tokenizer;
+
+pub use error::{DataError, Result};
+pub use hf::HfTokenizer;
+pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
+pub use shards::ShardSet;
+pub use source::{load_tokenizer, DataSource, DEFAULT_SYNTHETIC_TOKENS};
+pub use split::{Split, DEFAULT_VAL_FRACTION};
+pub use stream::{validate_vocab, TokenStream, Tokens, Window};
+pub use stream_decoder::StreamDecoder;
+pub use synthetic::SyntheticStories;
+pub use text::{TextDataset, DOCUMENT_SEPARATOR};
+pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -6,9 +6,11 @@
 //! storage inside (fp16 IOSurfaces on the ANE, fp32 or fp16-rounded values on the CPU). The
 //! same program can therefore run on two devices and be compared element by element.
 
+pub mod ane;
 pub mod cpu;
 mod error;
 
+pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
 
@@ -87,6 +89,14 @@ pub trait Kernel: Send {
         channels: Range<usize>,
         out: &mut [f32],
     ) -> Result<()>;
+
+    /// A new kernel for the same compiled program with its own input and output buffers, so
+    /// one compile serves many weight sets (one per layer, each staged once per update).
+    fn fork(&self) -> Result<Box<dyn Kernel>> {
+        Err(DeviceError::Unavailable(
+            "this device cannot share a compiled program between buffer sets".into(),
+        ))
+    }
 
     /// Index of the input named `name`.
     fn input_index(&self, name: &str) -> Result<usize> {

@@ -7,7 +7,10 @@
 //! the constraint checker.
 
 pub mod blob;
+pub mod builder;
+pub mod check;
 pub mod error;
+pub mod infer;
 pub mod ops;
 pub mod parser;
 pub mod printer;
@@ -16,6 +19,8 @@ pub mod types;
 pub mod validate;
 
 pub use blob::WeightFiles;
+pub use builder::{Builder, Bundle, ConvOptions, Var};
+pub use check::{check, Chip, Report, Violation};
 pub use error::{MilError, Result};
 pub use ops::{ArgKind, ArgSpec, Op};
 pub use parser::parse_program;

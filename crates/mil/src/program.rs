@@ -38,6 +38,23 @@ impl Program {
     pub fn main(&self) -> Option<&Function> {
         self.functions.iter().find(|f| f.name == "main")
     }
+
+    /// Every BLOBFILE path the program references (`@model_path/weights/w.bin`), sorted.
+    pub fn weight_paths(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = self
+            .functions
+            .iter()
+            .flat_map(|f| f.ops.iter())
+            .flat_map(|op| op.attrs.iter())
+            .filter_map(|(_, lit)| match lit {
+                Literal::Blob { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+    }
 }
 
 /// A function: typed inputs, a straight-line list of ops, and the returned value names.

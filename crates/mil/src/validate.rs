@@ -1,8 +1,13 @@
-//! Type checking of whole functions: every op's declared output types must equal what its
-//! arguments infer, every name must be defined before use, outputs must be live values.
+//! Type checking of whole functions: every name is defined once before use, every argument
+//! matches the op's spec, every declared output type equals what inference derives, and every
+//! returned name exists.
 
 use crate::error::{MilError, Result};
-use crate::program::{Function, Program};
+use crate::infer::{infer_outputs, ArgInfo, Bound};
+use crate::ops::ArgKind;
+use crate::program::{Argument, Function, Operation, Program};
+use crate::types::{Literal, Type};
+use std::collections::{HashMap, HashSet};
 
 /// A validation failure, with the index of the offending op in [`Function::ops`] when there is one
 /// (the parser maps it back to a line and column).
@@ -12,13 +17,152 @@ pub struct Invalid {
     pub error: MilError,
 }
 
+struct Env<'a> {
+    values: HashMap<&'a str, (Type, Option<&'a Literal>)>,
+}
+
 /// Checks one function.
-pub fn validate_function(_function: &Function) -> std::result::Result<(), Invalid> {
+pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid> {
+    let program_err = |msg: String| Invalid {
+        op_index: None,
+        error: MilError::Program(msg),
+    };
+    let mut env = Env {
+        values: HashMap::new(),
+    };
+    for (name, ty) in &function.inputs {
+        if !ty.dtype.is_tensor_element() {
+            return Err(program_err(format!("input `{name}` has non-tensor dtype {}", ty.dtype)));
+        }
+        if env
+            .values
+            .insert(name, (Type::Tensor(ty.clone()), None))
+            .is_some()
+        {
+            return Err(program_err(format!("input `{name}` is declared twice")));
+        }
+    }
+    let mut labels = HashSet::new();
+    for (index, op) in function.ops.iter().enumerate() {
+        let fail = |message: String| Invalid {
+            op_index: Some(index),
+            error: MilError::Type {
+                op: op.op.name().to_string(),
+                label: op.label.clone(),
+                message,
+            },
+        };
+        if !labels.insert(op.label.as_str()) {
+            return Err(fail(format!("the name `{}` labels two ops", op.label)));
+        }
+        let inferred = check_op(op, &env).map_err(&fail)?;
+        if inferred.len() != op.outputs.len() {
+            return Err(fail(format!(
+                "produces {} values but {} are declared",
+                inferred.len(),
+                op.outputs.len()
+            )));
+        }
+        for (out, ty) in op.outputs.iter().zip(inferred) {
+            if out.ty != ty {
+                return Err(fail(format!(
+                    "`{}` is declared {} but the op produces {ty}",
+                    out.name, out.ty
+                )));
+            }
+            let value = if op.op == crate::ops::Op::Const {
+                op.attr("val")
+            } else {
+                None
+            };
+            if env.values.insert(&out.name, (ty, value)).is_some() {
+                return Err(fail(format!("`{}` is defined twice", out.name)));
+            }
+        }
+    }
+    if function.outputs.is_empty() {
+        return Err(program_err(format!("function `{}` returns nothing", function.name)));
+    }
+    for name in &function.outputs {
+        match env.values.get(name.as_str()) {
+            None => {
+                return Err(program_err(format!(
+                    "returned value `{name}` is not defined"
+                )))
+            }
+            Some((Type::Scalar(_), _)) => {
+                return Err(program_err(format!(
+                    "returned value `{name}` is a scalar; devices return tensors"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
     Ok(())
 }
 
-/// Checks every function of a program.
+fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Vec<Type>, String> {
+    let lookup = |name: &str| -> std::result::Result<ArgInfo<'_>, String> {
+        env.values
+            .get(name)
+            .map(|(ty, value)| ArgInfo { ty, value: *value })
+            .ok_or_else(|| format!("`{name}` is used before it is defined"))
+    };
+    for spec in op.op.args() {
+        if !spec.optional && op.arg(spec.name).is_none() {
+            return Err(format!("missing argument `{}`", spec.name));
+        }
+    }
+    for attr in op.op.attrs() {
+        if op.attr(attr).is_none() {
+            return Err(format!("missing attribute `{attr}`"));
+        }
+    }
+    for (name, _) in &op.attrs {
+        if !op.op.attrs().contains(&name.as_str()) {
+            return Err(format!("unknown attribute `{name}`"));
+        }
+    }
+    let mut bound = Vec::with_capacity(op.args.len());
+    for (name, arg) in &op.args {
+        let spec = op
+            .op
+            .arg(name)
+            .ok_or_else(|| format!("{} has no argument `{name}`", op.op))?;
+        let b = match (spec.kind, arg) {
+            (ArgKind::TensorTuple, Argument::Tuple(names)) => Bound::Tuple(
+                names
+                    .iter()
+                    .map(|n| lookup(n))
+                    .collect::<std::result::Result<_, _>>()?,
+            ),
+            (ArgKind::TensorTuple, Argument::Value(_)) => {
+                return Err(format!("argument `{name}` must be a tuple `(a, b, ...)`"))
+            }
+            (_, Argument::Tuple(_)) => {
+                return Err(format!("argument `{name}` must be a single value"))
+            }
+            (ArgKind::Param, Argument::Value(v)) => {
+                let info = lookup(v)?;
+                if info.value.is_none() {
+                    return Err(format!(
+                        "argument `{name}` must name a const (the ANE compiler needs it at compile time)"
+                    ));
+                }
+                Bound::One(info)
+            }
+            (ArgKind::Tensor, Argument::Value(v)) => Bound::One(lookup(v)?),
+        };
+        bound.push((name.as_str(), b));
+    }
+    infer_outputs(op.op, &bound, &op.attrs)
+}
+
+/// Checks every function of a program and that it has a `main`.
 pub fn validate(program: &Program) -> Result<()> {
+    if program.main().is_none() {
+        return Err(MilError::Program("the program has no function `main`".into()));
+    }
     for f in &program.functions {
         validate_function(f).map_err(|e| e.error)?;
     }

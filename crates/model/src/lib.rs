@@ -1,1 +1,9 @@
-//! Transformer configs, MIL kernels, the trainer and generation. Filled in by the training work (issue 3).
+//! Transformers for anetrain: configs, parameters, checkpoint import/export, the plain-Rust
+//! reference model, and (later) the MIL kernels, trainer and generation.
+
+pub mod config;
+pub mod error;
+pub mod hf;
+pub mod llama2c;
+pub mod params;
+pub mod reference;

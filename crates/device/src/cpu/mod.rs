@@ -1,4 +1,26 @@
 //! The CPU device: a MIL interpreter that is both the reference semantics and fast.
+//!
+//! [`CpuDevice::compile`](crate::Device::compile) turns the `main` function into a plan of
+//! steps over value slots ([`compile`]); the kernel runs it over strided views ([`tensor`]),
+//! calling `gemm` for matmul, linear and conv ([`linalg`]) and rayon-parallel loops for the
+//! rest. In `F16` precision every fp16-declared op result is rounded to fp16, as on the ANE.
+
+mod attention;
+mod compile;
+mod elementwise;
+mod gemm;
+mod kernel;
+mod linalg;
+mod pool;
+mod quant;
+mod reduce;
+mod shape_ops;
+mod step;
+mod tensor;
+
+use crate::error::Result;
+use crate::{Device, Kernel};
+use anetrain_mil::{Program, WeightFiles};
 
 /// How the CPU device rounds intermediate results.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -14,4 +36,25 @@ pub enum Precision {
 #[derive(Clone, Debug, Default)]
 pub struct CpuDevice {
     pub precision: Precision,
+}
+
+impl CpuDevice {
+    /// A CPU device computing in `precision`.
+    pub fn new(precision: Precision) -> CpuDevice {
+        CpuDevice { precision }
+    }
+}
+
+impl Device for CpuDevice {
+    fn name(&self) -> String {
+        match self.precision {
+            Precision::F32 => "cpu (f32)".to_string(),
+            Precision::F16 => "cpu (f16)".to_string(),
+        }
+    }
+
+    fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
+        let plan = compile::compile(program, weights, self.precision)?;
+        Ok(Box::new(kernel::CpuKernel::new(plan, self.precision)))
+    }
 }

@@ -1,0 +1,257 @@
+//! `anetrain mil`: check, format and run MIL programs.
+
+use crate::npy;
+use anetrain_device::{CpuDevice, Device, Kernel, Precision};
+use anetrain_mil::check::{check, Chip};
+use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum MilCommand {
+    /// Check a program against the ANE constraint catalog; exit 1 on any violation.
+    Check {
+        /// The .mil file.
+        file: PathBuf,
+        /// Chip generation to check for: m1, m2, m3, m4, m5 (or h13..h16).
+        #[arg(long, default_value = "m4")]
+        chip: String,
+    },
+    /// Parse a program and print it in canonical form.
+    Fmt {
+        /// The .mil file.
+        file: PathBuf,
+    },
+    /// Run a program and print its outputs' shapes and statistics.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The .mil file.
+    file: PathBuf,
+    /// Where to run: `cpu` (fp32), `cpu-f16` (every fp16 op rounded like the ANE) or `ane`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Directory that BLOBFILE paths are relative to (`@model_path/` = this directory);
+    /// defaults to the directory of FILE.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// An input as NAME=FILE.npy (fp16 or fp32, of the declared shape); repeatable.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// Fill every input not given with --input with uniform random values in [-1, 1).
+    #[arg(long)]
+    random_inputs: bool,
+    /// Seed for --random-inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write each output to DIR/<output name>.npy.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Runs one `anetrain mil` subcommand.
+pub fn run(cmd: MilCommand) -> Result<ExitCode> {
+    match cmd {
+        MilCommand::Check { file, chip } => check_file(&file, &chip),
+        MilCommand::Fmt { file } => {
+            print!("{}", print_program(&load(&file)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        MilCommand::Run(args) => run_file(&args),
+    }
+}
+
+fn load(file: &Path) -> Result<Program> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read MIL file {}", file.display()))?;
+    parse_program(&text).map_err(|e| anyhow!("{}: {e}", file.display()))
+}
+
+fn check_file(file: &Path, chip: &str) -> Result<ExitCode> {
+    let chip = Chip::from_name(chip).map_err(|e| anyhow!("{e}"))?;
+    let program = load(file)?;
+    let report = check(&program, chip);
+    print!("{report}");
+    if report.is_clean() {
+        println!("{}: no violations for {chip:?}", file.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{}: {} violation(s) for {chip:?}",
+            file.display(),
+            report.violations.len()
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Loads every weight file `program` references from `dir` (`@model_path/` maps to `dir`).
+fn load_weights(program: &Program, dir: &Path) -> Result<WeightFiles> {
+    let mut weights = WeightFiles::new();
+    for path in program.weight_paths() {
+        let rel = path.strip_prefix("@model_path/").ok_or_else(|| {
+            anyhow!("BLOBFILE path `{path}` must start with @model_path/")
+        })?;
+        let file = dir.join(rel);
+        let bytes = std::fs::read(&file).with_context(|| {
+            format!(
+                "the program references {path}, but {} cannot be read (use --weights DIR to say where @model_path/ is)",
+                file.display()
+            )
+        })?;
+        weights.insert(path, bytes);
+    }
+    Ok(weights)
+}
+
+/// The device named on the command line.
+pub fn device_by_name(name: &str) -> Result<Box<dyn Device>> {
+    match name {
+        "cpu" => Ok(Box::new(CpuDevice::new(Precision::F32))),
+        "cpu-f16" => Ok(Box::new(CpuDevice::new(Precision::F16))),
+        "ane" => Ok(Box::new(anetrain_device::ane::AneDevice::new()?)),
+        other => bail!("unknown device `{other}`: use cpu, cpu-f16 or ane"),
+    }
+}
+
+fn run_file(args: &RunArgs) -> Result<ExitCode> {
+    let program = load(&args.file)?;
+    let dir = match &args.weights {
+        Some(d) => d.clone(),
+        None => args
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let weights = load_weights(&program, &dir)?;
+    let device = device_by_name(&args.device)?;
+    let mut kernel = device.compile(&program, &weights)?;
+    let mut given = vec![false; kernel.inputs().len()];
+    for spec in &args.inputs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input `{spec}` must look like NAME=FILE.npy"))?;
+        let index = kernel.input_index(name).map_err(|_| {
+            anyhow!(
+                "the program has no input `{name}`; its inputs are: {}",
+                port_list(kernel.as_ref())
+            )
+        })?;
+        let tensor = npy::read(Path::new(file))?;
+        let expected = &kernel.inputs()[index].ty;
+        if tensor.shape != expected.shape {
+            bail!(
+                "input `{name}` from {file} has shape {:?}, but the program declares {expected}",
+                tensor.shape
+            );
+        }
+        kernel.write_input(index, &tensor.data)?;
+        given[index] = true;
+    }
+    let mut rng = SplitMix64(args.seed);
+    for (index, done) in given.iter().enumerate() {
+        if *done {
+            continue;
+        }
+        let spec = kernel.inputs()[index].clone();
+        if !args.random_inputs {
+            bail!(
+                "input `{}` ({}) was not given: pass --input {}=FILE.npy or --random-inputs",
+                spec.name,
+                spec.ty,
+                spec.name
+            );
+        }
+        let data: Vec<f32> = (0..spec.numel()).map(|_| rng.uniform()).collect();
+        kernel.write_input(index, &data)?;
+    }
+    let start = std::time::Instant::now();
+    kernel.run()?;
+    let elapsed = start.elapsed();
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create output directory {}", out.display()))?;
+    }
+    println!("ran on {} in {:.3} ms", device.name(), elapsed.as_secs_f64() * 1e3);
+    for (index, spec) in kernel.outputs().iter().enumerate() {
+        let mut data = vec![0f32; spec.numel()];
+        kernel.read_output(index, &mut data)?;
+        println!("{}: {} {}", spec.name, spec.ty, Stats::of(&data));
+        if let Some(out) = &args.out {
+            let path = out.join(format!("{}.npy", spec.name));
+            npy::write(&path, &spec.ty.shape, &data)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn port_list(kernel: &dyn Kernel) -> String {
+    kernel
+        .inputs()
+        .iter()
+        .map(|s| format!("{} {}", s.name, s.ty))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Summary statistics of an output.
+struct Stats {
+    min: f32,
+    max: f32,
+    mean: f64,
+    std: f64,
+    non_finite: usize,
+}
+
+impl Stats {
+    fn of(data: &[f32]) -> Stats {
+        let finite: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = finite.len().max(1) as f64;
+        let mean = finite.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = finite.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        Stats {
+            min: finite.iter().copied().fold(f32::INFINITY, f32::min),
+            max: finite.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            mean,
+            std: var.sqrt(),
+            non_finite: data.len() - finite.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "min {:.6} max {:.6} mean {:.6} std {:.6}",
+            self.min, self.max, self.mean, self.std
+        )?;
+        if self.non_finite > 0 {
+            write!(f, " non-finite {}", self.non_finite)?;
+        }
+        Ok(())
+    }
+}
+
+/// A tiny deterministic generator for --random-inputs (SplitMix64: same values on every platform).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}

@@ -1,0 +1,266 @@
+//! Deterministic batching: which `seq + 1`-token windows of a stream go into each batch.
+//!
+//! A stream of `len` tokens holds `n = (len - 1) / seq` samples; sample `i` is
+//! `tokens[i*seq .. i*seq + seq + 1)`, whose first `seq` tokens are the inputs and last `seq`
+//! the targets (the inputs shifted by one). Samples do not overlap except for that one shared
+//! token, and the trailing `(len - 1) % seq` tokens are never used.
+
+use crate::error::{DataError, Result};
+use crate::rng::SplitMix64;
+use crate::stream::TokenStream;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The order in which samples are visited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Sampling {
+    /// Samples `0, 1, 2, ...` in stream order; after the last full sample the next epoch starts
+    /// again at sample 0 (the leftover tail shorter than a sample is skipped).
+    Sequential,
+    /// Each epoch visits every sample once in a permutation derived from `(seed, epoch)` alone,
+    /// so any epoch's order can be rebuilt without replaying the ones before it.
+    Shuffle {
+        /// The run's data seed.
+        seed: u64,
+    },
+}
+
+/// Where a [`Sampler`] stands: saved into checkpoints as JSON so a resumed run draws exactly
+/// the batches the uninterrupted run would have.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplerState {
+    /// Completed passes over the samples.
+    pub epoch: u64,
+    /// Position within the current epoch's order of the next sample to take.
+    pub cursor: usize,
+}
+
+/// A reusable `[rows][seq + 1]` buffer of token windows, allocated once.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    seq: usize,
+    capacity: usize,
+    rows: usize,
+    tokens: Vec<u32>,
+}
+
+impl Batch {
+    /// A buffer for up to `batch` windows of `seq + 1` tokens.
+    pub fn new(batch: usize, seq: usize) -> Self {
+        Batch {
+            seq,
+            capacity: batch,
+            rows: 0,
+            tokens: vec![0; batch * (seq + 1)],
+        }
+    }
+
+    /// Rows filled by the last call (fewer than the capacity only for a final evaluation batch).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Sequence length (tokens of input per row).
+    pub fn seq(&self) -> usize {
+        self.seq
+    }
+
+    /// Window `r`: `seq + 1` tokens.
+    pub fn row(&self, r: usize) -> &[u32] {
+        let width = self.seq + 1;
+        &self.tokens[r * width..(r + 1) * width]
+    }
+
+    /// Inputs of row `r`: its first `seq` tokens.
+    pub fn inputs(&self, r: usize) -> &[u32] {
+        &self.row(r)[..self.seq]
+    }
+
+    /// Targets of row `r`: its last `seq` tokens (the inputs shifted by one).
+    pub fn targets(&self, r: usize) -> &[u32] {
+        &self.row(r)[1..]
+    }
+
+    fn check_shape(&self, batch: usize, seq: usize) -> Result<()> {
+        if self.seq != seq || self.capacity < batch {
+            return Err(DataError::Config(format!(
+                "batch buffer is {}x{} but the sampler fills {batch}x{seq}; create it with \
+                 Batch::new({batch}, {seq})",
+                self.capacity, self.seq
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads sample `index` of `stream` into row `r`.
+    fn fill_row(&mut self, r: usize, stream: &dyn TokenStream, index: usize) -> Result<()> {
+        let width = self.seq + 1;
+        let row = &mut self.tokens[r * width..(r + 1) * width];
+        stream.read(index * self.seq, row)
+    }
+}
+
+/// Number of samples of `seq + 1` tokens in `len` tokens, or an error saying what is too small.
+pub fn num_samples(len: usize, seq: usize) -> Result<usize> {
+    if seq == 0 {
+        return Err(DataError::Config(
+            "sequence length is 0; pass --seq of at least 1".into(),
+        ));
+    }
+    let n = len.saturating_sub(1) / seq;
+    if n == 0 {
+        return Err(DataError::Config(format!(
+            "the data has {len} tokens, fewer than one sample of --seq {seq} + 1; use more data \
+             or a shorter --seq"
+        )));
+    }
+    Ok(n)
+}
+
+/// Draws training batches from a token stream in a reproducible order.
+pub struct Sampler {
+    stream: Arc<dyn TokenStream>,
+    seq: usize,
+    batch: usize,
+    sampling: Sampling,
+    n_samples: usize,
+    state: SamplerState,
+    /// The current epoch's sample order (shuffle only; empty for sequential).
+    order: Vec<usize>,
+}
+
+impl Sampler {
+    /// A sampler at the start of epoch 0 over `stream`, filling `batch` rows of `seq + 1`.
+    pub fn new(
+        stream: Arc<dyn TokenStream>,
+        seq: usize,
+        batch: usize,
+        sampling: Sampling,
+    ) -> Result<Self> {
+        if batch == 0 {
+            return Err(DataError::Config(
+                "batch size is 0; pass --batch of at least 1".into(),
+            ));
+        }
+        let n_samples = num_samples(stream.len(), seq)?;
+        let mut sampler = Sampler {
+            stream,
+            seq,
+            batch,
+            sampling,
+            n_samples,
+            state: SamplerState::default(),
+            order: Vec::new(),
+        };
+        sampler.build_order();
+        Ok(sampler)
+    }
+
+    /// Number of samples per epoch.
+    pub fn num_samples(&self) -> usize {
+        self.n_samples
+    }
+
+    /// The position to save in a checkpoint.
+    pub fn state(&self) -> SamplerState {
+        self.state
+    }
+
+    /// Continues from a saved position. A cursor past this data's sample count means the
+    /// checkpoint belongs to other data or another `--seq`, which is an error.
+    pub fn restore(&mut self, state: SamplerState) -> Result<()> {
+        if state.cursor >= self.n_samples {
+            return Err(DataError::Config(format!(
+                "saved data position (epoch {}, sample {}) is past this data's {} samples of \
+                 --seq {}; resume with the dataset and --seq of the original run",
+                state.epoch, state.cursor, self.n_samples, self.seq
+            )));
+        }
+        self.state = state;
+        self.build_order();
+        Ok(())
+    }
+
+    /// Fills `out` with the next `batch` samples, moving to the next epoch (and its order) when
+    /// one ends, even in the middle of a batch. `out` must come from `Batch::new(batch, seq)`.
+    pub fn next_batch(&mut self, out: &mut Batch) -> Result<()> {
+        out.check_shape(self.batch, self.seq)?;
+        for r in 0..self.batch {
+            let index = match self.sampling {
+                Sampling::Sequential => self.state.cursor,
+                Sampling::Shuffle { .. } => self.order[self.state.cursor],
+            };
+            out.fill_row(r, self.stream.as_ref(), index)?;
+            self.state.cursor += 1;
+            if self.state.cursor == self.n_samples {
+                self.state.cursor = 0;
+                self.state.epoch += 1;
+                self.build_order();
+            }
+        }
+        out.rows = self.batch;
+        Ok(())
+    }
+
+    /// Rebuilds `order` for the current epoch: O(n_samples), once per epoch.
+    fn build_order(&mut self) {
+        if let Sampling::Shuffle { seed } = self.sampling {
+            self.order.clear();
+            self.order.extend(0..self.n_samples);
+            SplitMix64::derive(seed, self.state.epoch).shuffle(&mut self.order);
+        }
+    }
+}
+
+/// Every sample of a (validation) stream exactly once, in order, in batches; the last batch may
+/// be partial ([`Batch::rows`] says how full).
+pub struct EvalBatches {
+    stream: Arc<dyn TokenStream>,
+    seq: usize,
+    batch: usize,
+    n_samples: usize,
+    next: usize,
+}
+
+impl EvalBatches {
+    /// Batches of up to `batch` samples of `seq + 1` tokens over `stream`.
+    pub fn new(stream: Arc<dyn TokenStream>, seq: usize, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(DataError::Config(
+                "batch size is 0; pass --batch of at least 1".into(),
+            ));
+        }
+        let n_samples = num_samples(stream.len(), seq)?;
+        Ok(EvalBatches {
+            stream,
+            seq,
+            batch,
+            n_samples,
+            next: 0,
+        })
+    }
+
+    /// Number of samples one pass covers.
+    pub fn num_samples(&self) -> usize {
+        self.n_samples
+    }
+
+    /// Fills `out` with the next samples; returns `false` (and leaves `out` empty) after the
+    /// last one. Call [`EvalBatches::rewind`] to evaluate again.
+    pub fn next_batch(&mut self, out: &mut Batch) -> Result<bool> {
+        out.check_shape(self.batch, self.seq)?;
+        let rows = self.batch.min(self.n_samples - self.next);
+        for r in 0..rows {
+            out.fill_row(r, self.stream.as_ref(), self.next + r)?;
+        }
+        self.next += rows;
+        out.rows = rows;
+        Ok(rows > 0)
+    }
+
+    /// Starts the pass over from the first sample.
+    pub fn rewind(&mut self) {
+        self.next = 0;
+    }
+}

@@ -1,0 +1,98 @@
+//! The ANE as a [`Device`]: compiles through the cache and the compile budget.
+
+use super::kernel::AneKernel;
+use super::model::CompiledModel;
+use super::runtime::AneRuntime;
+use crate::ane::budget::CompileBudget;
+use crate::ane::cache::{stamped_text, KernelCache};
+use crate::ane::info::AneInfo;
+use crate::ane::port_order::kernel_ports;
+use crate::ane::self_test::SelfTest;
+use crate::ane::surface_layout::{SurfaceLayout, SurfacePolicy};
+use crate::{Device, DeviceError, Kernel, Result};
+use anetrain_mil::{print_program, validate, Program, WeightFiles};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The Apple Neural Engine, through `AppleNeuralEngine.framework`.
+#[derive(Debug)]
+pub struct AneDevice {
+    runtime: AneRuntime,
+    info: AneInfo,
+    policy: SurfacePolicy,
+    budget: &'static CompileBudget,
+    /// Compiled models by (MIL text, weights), so that nothing compiles twice; held until the
+    /// device is dropped.
+    cache: Mutex<KernelCache<Arc<CompiledModel>>>,
+}
+
+impl AneDevice {
+    /// Loads the framework. Fails with [`DeviceError::Unavailable`] naming what is missing.
+    pub fn new() -> Result<AneDevice> {
+        let runtime = AneRuntime::load()?;
+        let info = runtime.info();
+        if info.has_ane == Some(false) {
+            return Err(DeviceError::Unavailable(format!(
+                "this Mac reports no Neural Engine (_ANEDeviceInfo hasANE is NO on macOS `{}`); \
+                 use --device cpu",
+                info.macos
+            )));
+        }
+        Ok(AneDevice {
+            runtime,
+            info,
+            policy: SurfacePolicy::default(),
+            budget: CompileBudget::process(),
+            cache: Mutex::new(KernelCache::new()),
+        })
+    }
+
+    /// Loads the framework and runs the self-test kernel; what `--device auto` uses. The error
+    /// says why the ANE is not used.
+    pub fn probe() -> Result<AneDevice> {
+        let device = AneDevice::new()?;
+        SelfTest::new().run(&device).map_err(|e| {
+            DeviceError::Unavailable(format!("the ANE self-test kernel failed: {e}"))
+        })?;
+        Ok(device)
+    }
+
+    /// What the framework reports about this machine's ANE.
+    pub fn info(&self) -> &AneInfo {
+        &self.info
+    }
+
+    /// Replaces the surface rules, e.g. relaxed for a chip whose capability file shows
+    /// narrower widths work.
+    pub fn with_surface_policy(mut self, policy: SurfacePolicy) -> AneDevice {
+        self.policy = policy;
+        self
+    }
+
+    /// The loaded framework.
+    pub fn runtime(&self) -> &AneRuntime {
+        &self.runtime
+    }
+}
+
+impl Device for AneDevice {
+    fn name(&self) -> String {
+        format!("ane ({})", self.info.chip())
+    }
+
+    fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
+        validate(program)?;
+        let (inputs, outputs) = kernel_ports(program)?;
+        // Shape rules are checked before compiling, so a bad port costs no compile budget.
+        let layout = SurfaceLayout::plan(&inputs, &outputs, &self.policy)?;
+        let (key, text) = stamped_text(program, weights, print_program);
+        let model = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_try_insert(key, || {
+                CompiledModel::build(&self.runtime, &text, weights, self.budget).map(Arc::new)
+            })?;
+        let kernel = AneKernel::new(&self.runtime, model, inputs, outputs, &layout)?;
+        Ok(Box::new(kernel))
+    }
+}

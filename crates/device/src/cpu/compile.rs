@@ -1,0 +1,699 @@
+//! Compilation of a MIL function into a [`Plan`]: value names become slot indices, constants
+//! are evaluated once, every op's parameters and output shapes are resolved (and checked
+//! against the declared types), and each value's last use is recorded so the run loop frees
+//! it as soon as it is dead. Running a plan needs no name lookups or hashing.
+
+use super::attention::sdpa_params;
+use super::elementwise::{broadcast_shapes, BinaryOp, CastTarget, GeluMode, UnaryOp};
+use super::linalg::{conv_params, linear_shape, matmul_shape, ConvArgs};
+use super::pool::Pool;
+use super::quant::{affine_params, dequantize};
+use super::reduce::{ReduceKind, ReduceParams};
+use super::shape_ops::{
+    concat_shape, normalize_axis, reshape_shape, slice_by_index, slice_by_size, split_sizes,
+    transpose_perm, IndexSliceArgs,
+};
+use super::step::{Step, StepKind};
+use super::tensor::Tensor;
+use super::Precision;
+use crate::error::{DeviceError, Result};
+use crate::TensorSpec;
+use anetrain_mil::{
+    ArgKind, Argument, DType, Literal, MilError, Op, Operation, Program, TensorType, Type,
+    WeightFiles,
+};
+use std::collections::HashMap;
+
+/// A compiled function, ready to run.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub slot_count: usize,
+    /// Function inputs with their slots.
+    pub inputs: Vec<(TensorSpec, usize)>,
+    /// Returned values with their slots.
+    pub outputs: Vec<(TensorSpec, usize)>,
+    /// Constants read by some op or returned, placed in their slots at the start of a run.
+    pub consts: Vec<(usize, Tensor)>,
+    pub steps: Vec<Step>,
+}
+
+/// Compiles the `main` function of `program`.
+pub(crate) fn compile(
+    program: &Program,
+    weights: &WeightFiles,
+    precision: Precision,
+) -> Result<Plan> {
+    let f = program.main().ok_or_else(|| {
+        MilError::Program("the program has no `main` function; devices run `main`".to_string())
+    })?;
+    let mut c = Compiler {
+        weights,
+        precision,
+        slots: HashMap::new(),
+        types: Vec::new(),
+        literals: HashMap::new(),
+        consts: Vec::new(),
+        steps: Vec::new(),
+    };
+    let mut inputs = Vec::new();
+    for (name, ty) in &f.inputs {
+        let slot = c.define(name, Type::Tensor(ty.clone()))?;
+        inputs.push((
+            TensorSpec {
+                name: name.clone(),
+                ty: ty.clone(),
+            },
+            slot,
+        ));
+    }
+    for op in &f.ops {
+        c.compile_op(op)?;
+    }
+    let mut outputs = Vec::new();
+    for name in &f.outputs {
+        let slot = *c.slots.get(name.as_str()).ok_or_else(|| {
+            MilError::Program(format!(
+                "the function returns `{name}`, which no op or input defines"
+            ))
+        })?;
+        let ty = match &c.types[slot] {
+            Type::Tensor(t) => t.clone(),
+            Type::Scalar(d) if d.is_tensor_element() => TensorType::new(*d, []),
+            Type::Scalar(d) => {
+                return Err(MilError::Program(format!(
+                    "the function returns `{name}` of type {d}; return tensors"
+                ))
+                .into())
+            }
+        };
+        outputs.push((
+            TensorSpec {
+                name: name.clone(),
+                ty,
+            },
+            slot,
+        ));
+    }
+    Ok(c.finish(inputs, outputs))
+}
+
+struct Compiler<'a> {
+    weights: &'a WeightFiles,
+    precision: Precision,
+    slots: HashMap<&'a str, usize>,
+    types: Vec<Type>,
+    literals: HashMap<&'a str, &'a Literal>,
+    consts: Vec<(usize, Tensor)>,
+    steps: Vec<Step>,
+}
+
+fn unsupported(op: &Operation, message: impl Into<String>) -> DeviceError {
+    DeviceError::Unsupported {
+        op: op.op.name().to_string(),
+        label: op.label.clone(),
+        message: message.into(),
+    }
+}
+
+fn type_error(op: &Operation, message: impl Into<String>) -> DeviceError {
+    MilError::Type {
+        op: op.op.name().to_string(),
+        label: op.label.clone(),
+        message: message.into(),
+    }
+    .into()
+}
+
+impl<'a> Compiler<'a> {
+    fn define(&mut self, name: &'a str, ty: Type) -> Result<usize> {
+        if self.slots.contains_key(name) {
+            return Err(MilError::Program(format!(
+                "`{name}` is defined twice; value names must be unique"
+            ))
+            .into());
+        }
+        let slot = self.types.len();
+        self.slots.insert(name, slot);
+        self.types.push(ty);
+        Ok(slot)
+    }
+
+    /// The values of a constant literal (scalars have shape `[]`), or `None` for a string.
+    fn literal_tensor(&self, lit: &Literal) -> Result<Option<Tensor>> {
+        Ok(match lit {
+            Literal::Scalar(s) => s.as_f64().map(|v| Tensor::new(vec![], vec![v as f32])),
+            Literal::Tensor { ty, data } => {
+                if data.len() != ty.numel() {
+                    return Err(MilError::Program(format!(
+                        "a {ty} literal has {} values",
+                        data.len()
+                    ))
+                    .into());
+                }
+                Some(Tensor::new(ty.shape.clone(), data.to_f32()))
+            }
+            Literal::Blob { ty, path, offset } => Some(Tensor::new(
+                ty.shape.clone(),
+                self.weights.read_tensor(path, *offset, ty)?,
+            )),
+        })
+    }
+
+    fn compile_op(&mut self, op: &'a Operation) -> Result<()> {
+        match op.op {
+            Op::Const => {
+                let lit = op
+                    .attr("val")
+                    .ok_or_else(|| type_error(op, "const needs a `val` attribute"))?;
+                let out = self.single_output(op)?;
+                let slot = self.define(&out.name, out.ty.clone())?;
+                self.literals.insert(&out.name, lit);
+                if let Some(t) = self.literal_tensor(lit)? {
+                    self.check_shape(op, &out.ty, t.shape())?;
+                    self.consts.push((slot, t));
+                }
+                Ok(())
+            }
+            Op::ConstexprAffineDequantize => {
+                let out = self.single_output(op)?;
+                let t = self.affine_dequantize_const(op)?;
+                self.check_shape(op, &out.ty, t.shape())?;
+                let slot = self.define(&out.name, out.ty.clone())?;
+                let mut t = t;
+                if self.precision == Precision::F16 && out.ty.dtype() == DType::Fp16 {
+                    let mut data = vec![0.0; t.numel()];
+                    t.copy_to(&mut data);
+                    super::elementwise::round_to_f16(&mut data);
+                    t = Tensor::new(t.shape().to_vec(), data);
+                }
+                self.consts.push((slot, t));
+                Ok(())
+            }
+            _ => self.compile_compute(op),
+        }
+    }
+
+    fn single_output(&self, op: &'a Operation) -> Result<&'a anetrain_mil::Output> {
+        match op.outputs.as_slice() {
+            [o] => Ok(o),
+            _ => Err(type_error(
+                op,
+                format!("expected one output, found {}", op.outputs.len()),
+            )),
+        }
+    }
+
+    fn check_shape(&self, op: &Operation, declared: &Type, inferred: &[usize]) -> Result<()> {
+        if declared.shape() != inferred {
+            return Err(type_error(
+                op,
+                format!("declares {declared} but its arguments give shape {inferred:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The literal a parameter argument names, if the argument is present.
+    fn param(&self, op: &Operation, name: &str) -> Result<Option<&'a Literal>> {
+        match op.arg(name) {
+            None => Ok(None),
+            Some(Argument::Value(v)) => self.literals.get(v.as_str()).copied().map(Some).ok_or_else(|| {
+                unsupported(op, format!("`{name}` = `{v}` must name a const value (this device resolves parameters at compile time)"))
+            }),
+            Some(Argument::Tuple(_)) => Err(type_error(op, format!("`{name}` must be a single value, not a tuple"))),
+        }
+    }
+
+    fn ints(&self, op: &Operation, name: &str) -> Result<Option<Vec<i64>>> {
+        self.param(op, name)?
+            .map(|l| {
+                l.as_i64_vec()
+                    .ok_or_else(|| type_error(op, format!("`{name}` must be integers")))
+            })
+            .transpose()
+    }
+
+    fn req_ints(&self, op: &Operation, name: &str) -> Result<Vec<i64>> {
+        self.ints(op, name)?
+            .ok_or_else(|| type_error(op, format!("missing argument `{name}`")))
+    }
+
+    fn int(&self, op: &Operation, name: &str) -> Result<Option<i64>> {
+        match self.ints(op, name)? {
+            None => Ok(None),
+            Some(v) if v.len() == 1 => Ok(Some(v[0])),
+            Some(v) => Err(type_error(
+                op,
+                format!("`{name}` must be one integer, got {v:?}"),
+            )),
+        }
+    }
+
+    fn flag(&self, op: &Operation, name: &str) -> Result<bool> {
+        match self.param(op, name)? {
+            None => Ok(false),
+            Some(l) => l
+                .as_bool()
+                .ok_or_else(|| type_error(op, format!("`{name}` must be a bool"))),
+        }
+    }
+
+    fn string(&self, op: &Operation, name: &str) -> Result<Option<String>> {
+        self.param(op, name)?
+            .map(|l| {
+                l.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| type_error(op, format!("`{name}` must be a string")))
+            })
+            .transpose()
+    }
+
+    fn floats_of(&self, op: &Operation, name: &str, lit: &Literal) -> Result<Vec<f32>> {
+        let t = self
+            .literal_tensor(lit)?
+            .ok_or_else(|| type_error(op, format!("`{name}` must be numeric")))?;
+        let mut v = vec![0.0; t.numel()];
+        t.copy_to(&mut v);
+        Ok(v)
+    }
+
+    fn floats(&self, op: &Operation, name: &str) -> Result<Option<Vec<f32>>> {
+        self.param(op, name)?
+            .map(|l| self.floats_of(op, name, l))
+            .transpose()
+    }
+
+    fn scalar(&self, op: &Operation, name: &str) -> Result<Option<f32>> {
+        match self.floats(op, name)? {
+            None => Ok(None),
+            Some(v) if v.len() == 1 => Ok(Some(v[0])),
+            Some(_) => Err(type_error(op, format!("`{name}` must be a scalar"))),
+        }
+    }
+
+    /// Folds `constexpr_affine_dequantize` (all inputs are bracket attributes).
+    fn affine_dequantize_const(&self, op: &Operation) -> Result<Tensor> {
+        let attr = |n: &str| {
+            op.attr(n)
+                .ok_or_else(|| type_error(op, format!("missing attribute `{n}`")))
+        };
+        let data = self
+            .literal_tensor(attr("quantized_data")?)?
+            .ok_or_else(|| type_error(op, "`quantized_data` must be a tensor"))?;
+        let scale = self.floats_of(op, "scale", attr("scale")?)?;
+        let zero_point = self.floats_of(op, "zero_point", attr("zero_point")?)?;
+        let axis = attr("axis")?.as_i64_vec().and_then(|v| v.first().copied());
+        let p = affine_params(data.shape(), scale, Some(zero_point), axis)
+            .map_err(|m| type_error(op, m))?;
+        Ok(dequantize(&data, &p, &mut Pool::default()))
+    }
+
+    fn compile_compute(&mut self, op: &'a Operation) -> Result<()> {
+        let mut args = Vec::new();
+        let mut shapes: Vec<Option<Vec<usize>>> = Vec::new();
+        let mut dtypes = Vec::new();
+        for spec in op.op.args().iter().filter(|s| s.kind != ArgKind::Param) {
+            let names: Vec<&str> = match op.arg(spec.name) {
+                None if spec.optional => {
+                    args.push(None);
+                    shapes.push(None);
+                    dtypes.push(None);
+                    continue;
+                }
+                None => return Err(type_error(op, format!("missing argument `{}`", spec.name))),
+                Some(a) => a.names(),
+            };
+            for name in names {
+                let slot = *self.slots.get(name).ok_or_else(|| {
+                    MilError::Program(format!(
+                        "op `{}` uses `{name}`, which is not defined before it",
+                        op.label
+                    ))
+                })?;
+                let ty = &self.types[slot];
+                if ty.dtype() == DType::String {
+                    return Err(type_error(
+                        op,
+                        format!(
+                            "`{}` = `{name}` is a string; it must be a tensor",
+                            spec.name
+                        ),
+                    ));
+                }
+                args.push(Some(slot));
+                shapes.push(Some(ty.shape().to_vec()));
+                dtypes.push(Some(ty.dtype()));
+            }
+        }
+        let shape = |i: usize| -> Result<&[usize]> {
+            shapes
+                .get(i)
+                .and_then(|s| s.as_deref())
+                .ok_or_else(|| type_error(op, "missing tensor argument"))
+        };
+        let (kind, out_shapes) = self.resolve(op, &shape, &dtypes)?;
+        if op.outputs.len() != out_shapes.len() {
+            return Err(type_error(
+                op,
+                format!(
+                    "declares {} outputs but computes {}",
+                    op.outputs.len(),
+                    out_shapes.len()
+                ),
+            ));
+        }
+        let mut outputs = Vec::new();
+        for (o, s) in op.outputs.iter().zip(&out_shapes) {
+            self.check_shape(op, &o.ty, s)?;
+            outputs.push(self.define(&o.name, o.ty.clone())?);
+        }
+        let round_f16 = self.precision == Precision::F16
+            && !kind.is_view()
+            && op.outputs.iter().any(|o| o.ty.dtype() == DType::Fp16);
+        self.steps.push(Step {
+            kind,
+            label: op.label.clone(),
+            args,
+            outputs,
+            output_shapes: out_shapes,
+            round_f16,
+            free_after: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Resolves the parameters of a computing op and infers its output shapes.
+    fn resolve<'s>(
+        &self,
+        op: &Operation,
+        shape: &dyn Fn(usize) -> Result<&'s [usize]>,
+        dtypes: &[Option<DType>],
+    ) -> Result<(StepKind, Vec<Vec<usize>>)> {
+        let e = |m: String| type_error(op, m);
+        let one = |k: StepKind, s: Vec<usize>| Ok((k, vec![s]));
+        match op.op {
+            Op::SliceBySize => {
+                let p = slice_by_size(
+                    shape(0)?,
+                    &self.req_ints(op, "begin")?,
+                    &self.req_ints(op, "size")?,
+                )
+                .map_err(e)?;
+                let s = p.out_shape();
+                one(StepKind::Slice(p), s)
+            }
+            Op::SliceByIndex => {
+                let extra = IndexSliceArgs {
+                    stride: self.ints(op, "stride")?,
+                    begin_mask: self.ints(op, "begin_mask")?,
+                    end_mask: self.ints(op, "end_mask")?,
+                    squeeze_mask: self.ints(op, "squeeze_mask")?,
+                };
+                let p = slice_by_index(
+                    shape(0)?,
+                    &self.req_ints(op, "begin")?,
+                    &self.req_ints(op, "end")?,
+                    &extra,
+                )
+                .map_err(e)?;
+                let s = p.out_shape();
+                one(StepKind::Slice(p), s)
+            }
+            Op::Reshape => one(
+                StepKind::Reshape,
+                reshape_shape(shape(0)?, &self.req_ints(op, "shape")?).map_err(e)?,
+            ),
+            Op::Transpose => {
+                let x = shape(0)?;
+                let perm = transpose_perm(x.len(), &self.req_ints(op, "perm")?).map_err(e)?;
+                let s = perm.iter().map(|&p| x[p]).collect();
+                one(StepKind::Transpose(perm), s)
+            }
+            Op::Concat => {
+                let all: Vec<&[usize]> = (0..dtypes.len()).map(shape).collect::<Result<_>>()?;
+                let rank = all.first().map_or(0, |s| s.len());
+                let axis = self
+                    .int(op, "axis")?
+                    .ok_or_else(|| e("missing argument `axis`".into()))?;
+                let axis = normalize_axis(axis, rank).map_err(e)?;
+                let interleave = self.flag(op, "interleave")?;
+                let s = concat_shape(&all, axis, interleave).map_err(e)?;
+                one(StepKind::Concat { axis, interleave }, s)
+            }
+            Op::Split => {
+                let x = shape(0)?;
+                let axis = self
+                    .int(op, "axis")?
+                    .ok_or_else(|| e("missing argument `axis`".into()))?;
+                let axis = normalize_axis(axis, x.len()).map_err(e)?;
+                let sizes = split_sizes(
+                    x[axis],
+                    self.int(op, "num_splits")?,
+                    self.ints(op, "split_sizes")?,
+                )
+                .map_err(e)?;
+                let shapes = sizes
+                    .iter()
+                    .map(|&n| {
+                        let mut s = x.to_vec();
+                        s[axis] = n;
+                        s
+                    })
+                    .collect();
+                Ok((StepKind::Split { axis, sizes }, shapes))
+            }
+            Op::Matmul => {
+                let (tx, ty) = (self.flag(op, "transpose_x")?, self.flag(op, "transpose_y")?);
+                let s = matmul_shape(shape(0)?, shape(1)?, tx, ty).map_err(e)?;
+                one(StepKind::Matmul { tx, ty }, s)
+            }
+            Op::Conv => {
+                let args = ConvArgs {
+                    strides: self.ints(op, "strides")?,
+                    pad_type: self.string(op, "pad_type")?,
+                    pad: self.ints(op, "pad")?,
+                    dilations: self.ints(op, "dilations")?,
+                    groups: self.int(op, "groups")?,
+                };
+                let (p, s) = conv_params(shape(0)?, shape(1)?, args).map_err(e)?;
+                one(StepKind::Conv(p), s)
+            }
+            Op::Linear => {
+                let bias = if dtypes.get(2).copied().flatten().is_some() {
+                    Some(shape(2)?)
+                } else {
+                    None
+                };
+                one(
+                    StepKind::Linear,
+                    linear_shape(shape(0)?, shape(1)?, bias).map_err(e)?,
+                )
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::RealDiv | Op::Pow | Op::Greater | Op::Less => {
+                let bop = match op.op {
+                    Op::Add => BinaryOp::Add,
+                    Op::Sub => BinaryOp::Sub,
+                    Op::Mul => BinaryOp::Mul,
+                    Op::RealDiv => BinaryOp::Div,
+                    Op::Pow => BinaryOp::Pow,
+                    Op::Greater => BinaryOp::Greater,
+                    _ => BinaryOp::Less,
+                };
+                let (x, y) = (shape(0)?, shape(1)?);
+                let s = broadcast_shapes(x, y)
+                    .ok_or_else(|| e(format!("shapes {x:?} and {y:?} do not broadcast")))?;
+                one(StepKind::Binary(bop), s)
+            }
+            Op::Select => {
+                let (c, a, b) = (shape(0)?, shape(1)?, shape(2)?);
+                let s = broadcast_shapes(c, a)
+                    .and_then(|s| broadcast_shapes(&s, b))
+                    .ok_or_else(|| e(format!("shapes {c:?}, {a:?} and {b:?} do not broadcast")))?;
+                one(StepKind::Select, s)
+            }
+            Op::Sqrt
+            | Op::Rsqrt
+            | Op::Exp
+            | Op::Log
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Silu
+            | Op::Relu
+            | Op::Gelu
+            | Op::Clip
+            | Op::Cast => {
+                let uop = self.unary_op(op)?;
+                one(StepKind::Unary(uop), shape(0)?.to_vec())
+            }
+            Op::Softmax => {
+                let x = shape(0)?;
+                let axis =
+                    normalize_axis(self.int(op, "axis")?.unwrap_or(-1), x.len()).map_err(e)?;
+                one(StepKind::Softmax(axis), x.to_vec())
+            }
+            Op::ReduceSum | Op::ReduceMean | Op::ReduceMax => {
+                let x = shape(0)?;
+                let kind = match op.op {
+                    Op::ReduceSum => ReduceKind::Sum,
+                    Op::ReduceMean => ReduceKind::Mean,
+                    _ => ReduceKind::Max,
+                };
+                let mut axes: Vec<usize> = match self.ints(op, "axes")? {
+                    None => (0..x.len()).collect(),
+                    Some(v) => v
+                        .iter()
+                        .map(|&a| normalize_axis(a, x.len()))
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(e)?,
+                };
+                axes.sort_unstable();
+                axes.dedup();
+                let keep = self.flag(op, "keep_dims")?;
+                let out_shape = (0..x.len())
+                    .filter_map(|d| match (axes.contains(&d), keep) {
+                        (false, _) => Some(x[d]),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect::<Vec<_>>();
+                let s = out_shape.clone();
+                one(
+                    StepKind::Reduce(ReduceParams {
+                        kind,
+                        axes,
+                        out_shape,
+                    }),
+                    s,
+                )
+            }
+            Op::ScaledDotProductAttention => {
+                let mask = match dtypes.get(3).copied().flatten() {
+                    Some(d) => Some((shape(3)?, d == DType::Bool)),
+                    None => None,
+                };
+                let (p, s) = sdpa_params(shape(0)?, shape(1)?, shape(2)?, mask).map_err(e)?;
+                one(StepKind::Sdpa(p), s)
+            }
+            Op::Quantize | Op::Dequantize => {
+                let x = shape(0)?;
+                let scale = self
+                    .floats(op, "scale")?
+                    .ok_or_else(|| e("missing argument `scale`".into()))?;
+                let p = affine_params(
+                    x,
+                    scale,
+                    self.floats(op, "zero_point")?,
+                    self.int(op, "axis")?,
+                )
+                .map_err(e)?;
+                if op.op == Op::Dequantize {
+                    return one(StepKind::Dequantize(p), x.to_vec());
+                }
+                let (lo, hi) = match self.string(op, "output_dtype")?.as_deref() {
+                    Some("int8") => (-128.0, 127.0),
+                    Some("uint8") => (0.0, 255.0),
+                    other => {
+                        return Err(e(format!(
+                            "output_dtype {other:?} must be \"int8\" or \"uint8\""
+                        )))
+                    }
+                };
+                one(StepKind::Quantize { params: p, lo, hi }, x.to_vec())
+            }
+            Op::Const | Op::ConstexprAffineDequantize => {
+                Err(e("constants are folded, not run".into()))
+            }
+        }
+    }
+
+    fn unary_op(&self, op: &Operation) -> Result<UnaryOp> {
+        Ok(match op.op {
+            Op::Sqrt => UnaryOp::Sqrt,
+            Op::Rsqrt => UnaryOp::Rsqrt(self.scalar(op, "epsilon")?.unwrap_or(1e-12)),
+            Op::Exp => UnaryOp::Exp,
+            Op::Log => UnaryOp::Log(self.scalar(op, "epsilon")?.unwrap_or(1e-45)),
+            Op::Tanh => UnaryOp::Tanh,
+            Op::Sigmoid => UnaryOp::Sigmoid,
+            Op::Silu => UnaryOp::Silu,
+            Op::Relu => UnaryOp::Relu,
+            Op::Gelu => UnaryOp::Gelu(match self.string(op, "mode")?.as_deref() {
+                None | Some("EXACT") => GeluMode::Exact,
+                Some("TANH_APPROXIMATION") => GeluMode::Tanh,
+                Some("SIGMOID_APPROXIMATION") => GeluMode::Sigmoid,
+                Some(m) => {
+                    return Err(type_error(
+                        op,
+                        format!(
+                        "gelu mode `{m}` is not EXACT, TANH_APPROXIMATION or SIGMOID_APPROXIMATION"
+                    ),
+                    ))
+                }
+            }),
+            Op::Clip => {
+                let need = |n: &str| -> Result<f32> {
+                    self.scalar(op, n)?
+                        .ok_or_else(|| type_error(op, format!("missing argument `{n}`")))
+                };
+                UnaryOp::Clip(need("alpha")?, need("beta")?)
+            }
+            _ => UnaryOp::Cast(match self.string(op, "dtype")?.as_deref() {
+                Some("fp16" | "fp32") => CastTarget::Float,
+                Some("int32") => CastTarget::Int32,
+                Some("int8") => CastTarget::Int8,
+                Some("uint8") => CastTarget::Uint8,
+                Some("bool") => CastTarget::Bool,
+                other => {
+                    return Err(type_error(
+                        op,
+                        format!(
+                        "cast dtype {other:?} is not one of fp16, fp32, int32, int8, uint8, bool"
+                    ),
+                    ))
+                }
+            }),
+        })
+    }
+
+    /// Records last uses, keeps only the constants something reads, and builds the plan.
+    fn finish(
+        mut self,
+        inputs: Vec<(TensorSpec, usize)>,
+        outputs: Vec<(TensorSpec, usize)>,
+    ) -> Plan {
+        let slot_count = self.types.len();
+        let mut last_use: Vec<Option<usize>> = vec![None; slot_count];
+        let mut produced_by: Vec<Option<usize>> = vec![None; slot_count];
+        for (i, step) in self.steps.iter().enumerate() {
+            for &s in step.args.iter().flatten() {
+                last_use[s] = Some(i);
+            }
+            for &s in &step.outputs {
+                produced_by[s] = Some(i);
+            }
+        }
+        let mut returned = vec![false; slot_count];
+        for (_, s) in &outputs {
+            returned[*s] = true;
+        }
+        for slot in 0..slot_count {
+            if returned[slot] {
+                continue;
+            }
+            if let Some(i) = last_use[slot].or(produced_by[slot]) {
+                self.steps[i].free_after.push(slot);
+            }
+        }
+        let consts = self
+            .consts
+            .into_iter()
+            .filter(|(s, _)| returned[*s] || last_use[*s].is_some())
+            .collect();
+        Plan {
+            slot_count,
+            inputs,
+            outputs,
+            consts,
+            steps: self.steps,
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The CPU kernel: input storage kept between runs, the run loop over a compiled [`Plan`],
+//! and copying results out.
+
+use super::compile::Plan;
+use super::elementwise::round_to_f16;
+use super::pool::Pool;
+use super::tensor::Tensor;
+use super::Precision;
+use crate::error::{DeviceError, Result};
+use crate::{Kernel, TensorSpec};
+use anetrain_mil::DType;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A compiled program on the CPU.
+pub(crate) struct CpuKernel {
+    plan: Plan,
+    precision: Precision,
+    input_specs: Vec<TensorSpec>,
+    output_specs: Vec<TensorSpec>,
+    /// Input storage, packed in the declared shape; kept between runs.
+    inputs: Vec<Arc<Vec<f32>>>,
+    /// Results of the last run (views, possibly of each other or of inputs).
+    outputs: Vec<Option<Tensor>>,
+    /// Value slots of a run; empty between runs.
+    slots: Vec<Option<Tensor>>,
+    pool: Pool,
+}
+
+impl CpuKernel {
+    pub fn new(plan: Plan, precision: Precision) -> CpuKernel {
+        let input_specs: Vec<TensorSpec> = plan.inputs.iter().map(|(s, _)| s.clone()).collect();
+        let output_specs = plan.outputs.iter().map(|(s, _)| s.clone()).collect();
+        let inputs = input_specs
+            .iter()
+            .map(|s| Arc::new(vec![0.0; s.numel()]))
+            .collect();
+        CpuKernel {
+            outputs: vec![None; plan.outputs.len()],
+            slots: vec![None; plan.slot_count],
+            plan,
+            precision,
+            input_specs,
+            output_specs,
+            inputs,
+            pool: Pool::default(),
+        }
+    }
+
+    fn input_spec(&self, index: usize) -> Result<&TensorSpec> {
+        self.input_specs.get(index).ok_or_else(|| {
+            DeviceError::Layout(format!(
+                "input index {index} is out of range; the kernel has {} inputs",
+                self.input_specs.len()
+            ))
+        })
+    }
+
+    fn output(&self, index: usize) -> Result<(&TensorSpec, &Tensor)> {
+        let spec = self.output_specs.get(index).ok_or_else(|| {
+            DeviceError::Layout(format!(
+                "output index {index} is out of range; the kernel has {} outputs",
+                self.output_specs.len()
+            ))
+        })?;
+        let value = self.outputs[index].as_ref().ok_or_else(|| {
+            DeviceError::Runtime(
+                "the kernel has not run yet; call run() before reading outputs".to_string(),
+            )
+        })?;
+        Ok((spec, value))
+    }
+
+    fn rounds_input(&self, index: usize) -> bool {
+        self.precision == Precision::F16 && self.input_specs[index].ty.dtype == DType::Fp16
+    }
+
+    fn recycle(pool: &mut Pool, t: Tensor) {
+        if let Some(buf) = t.into_storage() {
+            pool.put(buf);
+        }
+    }
+}
+
+fn check_range(what: &str, r: &Range<usize>, len: usize, name: &str) -> Result<()> {
+    if r.start > r.end || r.end > len {
+        return Err(DeviceError::Layout(format!(
+            "{what} {}..{} is outside `{name}`, which has {len}",
+            r.start, r.end
+        )));
+    }
+    Ok(())
+}
+
+impl Kernel for CpuKernel {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.input_specs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.output_specs
+    }
+
+    fn write_input(&mut self, index: usize, data: &[f32]) -> Result<()> {
+        let spec = self.input_spec(index)?;
+        if data.len() != spec.numel() {
+            return Err(DeviceError::Layout(format!(
+                "input `{}` is {} ({} elements) but {} values were given",
+                spec.name,
+                spec.ty,
+                spec.numel(),
+                data.len()
+            )));
+        }
+        let round = self.rounds_input(index);
+        let buf = Arc::make_mut(&mut self.inputs[index]);
+        buf.copy_from_slice(data);
+        if round {
+            round_to_f16(buf);
+        }
+        Ok(())
+    }
+
+    fn write_input_region(
+        &mut self,
+        index: usize,
+        channels: Range<usize>,
+        columns: Range<usize>,
+        data: &[f32],
+    ) -> Result<()> {
+        let spec = self.input_spec(index)?;
+        let &[1, c, 1, s] = spec.ty.shape.as_slice() else {
+            return Err(DeviceError::Layout(format!(
+                "input `{}` is {}; region writes need a [1, C, 1, S] input",
+                spec.name, spec.ty
+            )));
+        };
+        check_range("channels", &channels, c, &spec.name)?;
+        check_range("columns", &columns, s, &spec.name)?;
+        let width = columns.len();
+        if data.len() != channels.len() * width {
+            return Err(DeviceError::Layout(format!(
+                "a region of {} channels × {width} columns of `{}` needs {} values, got {}",
+                channels.len(),
+                spec.name,
+                channels.len() * width,
+                data.len()
+            )));
+        }
+        let round = self.rounds_input(index);
+        let buf = Arc::make_mut(&mut self.inputs[index]);
+        if width > 0 {
+            for (ch, src) in channels.zip(data.chunks(width)) {
+                let dst = &mut buf[ch * s + columns.start..][..width];
+                dst.copy_from_slice(src);
+                if round {
+                    round_to_f16(dst);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<()> {
+        for old in self.outputs.iter_mut() {
+            if let Some(t) = old.take() {
+                Self::recycle(&mut self.pool, t);
+            }
+        }
+        let slots = &mut self.slots;
+        for ((spec, slot), data) in self.plan.inputs.iter().zip(&self.inputs) {
+            slots[*slot] = Some(Tensor::from_shared(spec.ty.shape.clone(), Arc::clone(data)));
+        }
+        for (slot, t) in &self.plan.consts {
+            slots[*slot] = Some(t.clone());
+        }
+        let result = run_steps(&self.plan, slots, &mut self.pool);
+        for (i, (_, slot)) in self.plan.outputs.iter().enumerate() {
+            self.outputs[i] = slots[*slot].clone();
+        }
+        for s in slots.iter_mut() {
+            if let Some(t) = s.take() {
+                Self::recycle(&mut self.pool, t);
+            }
+        }
+        result
+    }
+
+    fn read_output(&self, index: usize, out: &mut [f32]) -> Result<()> {
+        let (spec, value) = self.output(index)?;
+        if out.len() != spec.numel() {
+            return Err(DeviceError::Layout(format!(
+                "output `{}` is {} ({} elements) but the buffer holds {}",
+                spec.name,
+                spec.ty,
+                spec.numel(),
+                out.len()
+            )));
+        }
+        value.copy_to(out);
+        Ok(())
+    }
+
+    fn read_output_channels(
+        &self,
+        index: usize,
+        channels: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (spec, value) = self.output(index)?;
+        let per_channel = spec.channel_stride()?;
+        check_range("channels", &channels, spec.ty.shape[1], &spec.name)?;
+        if out.len() != channels.len() * per_channel {
+            return Err(DeviceError::Layout(format!(
+                "channels {}..{} of `{}` hold {} values but the buffer holds {}",
+                channels.start,
+                channels.end,
+                spec.name,
+                channels.len() * per_channel,
+                out.len()
+            )));
+        }
+        let mut shape = value.shape().to_vec();
+        shape[1] = channels.len();
+        let offset = value.offset() as isize + channels.start as isize * value.strides()[1];
+        value
+            .view(offset as usize, shape, value.strides().to_vec())
+            .copy_to(out);
+        Ok(())
+    }
+}
+
+/// Evaluates every step, freeing each value after its last reader.
+fn run_steps(plan: &Plan, slots: &mut [Option<Tensor>], pool: &mut Pool) -> Result<()> {
+    for step in &plan.steps {
+        let results = {
+            let args: Vec<Option<&Tensor>> = step
+                .args
+                .iter()
+                .map(|a| a.and_then(|s| slots[s].as_ref()))
+                .collect();
+            step.exec(&args, pool)?
+        };
+        for (mut t, &slot) in results.into_iter().zip(&step.outputs) {
+            if step.round_f16 {
+                if let Some(buf) = t.storage_mut() {
+                    round_to_f16(buf);
+                }
+            }
+            slots[slot] = Some(t);
+        }
+        for &s in &step.free_after {
+            if let Some(t) = slots[s].take() {
+                CpuKernel::recycle(pool, t);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! `matmul`, `linear` and `conv`, all lowered onto [`matmul_into`] (the `gemm` crate).
+//!
+//! Operands are passed to gemm as strided views, so transposes, slices and the no-copy
+//! reshapes in front of a matmul cost nothing. A 1×1 convolution is one product per batch
+//! and group; other convolutions first unfold their input window by window (im2col).
+
+use super::elementwise::broadcast_shapes;
+use super::gemm::{matmul_into, MatRef, PAR_MACS};
+use super::pool::Pool;
+use super::shape_ops::reshape;
+use super::tensor::{broadcast_strides, Tensor};
+use crate::error::Result;
+use rayon::prelude::*;
+
+/// One operand of a batched matmul: batch axes plus a strided `rows × cols` matrix.
+struct Batched {
+    batch: Vec<usize>,
+    batch_strides: Vec<isize>,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+/// Shapes only: `(batch, rows, cols)` of an operand after rank-1 promotion and transpose.
+fn matrix_dims(shape: &[usize], lhs: bool, transpose: bool) -> (Vec<usize>, usize, usize) {
+    match shape {
+        [k] if lhs => (vec![], 1, *k),
+        [k] => (vec![], *k, 1),
+        _ => {
+            let r = shape.len();
+            let (a, b) = (shape[r - 2], shape[r - 1]);
+            let (rows, cols) = if transpose { (b, a) } else { (a, b) };
+            (shape[..r - 2].to_vec(), rows, cols)
+        }
+    }
+}
+
+fn batched(t: &Tensor, lhs: bool, transpose: bool) -> Batched {
+    let (batch, rows, cols) = matrix_dims(t.shape(), lhs, transpose);
+    let s = t.strides();
+    let r = s.len();
+    let (rs, cs) = match r {
+        1 if lhs => (0, s[0]),
+        1 => (s[0], 0),
+        _ if transpose => (s[r - 1], s[r - 2]),
+        _ => (s[r - 2], s[r - 1]),
+    };
+    Batched {
+        batch_strides: s[..r.saturating_sub(2)].to_vec(),
+        batch,
+        rows,
+        cols,
+        rs,
+        cs,
+    }
+}
+
+/// The output shape of `matmul` (numpy rules: rank-1 operands are promoted and their added
+/// axis removed again; batch axes broadcast).
+pub(crate) fn matmul_shape(
+    x: &[usize],
+    y: &[usize],
+    tx: bool,
+    ty: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    if x.is_empty() || y.is_empty() {
+        return Err("matmul operands must have rank ≥ 1".to_string());
+    }
+    let (xb, m, k) = matrix_dims(x, true, tx);
+    let (yb, k2, n) = matrix_dims(y, false, ty);
+    if k != k2 {
+        return Err(format!(
+            "inner dimensions differ: x {x:?} gives {k}, y {y:?} gives {k2}"
+        ));
+    }
+    let mut out = broadcast_shapes(&xb, &yb)
+        .ok_or_else(|| format!("batch axes {xb:?} and {yb:?} do not broadcast"))?;
+    if x.len() > 1 {
+        out.push(m);
+    }
+    if y.len() > 1 {
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// Offset of batch `b` (row-major over `batch`) for the given batch strides.
+fn batch_offset(mut b: usize, batch: &[usize], strides: &[isize]) -> isize {
+    let mut off = 0;
+    for d in (0..batch.len()).rev() {
+        off += (b % batch[d]) as isize * strides[d];
+        b /= batch[d];
+    }
+    off
+}
+
+/// `matmul(x, y)` into a packed `out_shape`. Large products run one after another with gemm
+/// parallelised inside; many small ones run in parallel across batches.
+pub(crate) fn matmul(
+    x: &Tensor,
+    y: &Tensor,
+    tx: bool,
+    ty: bool,
+    out_shape: &[usize],
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    let (a, b) = (batched(x, true, tx), batched(y, false, ty));
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let batch = broadcast_shapes(&a.batch, &b.batch).unwrap_or_default();
+    let xs = broadcast_strides(&a.batch, &a.batch_strides, &batch);
+    let ys = broadcast_strides(&b.batch, &b.batch_strides, &batch);
+    let count: usize = batch.iter().product();
+    let mut out = pool.take(count * m * n);
+    let one = |bi: usize, dst: &mut [f32], parallel: bool| {
+        let lhs = MatRef {
+            data: x.storage(),
+            offset: x.offset() as isize + batch_offset(bi, &batch, &xs),
+            rs: a.rs,
+            cs: a.cs,
+        };
+        let rhs = MatRef {
+            data: y.storage(),
+            offset: y.offset() as isize + batch_offset(bi, &batch, &ys),
+            rs: b.rs,
+            cs: b.cs,
+        };
+        matmul_into(dst, n, lhs, rhs, m, n, k, false, parallel)
+    };
+    if m * n == 0 {
+    } else if count == 1 || m * n * k >= PAR_MACS {
+        for (bi, dst) in out.chunks_mut(m * n).enumerate() {
+            one(bi, dst, true)?;
+        }
+    } else {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .try_for_each(|(bi, dst)| one(bi, dst, false))?;
+    }
+    Ok(Tensor::new(out_shape.to_vec(), out))
+}
+
+/// The output shape of `linear`: `x [..., in]`, `weight [out, in]`, optional `bias [out]`.
+pub(crate) fn linear_shape(
+    x: &[usize],
+    w: &[usize],
+    bias: Option<&[usize]>,
+) -> std::result::Result<Vec<usize>, String> {
+    let (&inn, lead) = x.split_last().ok_or("linear input must have rank ≥ 1")?;
+    let [outn, win] = w else {
+        return Err(format!("weight must be [out, in], got {w:?}"));
+    };
+    if *win != inn {
+        return Err(format!(
+            "weight {w:?} expects {win} inputs but x {x:?} has {inn}"
+        ));
+    }
+    if let Some(b) = bias {
+        if b != [*outn] {
+            return Err(format!("bias must be [{outn}], got {b:?}"));
+        }
+    }
+    let mut out = lead.to_vec();
+    out.push(*outn);
+    Ok(out)
+}
+
+/// `linear`: `x · weightᵀ + bias`, the bias written first and the product accumulated onto it.
+pub(crate) fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out_shape: &[usize],
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    let (outn, inn) = (w.shape()[0], w.shape()[1]);
+    let m = out_shape.iter().product::<usize>() / outn.max(1);
+    let x2 = reshape(x, &[m, inn], pool);
+    let mut out = pool.take(m * outn);
+    if let Some(b) = bias {
+        let mut row = vec![0.0; outn];
+        b.copy_to(&mut row);
+        out.chunks_mut(outn)
+            .for_each(|dst| dst.copy_from_slice(&row));
+    }
+    let lhs = MatRef {
+        data: x2.storage(),
+        offset: x2.offset() as isize,
+        rs: x2.strides()[0],
+        cs: x2.strides()[1],
+    };
+    let rhs = MatRef {
+        data: w.storage(),
+        offset: w.offset() as isize,
+        rs: w.strides()[1],
+        cs: w.strides()[0],
+    };
+    matmul_into(&mut out, outn, lhs, rhs, m, outn, inn, bias.is_some(), true)?;
+    Ok(Tensor::new(out_shape.to_vec(), out))
+}
+
+/// A resolved 2-D convolution.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvParams {
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    /// top, bottom, left, right
+    pad: [usize; 4],
+    groups: usize,
+}
+
+/// The MIL arguments of `conv`, as given (all optional).
+#[derive(Default)]
+pub(crate) struct ConvArgs {
+    pub strides: Option<Vec<i64>>,
+    pub pad_type: Option<String>,
+    pub pad: Option<Vec<i64>>,
+    pub dilations: Option<Vec<i64>>,
+    pub groups: Option<i64>,
+}
+
+fn pair(v: Option<Vec<i64>>, what: &str) -> std::result::Result<[usize; 2], String> {
+    match v.as_deref() {
+        None => Ok([1, 1]),
+        Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
+        Some(other) => Err(format!(
+            "`{what}` must be two positive integers, got {other:?}"
+        )),
+    }
+}
+
+/// Resolves padding and checks shapes; returns the parameters and the output shape.
+pub(crate) fn conv_params(
+    x: &[usize],
+    w: &[usize],
+    args: ConvArgs,
+) -> std::result::Result<(ConvParams, Vec<usize>), String> {
+    let (&[n, cin, h, wd], &[cout, cin_g, kh, kw]) = (x, w) else {
+        return Err(format!(
+            "only 2-D conv is supported: x must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got {x:?} and {w:?}; reshape 1-D inputs to [N, C, 1, L]"
+        ));
+    };
+    let groups = args.groups.unwrap_or(1);
+    if groups < 1
+        || cin % groups as usize != 0
+        || cout % groups as usize != 0
+        || cin / groups as usize != cin_g
+    {
+        return Err(format!(
+            "groups = {groups} does not fit: x has {cin} channels, weight {w:?} expects {cin_g} per group and {cout} outputs"
+        ));
+    }
+    let strides = pair(args.strides, "strides")?;
+    let dilations = pair(args.dilations, "dilations")?;
+    let span = |k: usize, d: usize| (k - 1) * d + 1;
+    let (spans, ins) = ([span(kh, dilations[0]), span(kw, dilations[1])], [h, wd]);
+    let pad = match args.pad_type.as_deref().unwrap_or("valid") {
+        "valid" => [0; 4],
+        "custom" => match args.pad.as_deref() {
+            Some(&[t, b, l, r]) if t >= 0 && b >= 0 && l >= 0 && r >= 0 => [t as usize, b as usize, l as usize, r as usize],
+            None => [0; 4],
+            Some(other) => return Err(format!("`pad` must be four non-negative integers [top, bottom, left, right], got {other:?}")),
+        },
+        mode @ ("same" | "same_lower") => {
+            let mut p = [0; 4];
+            for a in 0..2 {
+                let out = ins[a].div_ceil(strides[a]);
+                let total = ((out.max(1) - 1) * strides[a] + spans[a]).saturating_sub(ins[a]);
+                let small = total / 2;
+                let (before, after) = if mode == "same" { (small, total - small) } else { (total - small, small) };
+                p[2 * a] = before;
+                p[2 * a + 1] = after;
+            }
+            p
+        }
+        other => return Err(format!("pad_type `{other}` is not one of valid, same, same_lower, custom")),
+    };
+    let mut out = [0usize; 2];
+    for a in 0..2 {
+        let padded = ins[a] + pad[2 * a] + pad[2 * a + 1];
+        if padded < spans[a] {
+            return Err(format!(
+                "the kernel window ({}) is larger than the padded input ({padded})",
+                spans[a]
+            ));
+        }
+        out[a] = (padded - spans[a]) / strides[a] + 1;
+    }
+    let p = ConvParams {
+        strides,
+        dilations,
+        pad,
+        groups: groups as usize,
+    };
+    Ok((p, vec![n, cout, out[0], out[1]]))
+}
+
+/// Unfolds channels `c0..c0+cin_g` of image `b` of the packed `x` into `col`
+/// (`[cin_g·kh·kw, ho·wo]`), zero outside the padded border. Parallel over `col` rows.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    shape: [usize; 4],
+    b: usize,
+    c0: usize,
+    kernel: [usize; 3],
+    out_hw: [usize; 2],
+    p: &ConvParams,
+    col: &mut [f32],
+) {
+    let [_, cin, h, w] = shape;
+    let [_, kh, kw] = kernel;
+    let [ho, wo] = out_hw;
+    col.par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            let plane = &x[((b * cin) + c0 + c) * h * w..][..h * w];
+            for oy in 0..ho {
+                let iy = (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pad[0] as isize;
+                let row = &mut dst[oy * wo..(oy + 1) * wo];
+                if iy < 0 || iy >= h as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                for (ox, d) in row.iter_mut().enumerate() {
+                    let ix = (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pad[2] as isize;
+                    *d = if ix < 0 || ix >= w as isize {
+                        0.0
+                    } else {
+                        plane[iy as usize * w + ix as usize]
+                    };
+                }
+            }
+        });
+}
+
+/// `conv` of `x [N, Cin, H, W]` with `weight [Cout, Cin/groups, kH, kW]` into `out_shape`.
+pub(crate) fn conv(
+    x: &Tensor,
+    weight: &Tensor,
+    p: &ConvParams,
+    out_shape: &[usize],
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    let (n, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (cout, cin_g, kh, kw) = (
+        weight.shape()[0],
+        weight.shape()[1],
+        weight.shape()[2],
+        weight.shape()[3],
+    );
+    let (ho, wo) = (out_shape[2], out_shape[3]);
+    let (g, cout_g, kdim, hw_out) = (p.groups, cout / p.groups, cin_g * kh * kw, ho * wo);
+    let wt = weight.contiguous(pool);
+    let mut out = pool.take(n * cout * hw_out);
+    let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pad == [0; 4];
+    let lhs_for = |gi: usize| MatRef {
+        data: wt.storage(),
+        offset: (wt.offset() + gi * cout_g * kdim) as isize,
+        rs: kdim as isize,
+        cs: 1,
+    };
+    if pointwise {
+        let xv = reshape(x, &[n, cin, h * wd], pool);
+        let s = xv.strides();
+        for b in 0..n {
+            for gi in 0..g {
+                let rhs = MatRef {
+                    data: xv.storage(),
+                    offset: xv.offset() as isize + b as isize * s[0] + (gi * cin_g) as isize * s[1],
+                    rs: s[1],
+                    cs: s[2],
+                };
+                let dst = &mut out[(b * cout + gi * cout_g) * hw_out..][..cout_g * hw_out];
+                matmul_into(
+                    dst,
+                    hw_out,
+                    lhs_for(gi),
+                    rhs,
+                    cout_g,
+                    hw_out,
+                    kdim,
+                    false,
+                    true,
+                )?;
+            }
+        }
+    } else {
+        let xc = x.contiguous(pool);
+        let xdata = xc.as_contiguous().unwrap_or_default();
+        let mut col = pool.take(kdim * hw_out);
+        for b in 0..n {
+            for gi in 0..g {
+                im2col(
+                    xdata,
+                    [n, cin, h, wd],
+                    b,
+                    gi * cin_g,
+                    [cin_g, kh, kw],
+                    [ho, wo],
+                    p,
+                    &mut col,
+                );
+                let rhs = MatRef {
+                    data: &col,
+                    offset: 0,
+                    rs: hw_out as isize,
+                    cs: 1,
+                };
+                let dst = &mut out[(b * cout + gi * cout_g) * hw_out..][..cout_g * hw_out];
+                matmul_into(
+                    dst,
+                    hw_out,
+                    lhs_for(gi),
+                    rhs,
+                    cout_g,
+                    hw_out,
+                    kdim,
+                    false,
+                    true,
+                )?;
+            }
+        }
+        pool.put(col);
+    }
+    Ok(Tensor::new(out_shape.to_vec(), out))
+}

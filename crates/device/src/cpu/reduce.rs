@@ -1,0 +1,190 @@
+//! Reductions (`reduce_sum`, `reduce_mean`, `reduce_max`) and `softmax`.
+//!
+//! Both work on a packed input seen as `[outer, r, inner]`, where `r` is the reduced run of
+//! axes. With `inner == 1` each output is a reduction of one packed row; otherwise whole
+//! `inner`-long rows are combined elementwise, which keeps the loops vectorisable for the
+//! channel-axis reductions of the `[1, C, 1, S]` layout.
+
+use super::pool::Pool;
+use super::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Output elements per rayon task when combining rows: a few cache lines per row times `r` rows.
+const COLUMN_BLOCK: usize = 1024;
+
+/// Which reduction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum ReduceKind {
+    Sum,
+    Mean,
+    Max,
+}
+
+/// A resolved reduction: sorted distinct axes and the output shape (with or without kept dims).
+#[derive(Clone, Debug)]
+pub(crate) struct ReduceParams {
+    pub kind: ReduceKind,
+    pub axes: Vec<usize>,
+    pub out_shape: Vec<usize>,
+}
+
+fn combine(kind: ReduceKind, a: f32, b: f32) -> f32 {
+    match kind {
+        ReduceKind::Max => a.max(b),
+        ReduceKind::Sum | ReduceKind::Mean => a + b,
+    }
+}
+
+/// Reduces the packed `x` of `[outer, r, inner]` into `out` of `[outer, inner]`.
+/// Cost: one combine per input element, parallel over outer rows and column blocks.
+fn reduce_run(x: &[f32], outer: usize, r: usize, inner: usize, kind: ReduceKind, out: &mut [f32]) {
+    if r == 0 {
+        let empty = if kind == ReduceKind::Max {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        };
+        out.fill(empty);
+        return;
+    }
+    if inner == 1 {
+        out.par_iter_mut()
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(o, dst)| {
+                let row = &x[o * r..(o + 1) * r];
+                *dst = row[1..]
+                    .iter()
+                    .fold(row[0], |acc, &v| combine(kind, acc, v));
+            });
+        return;
+    }
+    debug_assert_eq!(out.len(), outer * inner);
+    out.par_chunks_mut(inner).enumerate().for_each(|(o, orow)| {
+        orow.par_chunks_mut(COLUMN_BLOCK)
+            .enumerate()
+            .for_each(|(c, dst)| {
+                let base = o * r * inner + c * COLUMN_BLOCK;
+                dst.copy_from_slice(&x[base..base + dst.len()]);
+                for ri in 1..r {
+                    let src = &x[base + ri * inner..][..dst.len()];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = combine(kind, *d, s);
+                    }
+                }
+            });
+    });
+}
+
+/// Applies a reduction, one maximal run of adjacent reduced axes at a time (last run first).
+pub(crate) fn reduce(x: &Tensor, p: &ReduceParams, pool: &mut Pool) -> Tensor {
+    let mut cur = x.contiguous(pool);
+    let mut shape = x.shape().to_vec();
+    let mut count = 1usize;
+    let mut i = p.axes.len();
+    while i > 0 {
+        let end = p.axes[i - 1] + 1;
+        let mut start = end - 1;
+        i -= 1;
+        while i > 0 && p.axes[i - 1] + 1 == start {
+            start -= 1;
+            i -= 1;
+        }
+        let outer: usize = shape[..start].iter().product();
+        let r: usize = shape[start..end].iter().product();
+        let inner: usize = shape[end..].iter().product();
+        count *= r;
+        let mut out = pool.take(outer * inner);
+        let src = cur.as_contiguous().unwrap_or_default();
+        reduce_run(src, outer, r, inner, p.kind, &mut out);
+        shape[start..end].iter_mut().for_each(|n| *n = 1);
+        let prev = std::mem::replace(&mut cur, Tensor::new(shape.clone(), out));
+        if let Some(buf) = prev.into_storage() {
+            pool.put(buf);
+        }
+    }
+    let mut data = match cur.into_storage() {
+        Some(buf) => buf,
+        None => {
+            let mut buf = pool.take(shape.iter().product());
+            x.copy_to(&mut buf);
+            buf
+        }
+    };
+    if p.kind == ReduceKind::Mean && count > 0 {
+        let scale = 1.0 / count as f32;
+        data.iter_mut().for_each(|v| *v *= scale);
+    }
+    Tensor::new(p.out_shape.clone(), data)
+}
+
+/// Numerically stable softmax along `axis`: `exp(x - max) / Σ exp(x - max)`.
+/// Cost: three passes over the input (max, exp and sum, scale), parallel over rows/blocks.
+pub(crate) fn softmax(x: &Tensor, axis: usize, pool: &mut Pool) -> Tensor {
+    let packed = x.contiguous(pool);
+    let shape = x.shape();
+    let outer: usize = shape[..axis].iter().product();
+    let r = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = pool.take(x.numel());
+    let src = packed.as_contiguous().unwrap_or_default();
+    softmax_into(src, outer, r, inner, &mut out);
+    Tensor::new(shape.to_vec(), out)
+}
+
+/// Softmax of packed `[outer, r, inner]` over `r`, written to `out`.
+pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out: &mut [f32]) {
+    if r == 0 || outer * inner == 0 {
+        return;
+    }
+    if inner == 1 {
+        out.par_chunks_mut(r)
+            .zip(x.par_chunks(r))
+            .with_min_len(8)
+            .for_each(|(dst, row)| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                let mut sum = 0.0f32;
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = (v - m).exp();
+                    sum += *d;
+                }
+                let inv = 1.0 / sum;
+                dst.iter_mut().for_each(|d| *d *= inv);
+            });
+        return;
+    }
+    // Column statistics first (max, then Σ exp), each parallel over column blocks, then every
+    // row is written in parallel; exp is evaluated twice per element to keep writes disjoint.
+    let mut max = vec![f32::NEG_INFINITY; inner];
+    let mut sum = vec![0.0f32; inner];
+    for (xb, ob) in x.chunks(r * inner).zip(out.chunks_mut(r * inner)) {
+        max.par_chunks_mut(COLUMN_BLOCK)
+            .enumerate()
+            .for_each(|(c, m)| {
+                m.fill(f32::NEG_INFINITY);
+                for row in xb.chunks(inner) {
+                    for (m, &v) in m.iter_mut().zip(&row[c * COLUMN_BLOCK..]) {
+                        *m = m.max(v);
+                    }
+                }
+            });
+        sum.par_chunks_mut(COLUMN_BLOCK)
+            .enumerate()
+            .for_each(|(c, s)| {
+                s.fill(0.0);
+                let m = &max[c * COLUMN_BLOCK..];
+                for row in xb.chunks(inner) {
+                    for ((s, &v), &m) in s.iter_mut().zip(&row[c * COLUMN_BLOCK..]).zip(m) {
+                        *s += (v - m).exp();
+                    }
+                }
+            });
+        ob.par_chunks_mut(inner)
+            .zip(xb.par_chunks(inner))
+            .for_each(|(dst, row)| {
+                for (((d, &v), &m), &s) in dst.iter_mut().zip(row).zip(&max).zip(&sum) {
+                    *d = (v - m).exp() / s;
+                }
+            });
+    }
+}

@@ -1,0 +1,72 @@
+//! The one error type of the `model` crate.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything that can go wrong configuring a model, loading or saving its weights, or feeding it
+/// tokens. Each message names the culprit (field, file, tensor) and, where there is one, the fix.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// A model configuration that cannot describe a working transformer.
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// The operating system refused to read or write a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
+    /// A file that exists but whose content is malformed (bad JSON, bad header, wrong size).
+    #[error("{path}: {message}")]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A checkpoint lacks a tensor the configuration requires.
+    #[error("tensor `{name}` is missing from {location}; the config requires it (check that the checkpoint matches config.json)")]
+    MissingTensor {
+        /// Hugging Face name of the tensor.
+        name: String,
+        /// Where it was looked for.
+        location: String,
+    },
+    /// A tensor whose shape disagrees with the configuration.
+    #[error("tensor `{name}` has shape {found:?} but the config requires {expected:?} (check that the checkpoint matches config.json)")]
+    ShapeMismatch {
+        /// Hugging Face name of the tensor.
+        name: String,
+        /// Shape the configuration implies.
+        expected: Vec<usize>,
+        /// Shape found.
+        found: Vec<usize>,
+    },
+    /// Tokens or batches the model cannot take (out-of-vocabulary ids, ragged rows, empty batch).
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+impl ModelError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A malformed-file error for `path`.
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        ModelError::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result with [`ModelError`].
+pub type Result<T> = std::result::Result<T, ModelError>;

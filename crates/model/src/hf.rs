@@ -1,0 +1,241 @@
+//! Hugging Face model directories: `config.json` plus safetensors weights (one
+//! `model.safetensors`, or shards listed in `model.safetensors.index.json`), read memory-mapped
+//! in F32, F16 or BF16 and written back in F32 so `transformers` loads them unchanged.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors, View};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::params::{Params, Tensor};
+
+/// Name of the single-file weights in a Hugging Face directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the shard index in a sharded Hugging Face directory.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A memory-mapped safetensors file whose tensors are read as f32.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the data section (after the 8-byte length and the JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl SafetensorsFile {
+    /// Maps `path` and parses its header (the safetensors crate checks that the offsets cover
+    /// the file exactly, so truncated files are rejected here).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // SAFETY: the map is read-only; like every mmap-based loader we rely on nobody
+        // truncating or rewriting the checkpoint while it is open.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            ModelError::format(
+                path,
+                format!("not a valid safetensors file ({e}); re-export it"),
+            )
+        })?;
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+
+    /// Names of all tensors in the file, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.metadata.tensors().into_keys().collect();
+        names.sort();
+        names
+    }
+
+    /// Reads tensor `name` as f32, whatever its stored float type.
+    pub fn read(&self, name: &str) -> Result<Tensor> {
+        let info = self.info(name)?;
+        let mut tensor = Tensor::zeros(&info.shape);
+        self.convert(name, info, tensor.data_mut())?;
+        Ok(tensor)
+    }
+
+    /// Reads tensor `name` into `dst`, which fixes the expected shape.
+    pub fn read_into(&self, name: &str, dst: &mut Tensor) -> Result<()> {
+        let info = self.info(name)?;
+        if info.shape != dst.shape() {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                expected: dst.shape().to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        self.convert(name, info, dst.data_mut())
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.metadata
+            .info(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                location: self.path.display().to_string(),
+            })
+    }
+
+    /// Decodes little-endian F32/F16/BF16 bytes into `dst`. Cost: one pass over the tensor.
+    fn convert(&self, name: &str, info: &TensorInfo, dst: &mut [f32]) -> Result<()> {
+        let (start, end) = info.data_offsets;
+        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
+        match info.dtype {
+            Dtype::F32 => {
+                for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            Dtype::F16 => {
+                for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Dtype::BF16 => {
+                for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            other => {
+                return Err(ModelError::format(
+                    &self.path,
+                    format!("tensor `{name}` is stored as {other}; anetrain reads F32, F16 and BF16 weights"),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads a Hugging Face model directory: `config.json` and its weights, converted to f32.
+/// Like `transformers`, a single `model.safetensors` wins over a shard index. Extra tensors
+/// (for example a redundant `lm_head.weight` in a tied model) are ignored.
+pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Params)> {
+    let config = ModelConfig::from_hf_dir(dir)?;
+    let (files, weight_map) = open_weights(dir)?;
+    let mut params = Params::zeros(&config);
+    params
+        .iter_mut()
+        .into_par_iter()
+        .try_for_each(|(name, tensor)| {
+            let file = match &weight_map {
+                None => &files[0],
+                Some((index_path, map)) => {
+                    let shard = map.get(&name).ok_or_else(|| ModelError::MissingTensor {
+                        name: name.clone(),
+                        location: index_path.display().to_string(),
+                    })?;
+                    files
+                        .iter()
+                        .find(|f| f.path.file_name().is_some_and(|n| n == shard.as_str()))
+                        .ok_or_else(|| {
+                            ModelError::format(
+                                index_path,
+                                format!("tensor `{name}` maps to unknown shard `{shard}`"),
+                            )
+                        })?
+                }
+            };
+            file.read_into(&name, tensor)
+        })?;
+    Ok((config, params))
+}
+
+/// The weight files of a directory, plus the shard index (its path and name → file map) when
+/// the weights are sharded.
+#[allow(clippy::type_complexity)]
+fn open_weights(
+    dir: &Path,
+) -> Result<(
+    Vec<SafetensorsFile>,
+    Option<(PathBuf, HashMap<String, String>)>,
+)> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok((vec![SafetensorsFile::open(&single)?], None));
+    }
+    let index_path = dir.join(INDEX_FILE);
+    if !index_path.is_file() {
+        return Err(ModelError::format(
+            dir,
+            format!("neither {WEIGHTS_FILE} nor {INDEX_FILE} is here; point at a Hugging Face model directory"),
+        ));
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::format(&index_path, format!("invalid JSON: {e}")))?;
+    let map: HashMap<String, String> = index
+        .get("weight_map")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .ok_or_else(|| {
+            ModelError::format(
+                &index_path,
+                "no `weight_map` object of tensor name → shard file",
+            )
+        })?;
+    let shards: BTreeSet<&String> = map.values().collect();
+    let files = shards
+        .into_iter()
+        .map(|shard| SafetensorsFile::open(&dir.join(shard)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((files, Some((index_path, map))))
+}
+
+/// Writes `config.json` and an F32 `model.safetensors` that `transformers` loads as the same
+/// model. Tied models get no `lm_head.weight`. The weights are written to a temporary name and
+/// renamed, so an interrupted export never leaves a truncated `model.safetensors`.
+pub fn save_hf_dir(dir: &Path, config: &ModelConfig, params: &Params) -> Result<()> {
+    config.validate()?;
+    params.check_matches(config)?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_hf_json())
+        .map_err(|e| ModelError::io(&config_path, e))?;
+
+    let views: Vec<(String, F32View)> = params
+        .iter()
+        .into_iter()
+        .map(|(name, t)| (name, F32View(t)))
+        .collect();
+    // transformers refuses safetensors files whose metadata lacks a known `format`.
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    safetensors::serialize_to_file(views, Some(metadata), &tmp)
+        .map_err(|e| ModelError::format(&tmp, format!("could not write safetensors: {e}")))?;
+    let dst = dir.join(WEIGHTS_FILE);
+    std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))
+}
+
+/// A parameter tensor as a safetensors F32 view; bytes are produced one tensor at a time.
+struct F32View<'a>(&'a Tensor);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.0.shape()
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.0.data().iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn data_len(&self) -> usize {
+        self.0.len() * 4
+    }
+}

@@ -1,0 +1,408 @@
+//! Model parameters: named fp32 tensors under their Hugging Face names, with typed per-layer
+//! access, a seeded portable initialisation, and a stable iteration order.
+
+use rayon::prelude::*;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+
+/// A dense fp32 tensor, row-major. Matrices are `[out, in]` as Hugging Face stores `Linear`
+/// weights; norm weights are `[dim]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A zero tensor of `shape`.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+
+    /// A tensor from its data; fails if the length is not the product of the shape.
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Self> {
+        let expected: usize = shape.iter().product();
+        if data.len() != expected {
+            return Err(ModelError::Input(format!(
+                "tensor of shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The values, row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The values, row-major, for in-place updates.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// One row of a matrix (`[rows, cols]`), e.g. one token's embedding.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        &self.data[i * cols..(i + 1) * cols]
+    }
+
+    /// One row of a matrix, mutable.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        &mut self.data[i * cols..(i + 1) * cols]
+    }
+}
+
+/// The weights of one transformer block, named after their Hugging Face suffixes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerParams {
+    /// `input_layernorm.weight` `[dim]`: RMSNorm before attention.
+    pub input_layernorm: Tensor,
+    /// `self_attn.q_proj.weight` `[q_dim, dim]`.
+    pub q_proj: Tensor,
+    /// `self_attn.k_proj.weight` `[kv_dim, dim]`.
+    pub k_proj: Tensor,
+    /// `self_attn.v_proj.weight` `[kv_dim, dim]`.
+    pub v_proj: Tensor,
+    /// `self_attn.o_proj.weight` `[dim, q_dim]`.
+    pub o_proj: Tensor,
+    /// `self_attn.q_norm.weight` `[head_dim]` (Qwen3 only).
+    pub q_norm: Option<Tensor>,
+    /// `self_attn.k_norm.weight` `[head_dim]` (Qwen3 only).
+    pub k_norm: Option<Tensor>,
+    /// `post_attention_layernorm.weight` `[dim]`: RMSNorm before the MLP.
+    pub post_attention_layernorm: Tensor,
+    /// `mlp.gate_proj.weight` `[hidden_dim, dim]`.
+    pub gate_proj: Tensor,
+    /// `mlp.up_proj.weight` `[hidden_dim, dim]`.
+    pub up_proj: Tensor,
+    /// `mlp.down_proj.weight` `[dim, hidden_dim]`.
+    pub down_proj: Tensor,
+}
+
+impl LayerParams {
+    fn zeros(c: &ModelConfig) -> Self {
+        let qk_norm = || c.qk_norm.then(|| Tensor::zeros(&[c.head_dim]));
+        LayerParams {
+            input_layernorm: Tensor::zeros(&[c.dim]),
+            q_proj: Tensor::zeros(&[c.q_dim(), c.dim]),
+            k_proj: Tensor::zeros(&[c.kv_dim(), c.dim]),
+            v_proj: Tensor::zeros(&[c.kv_dim(), c.dim]),
+            o_proj: Tensor::zeros(&[c.dim, c.q_dim()]),
+            q_norm: qk_norm(),
+            k_norm: qk_norm(),
+            post_attention_layernorm: Tensor::zeros(&[c.dim]),
+            gate_proj: Tensor::zeros(&[c.hidden_dim, c.dim]),
+            up_proj: Tensor::zeros(&[c.hidden_dim, c.dim]),
+            down_proj: Tensor::zeros(&[c.dim, c.hidden_dim]),
+        }
+    }
+
+    /// The block's tensors with their name suffixes, in Hugging Face module order.
+    fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut out = vec![
+            ("input_layernorm.weight", &self.input_layernorm),
+            ("self_attn.q_proj.weight", &self.q_proj),
+            ("self_attn.k_proj.weight", &self.k_proj),
+            ("self_attn.v_proj.weight", &self.v_proj),
+            ("self_attn.o_proj.weight", &self.o_proj),
+        ];
+        if let Some(t) = &self.q_norm {
+            out.push(("self_attn.q_norm.weight", t));
+        }
+        if let Some(t) = &self.k_norm {
+            out.push(("self_attn.k_norm.weight", t));
+        }
+        out.extend([
+            (
+                "post_attention_layernorm.weight",
+                &self.post_attention_layernorm,
+            ),
+            ("mlp.gate_proj.weight", &self.gate_proj),
+            ("mlp.up_proj.weight", &self.up_proj),
+            ("mlp.down_proj.weight", &self.down_proj),
+        ]);
+        out
+    }
+
+    /// Mutable twin of [`LayerParams::named`], same order.
+    fn named_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
+        let mut out = vec![
+            ("input_layernorm.weight", &mut self.input_layernorm),
+            ("self_attn.q_proj.weight", &mut self.q_proj),
+            ("self_attn.k_proj.weight", &mut self.k_proj),
+            ("self_attn.v_proj.weight", &mut self.v_proj),
+            ("self_attn.o_proj.weight", &mut self.o_proj),
+        ];
+        if let Some(t) = &mut self.q_norm {
+            out.push(("self_attn.q_norm.weight", t));
+        }
+        if let Some(t) = &mut self.k_norm {
+            out.push(("self_attn.k_norm.weight", t));
+        }
+        out.extend([
+            (
+                "post_attention_layernorm.weight",
+                &mut self.post_attention_layernorm,
+            ),
+            ("mlp.gate_proj.weight", &mut self.gate_proj),
+            ("mlp.up_proj.weight", &mut self.up_proj),
+            ("mlp.down_proj.weight", &mut self.down_proj),
+        ]);
+        out
+    }
+}
+
+/// All weights of a model (or gradients of them: same names, same shapes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// `model.embed_tokens.weight` `[vocab, dim]`; also the classifier when tied.
+    pub embed_tokens: Tensor,
+    /// `model.layers.{i}.*`.
+    pub layers: Vec<LayerParams>,
+    /// `model.norm.weight` `[dim]`: the final RMSNorm.
+    pub norm: Tensor,
+    /// `lm_head.weight` `[vocab, dim]`; `None` when the embedding is tied.
+    pub lm_head: Option<Tensor>,
+}
+
+impl Params {
+    /// All-zero parameters for `config` (the starting point for gradients and for loaders).
+    pub fn zeros(config: &ModelConfig) -> Self {
+        Params {
+            embed_tokens: Tensor::zeros(&[config.vocab_size, config.dim]),
+            layers: (0..config.n_layers)
+                .map(|_| LayerParams::zeros(config))
+                .collect(),
+            norm: Tensor::zeros(&[config.dim]),
+            lm_head: (!config.tied_embeddings)
+                .then(|| Tensor::zeros(&[config.vocab_size, config.dim])),
+        }
+    }
+
+    /// Seeded llama2.c-style initialisation: matrices ~ N(0, 0.02), the residual projections
+    /// (`o_proj`, `down_proj`) scaled by `1/sqrt(2 n_layers)`, norm weights 1. Each tensor draws
+    /// from its own stream keyed by (seed, name), so the same seed gives bit-identical weights on
+    /// every platform and a tensor's values do not depend on which other tensors exist.
+    pub fn init(config: &ModelConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut params = Params::zeros(config);
+        let residual_scale = 1.0 / (2.0 * config.n_layers as f64).sqrt();
+        params
+            .iter_mut()
+            .into_par_iter()
+            .for_each(|(name, tensor)| {
+                if tensor.shape().len() == 1 {
+                    tensor.data_mut().fill(1.0);
+                    return;
+                }
+                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                    0.02 * residual_scale
+                } else {
+                    0.02
+                };
+                let mut rng = SplitMix64::new(seed ^ fnv1a(name.as_bytes()));
+                for x in tensor.data_mut() {
+                    *x = (rng.normal() * std) as f32;
+                }
+            });
+        Ok(params)
+    }
+
+    /// Every tensor with its full Hugging Face name, in a stable order: embedding, layers in
+    /// order (each in module order), final norm, classifier.
+    pub fn iter(&self) -> Vec<(String, &Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), &self.embed_tokens)];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (suffix, t) in layer.named() {
+                out.push((format!("model.layers.{i}.{suffix}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &self.norm));
+        if let Some(t) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), t));
+        }
+        out
+    }
+
+    /// Mutable twin of [`Params::iter`], same order.
+    pub fn iter_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            &mut self.embed_tokens,
+        )];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (suffix, t) in layer.named_mut() {
+                out.push((format!("model.layers.{i}.{suffix}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &mut self.norm));
+        if let Some(t) = &mut self.lm_head {
+            out.push(("lm_head.weight".to_string(), t));
+        }
+        out
+    }
+
+    /// The tensor called `name`, if the model has one.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.iter()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+
+    /// The classifier matrix `[vocab, dim]`: `lm_head`, or the embedding when tied.
+    pub fn classifier(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Total number of scalars (a tied embedding counts once).
+    pub fn num_params(&self) -> usize {
+        self.iter().iter().map(|(_, t)| t.len()).sum()
+    }
+
+    /// Checks that these parameters have exactly the tensors and shapes `config` implies, so a
+    /// config and a checkpoint from different models are caught before any arithmetic.
+    pub fn check_matches(&self, config: &ModelConfig) -> Result<()> {
+        let expected = Params::zeros(config);
+        let have = self.iter();
+        for (name, want) in expected.iter() {
+            match have.iter().find(|(n, _)| *n == name) {
+                None => {
+                    return Err(ModelError::MissingTensor {
+                        name,
+                        location: "the parameters".into(),
+                    })
+                }
+                Some((_, t)) if t.shape() != want.shape() => {
+                    return Err(ModelError::ShapeMismatch {
+                        name,
+                        expected: want.shape().to_vec(),
+                        found: t.shape().to_vec(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        if have.len() != expected.iter().len() {
+            return Err(ModelError::Config(format!(
+                "the parameters have {} tensors but the config implies {}; check `tied_embeddings`, `qk_norm` and `n_layers`",
+                have.len(),
+                expected.iter().len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-tested 64-bit generator whose output is
+/// defined by integer arithmetic alone, hence identical on every platform.
+struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1]: never 0, so the logarithm below is finite.
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Standard normal by Box–Muller. `libm` (not the platform's libm) keeps `ln` and `cos`
+    /// bit-identical across operating systems.
+    fn normal(&mut self) -> f64 {
+        let radius = libm::sqrt(-2.0 * libm::log(self.uniform()));
+        radius * libm::cos(std::f64::consts::TAU * self.uniform())
+    }
+}
+
+/// FNV-1a, to turn a tensor name into a per-tensor seed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_hugging_face_and_tied_models_have_no_lm_head() {
+        let config = ModelConfig::preset("tiny-qwen3").unwrap();
+        let p = Params::zeros(&config);
+        let names: Vec<String> = p.iter().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], "model.embed_tokens.weight");
+        assert!(names.contains(&"model.layers.1.self_attn.k_norm.weight".to_string()));
+        assert_eq!(names.last().unwrap(), "model.norm.weight");
+        assert_eq!(names.len(), 1 + 2 * 11 + 1);
+        let untied = Params::zeros(&ModelConfig::preset("tiny").unwrap());
+        assert_eq!(untied.iter().last().unwrap().0, "lm_head.weight");
+        assert!(untied
+            .get("model.layers.0.self_attn.q_norm.weight")
+            .is_none());
+    }
+
+    #[test]
+    fn num_params_matches_a_hand_count() {
+        let c = ModelConfig::preset("stories15M").unwrap();
+        let per_layer = 2 * 288 + 4 * 288 * 288 + 3 * 288 * 768;
+        let expected = 32000 * 288 + 6 * per_layer + 288;
+        assert_eq!(Params::zeros(&c).num_params(), expected);
+    }
+
+    #[test]
+    fn init_is_seeded_and_has_the_requested_statistics() {
+        let c = ModelConfig::preset("tiny").unwrap();
+        let a = Params::init(&c, 7).unwrap();
+        assert_eq!(a, Params::init(&c, 7).unwrap());
+        assert_ne!(a, Params::init(&c, 8).unwrap());
+        let std = |t: &Tensor| {
+            let n = t.len() as f64;
+            (t.data().iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / n).sqrt()
+        };
+        let e = std(&a.embed_tokens);
+        assert!((e - 0.02).abs() < 0.001, "embedding std {e}");
+        let o = std(&a.layers[0].o_proj);
+        let want = 0.02 / 2.0;
+        assert!((o - want).abs() < 0.001, "o_proj std {o}, want {want}");
+        assert!(a.norm.data().iter().all(|&x| x == 1.0));
+        // Fixed values pin the generator so a change in it is caught on any platform.
+        let first = a.embed_tokens.data()[0];
+        assert_eq!(first, Params::init(&c, 7).unwrap().embed_tokens.data()[0]);
+    }
+}
