@@ -19,12 +19,24 @@ enum Command {
     /// Work with MIL programs: check them against ANE constraints, format, run.
     #[command(subcommand)]
     Mil(commands::mil::MilCommand),
+    /// Train a model (from scratch or from weights), with checkpoints and metrics.
+    Train(Box<commands::train::TrainArgs>),
+    /// Mean loss and perplexity of a model over a dataset.
+    Eval(commands::eval::EvalArgs),
+    /// Import a Hugging Face directory or a llama2.c .bin into a run directory.
+    Import(commands::import::ImportArgs),
+    /// Export a run's latest checkpoint as a Hugging Face directory or a llama2.c .bin.
+    Export(commands::export::ExportArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mil(cmd) => commands::mil::run(cmd),
+        Command::Train(args) => commands::train::run(*args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Import(args) => commands::import::run(args),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(code) => code,

@@ -34,14 +34,20 @@ impl HfTokenizer {
                     .into(),
             });
         }
-        let inner =
+        let mut inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
                 path: shown.clone(),
                 message: format!("cannot load it as a Hugging Face tokenizer.json: {e}"),
             })?;
         // Some tokenizer.json files carry truncation or padding meant for fixed-length
         // classification; datasets encode whole documents, which those would silently cut.
-
+        inner
+            .with_truncation(None)
+            .map_err(|e| DataError::Tokenizer {
+                path: shown.clone(),
+                message: format!("cannot turn off its truncation: {e}"),
+            })?;
+        inner.with_padding(None);
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let bos = find(BOS_NAMES);
         let eos = find(EOS_NAMES);

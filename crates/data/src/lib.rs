@@ -10,6 +10,8 @@
 //!   [`SamplerState`] goes into checkpoints; [`Split`] and [`EvalBatches`] for validation.
 //! - [`load_tokenizer`] and [`DataSource`] read the `--tokenizer` and `--data` spellings.
 
+#![warn(missing_docs)]
+
 mod error;
 mod hf;
 mod rng;

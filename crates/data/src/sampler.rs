@@ -66,7 +66,7 @@ impl Batch {
         self.seq
     }
 
-    /// Window `r`: `seq + 1` tokens.
+    /// Window `r` (`r < rows()`): `seq + 1` tokens.
     pub fn row(&self, r: usize) -> &[u32] {
         let width = self.seq + 1;
         &self.tokens[r * width..(r + 1) * width]

@@ -30,10 +30,17 @@ impl<'t> StreamDecoder<'t> {
     }
 
     /// Adds one id; returns the text it completes, or `None` while a character is unfinished.
+    /// An id the tokenizer cannot decode is an error and is not kept.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
         let before = self.tokenizer.decode(&self.ids[..self.read])?;
-        let after = self.tokenizer.decode(&self.ids)?;
+        let after = match self.tokenizer.decode(&self.ids) {
+            Ok(text) => text,
+            Err(e) => {
+                self.ids.pop();
+                return Err(e);
+            }
+        };
         if after.ends_with('\u{FFFD}') {
             return Ok(None);
         }
@@ -96,6 +103,15 @@ mod tests {
         ];
         assert_eq!(pieces, expected);
         assert_eq!(dec.finish().unwrap(), "");
+    }
+
+    #[test]
+    fn a_rejected_id_leaves_the_decoder_usable() {
+        let tok = ByteTokenizer;
+        let mut dec = StreamDecoder::new(&tok);
+        assert_eq!(dec.push(b'o'.into()).unwrap(), Some("o".to_string()));
+        assert!(dec.push(999).is_err());
+        assert_eq!(dec.push(b'k'.into()).unwrap(), Some("k".to_string()));
     }
 
     #[test]

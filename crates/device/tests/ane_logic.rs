@@ -9,7 +9,7 @@ use anetrain_device::ane::port_order::{kernel_ports, IoSchema, OrderSource, Port
 use anetrain_device::ane::self_test::{SelfTest, CHANNELS, WIDTH};
 use anetrain_device::ane::surface_layout::{SurfaceLayout, SurfacePolicy, SurfaceProperties};
 use anetrain_device::ane::weights_dict::{model_dir_files, weight_entries, ModelDir};
-use anetrain_device::{AneDevice, CpuDevice, DeviceError, TensorSpec};
+use anetrain_device::{CpuDevice, DeviceError, TensorSpec};
 use anetrain_mil::{DType, Literal, Op, Program, TensorData, TensorType, WeightFiles};
 use half::f16;
 use std::path::{Path, PathBuf};
@@ -692,13 +692,13 @@ fn the_self_test_passes_on_the_cpu_device() {
 #[cfg(not(all(target_os = "macos", target_arch = "aarch64")))]
 #[test]
 fn off_apple_silicon_the_ane_is_unavailable_with_the_fix() {
-    let msg = message(AneDevice::new());
+    let msg = message(anetrain_device::AneDevice::new());
     assert!(
         msg.contains("aarch64-apple-darwin") && msg.contains("--device cpu"),
         "{msg}"
     );
     assert!(matches!(
-        AneDevice::probe(),
+        anetrain_device::AneDevice::probe(),
         Err(DeviceError::Unavailable(_))
     ));
 }

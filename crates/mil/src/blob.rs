@@ -129,7 +129,8 @@ impl BlobWriter {
         })
     }
 
-    /// Appends an int8 record (quantized weights for `constexpr_affine_dequantize`).
+    /// Appends an int8 record (quantized weights for `constexpr_affine_dequantize`) and returns
+    /// its MIL offset.
     pub fn add_int8(&mut self, values: &[i8]) -> u64 {
         self.add_record(DType::Int8, values.len(), |out| {
             out.extend(values.iter().map(|v| v.to_le_bytes()[0]))
@@ -161,7 +162,8 @@ impl BlobWriter {
     }
 
     /// Pads to the next record boundary, writes a record header for `len` elements of `dtype`,
-    /// then lets `write` append the payload.
+    /// then lets `write` append the payload: one pass over the values into space reserved here,
+    /// so the file grows by at most one reallocation per record.
     fn add_record(&mut self, dtype: DType, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let record = align_up(self.bytes.len() as u64);
         let payload_bytes = (len * dtype.size_bytes()) as u64;

@@ -286,7 +286,7 @@ impl Builder {
             )));
         }
         let path = format!("@model_path/weights/{file}.bin");
-        let writer = self.blobs.entry(path.clone()).or_insert_with(BlobWriter::new);
+        let writer = self.blobs.entry(path.clone()).or_default();
         let offset = match dtype {
             DType::Fp16 => writer.add_fp16(values),
             DType::Fp32 => writer.add_fp32(values),
@@ -311,7 +311,7 @@ impl Builder {
             )));
         }
         let path = format!("@model_path/weights/{file}.bin");
-        let offset = self.blobs.entry(path.clone()).or_insert_with(BlobWriter::new).add_int8(q);
+        let offset = self.blobs.entry(path.clone()).or_default().add_int8(q);
         let scale_lit = if scale.len() == 1 {
             match dtype {
                 DType::Fp32 => Literal::Scalar(Scalar::Fp32(scale[0])),

@@ -512,7 +512,7 @@ pub fn reshape_target(input: &[usize], shape: &[i64]) -> Res<Vec<usize>> {
         }
     }
     if let Some(i) = infer_at {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(format!("cannot infer -1 reshaping {input:?} to {shape:?}"));
         }
         out[i] = numel / known;
@@ -555,7 +555,7 @@ pub fn split_sizes(len: usize, num: Option<i64>, sizes: Option<Vec<i64>>) -> Res
             }
             Ok(s)
         }
-        (Some(n), None) if n > 0 && len % n as usize == 0 => Ok(vec![len / n as usize; n as usize]),
+        (Some(n), None) if n > 0 && len.is_multiple_of(n as usize) => Ok(vec![len / n as usize; n as usize]),
         (Some(n), None) => Err(format!("num_splits {n} does not divide the axis size {len}")),
         (None, None) => Err("split needs num_splits or split_sizes".into()),
     }
@@ -817,7 +817,7 @@ mod tests {
 
     #[test]
     fn broadcast_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[1, 4, 1, 8], &[3, 1, 8]).unwrap(), vec![1, 4, 3, 8]);
+        assert_eq!(broadcast_shapes(&[1, 4, 1, 8], &[4, 3, 1]).unwrap(), vec![1, 4, 3, 8]);
         assert_eq!(broadcast_shapes(&[], &[2, 2]).unwrap(), vec![2, 2]);
         assert!(broadcast_shapes(&[2, 3], &[3, 2]).is_err());
     }

@@ -155,6 +155,8 @@ struct Gen {
 }
 
 impl Gen {
+    /// The next choice; past the end of the stream, the position itself, so that short
+    /// streams (which shrinking produces) still build valid programs.
     fn word(&mut self) -> u32 {
         let w = self.words.get(self.at).copied().unwrap_or(self.at as u32);
         self.at += 1;
@@ -397,7 +399,7 @@ impl Gen {
                 self.push(Op::Matmul, args, vec![], vec![out.clone()]);
                 Some((out.name, ty))
             }
-            8 if xt.shape[1] % 2 == 0 => {
+            8 if xt.shape[1].is_multiple_of(2) => {
                 let n = self.scalar_const(Scalar::Int32(2));
                 let a = self.scalar_const(Scalar::Int32(1));
                 let mut shape = xt.shape.clone();
@@ -534,42 +536,13 @@ fn words() -> impl Strategy<Value = Vec<u32>> {
     prop::collection::vec(any::<u32>(), 0..200)
 }
 
-/// Applies `count` random edits: delete, duplicate or swap character ranges, insert MIL-ish
+/// Applies each of `edits`: delete, duplicate or swap character ranges, insert MIL-ish
 /// characters, or swap whole space-separated tokens.
 fn mutate(text: &str, edits: &[(u8, u32, u32, u8)]) -> String {
-    const INSERTS: &[&str] = &[
-        "(",
-        ")",
-        "[",
-        "]",
-        "{",
-        "}",
-        "<",
-        ">",
-        ",",
-        "=",
-        ";",
-        "-",
-        "->",
-        "\"",
-        "\\",
-        "?",
-        "//",
-        "\n",
-        " ",
-        "0x1p",
-        "e-",
-        "1e400",
-        "99999999999999999999",
-        "tensor<",
-        "fp16(",
-        "BLOBFILE",
-        "?",
-        "é",
-        "inf",
-        "nan",
-        "x",
-    ];
+    // Pieces of MIL syntax and troublemakers (huge numbers, non-ASCII), `|`-separated.
+    let inserts: Vec<&str> = "(|)|[|]|{|}|<|>|,|=|;|-|->|\"|\\|?|//|\n| |0x1p|e-|1e400|99999999999999999999|tensor<|fp16(|BLOBFILE|é|inf|nan|x"
+        .split('|')
+        .collect();
     let mut chars: Vec<char> = text.chars().collect();
     for &(kind, a, b, pick) in edits {
         if chars.is_empty() {
@@ -577,7 +550,9 @@ fn mutate(text: &str, edits: &[(u8, u32, u32, u8)]) -> String {
         }
         let len = chars.len();
         let (i, j) = (a as usize % len, b as usize % len);
-        let (lo, hi) = (i.min(j), i.max(j).min(lo_plus(i.min(j), 40)));
+        // Ranges of at most 40 characters keep most of the program intact.
+        let lo = i.min(j);
+        let hi = i.max(j).min(lo + 40);
         match kind % 5 {
             0 => {
                 chars.drain(lo..hi);
@@ -588,7 +563,7 @@ fn mutate(text: &str, edits: &[(u8, u32, u32, u8)]) -> String {
             }
             2 => chars.swap(i, j),
             3 => {
-                let insert = INSERTS[pick as usize % INSERTS.len()];
+                let insert = inserts[pick as usize % inserts.len()];
                 chars.splice(i..i, insert.chars());
             }
             _ => {
@@ -601,10 +576,6 @@ fn mutate(text: &str, edits: &[(u8, u32, u32, u8)]) -> String {
         }
     }
     chars.into_iter().collect()
-}
-
-fn lo_plus(lo: usize, n: usize) -> usize {
-    lo + n
 }
 
 proptest! {

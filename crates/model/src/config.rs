@@ -198,13 +198,13 @@ impl ModelConfig {
                 return bad(format!("`{field}` is 0; it must be a positive integer"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "`n_heads` ({}) is not a multiple of `n_kv_heads` ({}); choose kv heads that divide the query heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "`head_dim` ({}) is odd; RoPE rotates pairs, so it must be even",
                 self.head_dim

@@ -2,8 +2,12 @@
 //! reference model, and (later) the MIL kernels, trainer and generation.
 
 pub mod config;
+pub mod cpu_ops;
+pub mod engine;
 pub mod error;
 pub mod hf;
+pub mod kernels;
 pub mod llama2c;
 pub mod params;
 pub mod reference;
+pub mod train;

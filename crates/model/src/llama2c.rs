@@ -130,7 +130,7 @@ impl Header {
     }
 
     fn config(&self, path: &Path) -> Result<ModelConfig> {
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(ModelError::format(
                 path,
                 format!(
@@ -197,7 +197,7 @@ pub fn read_llama2c(path: &Path) -> Result<(ModelConfig, Params)> {
     let layouts = [base + classifier, base + freq_cis + classifier];
     let Some(skip) = layouts
         .iter()
-        .position(|&n| body % 4 == 0 && floats == n)
+        .position(|&n| body.is_multiple_of(4) && floats == n)
         .map(|i| if i == 0 { 0 } else { freq_cis })
     else {
         return Err(ModelError::format(

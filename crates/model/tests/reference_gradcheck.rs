@@ -11,7 +11,9 @@
 use anetrain_model::config::{Family, ModelConfig};
 use anetrain_model::params::Params;
 use anetrain_model::reference::attention::{attention_backward, attention_forward};
-use anetrain_model::reference::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use anetrain_model::reference::cross_entropy::{
+    cross_entropy_forward, cross_entropy_forward_backward,
+};
 use anetrain_model::reference::loss_and_grads;
 use anetrain_model::reference::norm::{rmsnorm_backward, rmsnorm_forward};
 use anetrain_model::reference::rope::RopeTable;
@@ -197,15 +199,16 @@ fn cross_entropy_backward_matches_finite_differences() {
     let logits = rng.vec(n * vocab, 2.0);
     let targets = [4u32, 0, 2];
     let mut d = vec![0.0; n * vocab];
-    cross_entropy_backward(&mut d, &logits, &targets, vocab);
+    let loss = cross_entropy_forward_backward(&mut d, &logits, &targets, vocab);
+    assert_eq!(loss, cross_entropy_forward(&logits, &targets, vocab));
     let err = worst_fd_error(&logits, &d, 1e-3, |l| {
         cross_entropy_forward(l, &targets, vocab)
     });
     println!("cross-entropy: {err:.2e}");
     assert!(err < TOLERANCE);
-    // Hand-computed: uniform logits give ln(vocab).
+    // Hand-computed: uniform logits give ln(vocab) (to f32 precision: logsumexp is f32).
     let uniform = cross_entropy_forward(&[0.0; 5], &[1], 5);
-    assert!((uniform - 5f64.ln()).abs() < 1e-12);
+    assert!((uniform - 5f64.ln()).abs() < 1e-6);
 }
 
 fn tiny(

@@ -127,12 +127,11 @@ pub(crate) fn matmul(
         };
         matmul_into(dst, n, lhs, rhs, m, n, k, false, parallel)
     };
-    if m * n == 0 {
-    } else if count == 1 || m * n * k >= PAR_MACS {
+    if m * n > 0 && (count == 1 || m * n * k >= PAR_MACS) {
         for (bi, dst) in out.chunks_mut(m * n).enumerate() {
             one(bi, dst, true)?;
         }
-    } else {
+    } else if m * n > 0 {
         out.par_chunks_mut(m * n)
             .enumerate()
             .try_for_each(|(bi, dst)| one(bi, dst, false))?;

@@ -323,7 +323,9 @@ pub(crate) fn split_sizes(
             }
             Ok(s.iter().map(|&v| v as usize).collect())
         }
-        (Some(n), None) if n > 0 && dim.checked_rem(n as usize) == Some(0) => Ok(vec![dim / n as usize; n as usize]),
+        (Some(n), None) if n > 0 && dim.checked_rem(n as usize) == Some(0) => {
+            Ok(vec![dim / n as usize; n as usize])
+        }
         (Some(n), None) => Err(format!(
             "num_splits {n} does not divide the axis size {dim}"
         )),

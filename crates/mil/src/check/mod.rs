@@ -109,7 +109,7 @@ impl Finding {
 }
 
 /// Checks every function of `program` against the catalog for `chip`. Never fails: invalid IR
-/// (missing values, wrong argument kinds) is skipped here and left to [`crate::validate`].
+/// (missing values, wrong argument kinds) is skipped here and left to [`crate::validate()`].
 pub fn check(program: &Program, chip: Chip) -> Report {
     let mut findings = Vec::new();
     for function in &program.functions {

@@ -6,9 +6,9 @@ use super::lexer::{Pos, Tok};
 use super::scope::{Scope, ValueInfo};
 use super::suggest::did_you_mean;
 use crate::error::Result;
-use crate::ops::{ArgKind, Op};
+use crate::ops::{ArgKind, ArgSpec, Op};
 use crate::program::{Argument, Function, Operation, Output};
-use crate::types::{Literal, Scalar, Type};
+use crate::types::{Literal, Scalar, TensorType, Type};
 
 /// A parsed function plus where its parts start, for mapping validation errors back to text.
 pub(crate) struct ParsedFunction {
@@ -30,6 +30,35 @@ impl Cursor {
         self.expect_punct('>', "after the deployment target")?;
 
         let mut scope = Scope::default();
+        let inputs = self.parse_inputs(&mut scope)?;
+
+        self.expect_punct('{', "to open the function body")?;
+        let mut ops = Vec::new();
+        let mut op_positions = Vec::new();
+        while !self.at_punct('}') {
+            op_positions.push(self.pos());
+            ops.push(self.parse_statement(&mut scope)?);
+        }
+        self.next();
+
+        let outputs = self.parse_returns(&name, &scope)?;
+
+        let function = Function {
+            name,
+            target,
+            inputs,
+            ops,
+            outputs,
+        };
+        Ok(ParsedFunction {
+            function,
+            pos,
+            op_positions,
+        })
+    }
+
+    /// `(tensor<...> a, tensor<...> b)`: the function inputs, defined in `scope`.
+    fn parse_inputs(&mut self, scope: &mut Scope) -> Result<Vec<(String, TensorType)>> {
         let mut inputs = Vec::new();
         self.expect_punct('(', "to open the function inputs")?;
         while !self.at_punct(')') {
@@ -54,16 +83,11 @@ impl Cursor {
             inputs.push((input, ty));
         }
         self.next();
+        Ok(inputs)
+    }
 
-        self.expect_punct('{', "to open the function body")?;
-        let mut ops = Vec::new();
-        let mut op_positions = Vec::new();
-        while !self.at_punct('}') {
-            op_positions.push(self.pos());
-            ops.push(self.parse_statement(&mut scope)?);
-        }
-        self.next();
-
+    /// `-> (a, b);` after the body of function `name`: at least one defined value.
+    fn parse_returns(&mut self, name: &str, scope: &Scope) -> Result<Vec<String>> {
         self.expect_arrow("after the function body, as in `} -> (y);`")?;
         let open = self.expect_punct('(', "to open the list of returned values")?;
         let mut outputs = Vec::new();
@@ -82,19 +106,7 @@ impl Cursor {
             )));
         }
         self.expect_punct(';', "after the returned values")?;
-
-        let function = Function {
-            name,
-            target,
-            inputs,
-            ops,
-            outputs,
-        };
-        Ok(ParsedFunction {
-            function,
-            pos,
-            op_positions,
-        })
+        Ok(outputs)
     }
 
     /// `TYPE a[, TYPE b] = op(arg = value, ...)[name = string("label"), attr = literal];`
@@ -186,65 +198,7 @@ impl Cursor {
                 )));
             }
             self.expect_punct('=', &format!("after argument `{arg_name}`"))?;
-
-            let value_pos = self.pos();
-            let context = format!("argument `{arg_name}` of {op} names value");
-            let argument = if self.at_punct('(') {
-                self.next();
-                let mut names = Vec::new();
-                while !self.at_punct(')') {
-                    if !names.is_empty() {
-                        self.expect_punct(',', "between tuple elements")?;
-                    }
-                    let (name, pos) = self.expect_ident("a value name in the tuple")?;
-                    scope.lookup(&name, pos, &context)?;
-                    names.push(name);
-                }
-                self.next();
-                if names.is_empty() {
-                    return Err(value_pos.error(format!(
-                        "argument `{arg_name}` of {op} is an empty tuple; list at least one value"
-                    )));
-                }
-                Argument::Tuple(names)
-            } else if self.at_literal() {
-                return Err(value_pos.error(match spec.kind {
-                    ArgKind::Param => format!(
-                        "argument `{arg_name}` of {op} must name a const (the ANE compiler rejects inline literals); declare the literal with const() and pass its name"
-                    ),
-                    _ => format!(
-                        "argument `{arg_name}` of {op} must name a value, not an inline literal; declare the literal with const() and pass its name"
-                    ),
-                }));
-            } else {
-                let (name, pos) = self.expect_ident(&format!(
-                    "a value name or a tuple `(a, b)` for `{arg_name}`"
-                ))?;
-                let info = scope.lookup(&name, pos, &context)?;
-                if spec.kind == ArgKind::Param && info.producer != Some(Op::Const) {
-                    let source = match info.producer {
-                        Some(producer) => format!("is computed by {producer}"),
-                        None => "is a function input".to_string(),
-                    };
-                    return Err(pos.error(format!(
-                        "argument `{arg_name}` of {op} must name a const, but `{name}` {source}; pass a value declared with const()"
-                    )));
-                }
-                Argument::Value(name)
-            };
-            match (spec.kind, &argument) {
-                (ArgKind::TensorTuple, Argument::Value(_)) => {
-                    return Err(value_pos.error(format!(
-                        "argument `{arg_name}` of {op} takes a tuple; write `{arg_name} = (a, b)`"
-                    )))
-                }
-                (ArgKind::Tensor | ArgKind::Param, Argument::Tuple(_)) => {
-                    return Err(value_pos.error(format!(
-                        "argument `{arg_name}` of {op} takes one value, not a tuple; remove the parentheses"
-                    )))
-                }
-                _ => {}
-            }
+            let argument = self.parse_arg_value(op, spec, scope)?;
             args.push((arg_name, argument));
         }
         self.next();
@@ -257,6 +211,65 @@ impl Cursor {
             }
         }
         Ok(args)
+    }
+
+    /// The value of argument `spec` of `op`: a defined name, or a tuple of them where the op
+    /// takes one. Inline literals are rejected: the ANE compiler wants named consts.
+    fn parse_arg_value(&mut self, op: Op, spec: &ArgSpec, scope: &Scope) -> Result<Argument> {
+        let arg = spec.name;
+        let pos = self.pos();
+        let context = format!("argument `{arg}` of {op} names value");
+        if self.at_literal() {
+            return Err(pos.error(match spec.kind {
+                ArgKind::Param => format!(
+                    "argument `{arg}` of {op} must name a const (the ANE compiler rejects inline literals); declare the literal with const() and pass its name"
+                ),
+                _ => format!(
+                    "argument `{arg}` of {op} must name a value, not an inline literal; declare the literal with const() and pass its name"
+                ),
+            }));
+        }
+        match (spec.kind, self.at_punct('(')) {
+            (ArgKind::TensorTuple, false) => Err(pos.error(format!(
+                "argument `{arg}` of {op} takes a tuple; write `{arg} = (a, b)`"
+            ))),
+            (ArgKind::Tensor | ArgKind::Param, true) => Err(pos.error(format!(
+                "argument `{arg}` of {op} takes one value, not a tuple; remove the parentheses"
+            ))),
+            (ArgKind::TensorTuple, true) => {
+                self.next();
+                let mut names = Vec::new();
+                while !self.at_punct(')') {
+                    if !names.is_empty() {
+                        self.expect_punct(',', "between tuple elements")?;
+                    }
+                    let (name, name_pos) = self.expect_ident("a value name in the tuple")?;
+                    scope.lookup(&name, name_pos, &context)?;
+                    names.push(name);
+                }
+                self.next();
+                if names.is_empty() {
+                    return Err(pos.error(format!(
+                        "argument `{arg}` of {op} is an empty tuple; list at least one value"
+                    )));
+                }
+                Ok(Argument::Tuple(names))
+            }
+            (ArgKind::Tensor | ArgKind::Param, false) => {
+                let (name, name_pos) = self.expect_ident(&format!("a value name for `{arg}`"))?;
+                let info = scope.lookup(&name, name_pos, &context)?;
+                if spec.kind == ArgKind::Param && info.producer != Some(Op::Const) {
+                    let source = match info.producer {
+                        Some(producer) => format!("is computed by {producer}"),
+                        None => "is a function input".to_string(),
+                    };
+                    return Err(name_pos.error(format!(
+                        "argument `{arg}` of {op} must name a const, but `{name}` {source}; pass a value declared with const()"
+                    )));
+                }
+                Ok(Argument::Value(name))
+            }
+        }
     }
 
     /// True if the next tokens start a literal rather than a value name.

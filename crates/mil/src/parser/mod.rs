@@ -11,6 +11,7 @@ mod cursor;
 mod function;
 mod lexer;
 mod literal;
+mod number;
 mod scope;
 mod suggest;
 

@@ -2,8 +2,10 @@
 //! a device. The trainer owns the parameters, the optimizer and the schedule, and drives any
 //! engine through this one interface.
 
+mod device;
 mod reference;
 
+pub use device::DeviceEngine;
 pub use reference::ReferenceEngine;
 
 use crate::error::Result;

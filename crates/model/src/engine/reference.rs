@@ -3,9 +3,10 @@
 
 use super::{Engine, PassStats};
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::params::Params;
 use crate::reference;
+use crate::reference::cross_entropy::cross_entropy_forward;
 
 /// Runs [`reference::loss_and_grads`]; needs no device and stages nothing.
 pub struct ReferenceEngine {
@@ -50,22 +51,18 @@ impl Engine for ReferenceEngine {
 
     fn loss(&mut self, params: &Params, rows: &[Vec<u32>]) -> Result<PassStats> {
         let seq = rows.first().map_or(0, |r| r.len().saturating_sub(1));
-        let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r[..seq].to_vec()).collect();
-        let logits = reference::forward(&self.config, params, &inputs)?;
-        let mut total = 0f64;
-        for (b, row) in rows.iter().enumerate() {
-            for t in 0..seq {
-                let l = logits.at(b, t);
-                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = max as f64
-                    + l.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
-                total += lse - l[row[t + 1] as usize] as f64;
-            }
+        if seq == 0 || rows.iter().any(|r| r.len() != seq + 1) {
+            return Err(ModelError::Input(
+                "evaluation rows must all hold seq + 1 >= 2 tokens".into(),
+            ));
         }
-        let tokens = rows.len() * seq;
+        let inputs: Vec<Vec<u32>> = rows.iter().map(|r| r[..seq].to_vec()).collect();
+        let targets: Vec<u32> = rows.iter().flat_map(|r| r[1..].iter().copied()).collect();
+        let logits = reference::forward(&self.config, params, &inputs)?;
+        let loss = cross_entropy_forward(&logits.data, &targets, self.config.vocab_size);
         Ok(PassStats {
-            loss: (total / tokens.max(1) as f64) as f32,
-            tokens,
+            loss: loss as f32,
+            tokens: targets.len(),
         })
     }
 }

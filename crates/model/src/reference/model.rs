@@ -9,7 +9,7 @@ use crate::error::{ModelError, Result};
 use crate::params::{LayerParams, Params};
 
 use super::attention::{attention_backward, attention_forward};
-use super::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use super::cross_entropy::cross_entropy_forward_backward;
 use super::linear::{linear_backward_input, linear_backward_weight, linear_forward};
 use super::norm::{rmsnorm_backward, rmsnorm_forward};
 use super::rope::RopeTable;
@@ -40,7 +40,7 @@ pub fn forward(config: &ModelConfig, params: &Params, tokens: &[Vec<u32>]) -> Re
     let (batch, seq, ids) = flatten(config, tokens, 0)?;
     params.check_matches(config)?;
     let pass = Pass::new(config, params, batch, seq);
-    let (logits, _) = pass.forward(&ids);
+    let (logits, _) = pass.forward(&ids, false);
     Ok(Logits {
         batch,
         seq,
@@ -67,10 +67,9 @@ pub fn loss_and_grads(
         targets.extend_from_slice(&row[1..]);
     }
     let pass = Pass::new(config, params, batch, seq);
-    let (logits, saved) = pass.forward(&inputs);
-    let loss = cross_entropy_forward(&logits, &targets, config.vocab_size);
+    let (logits, saved) = pass.forward(&inputs, true);
     let mut dlogits = vec![0.0; logits.len()];
-    cross_entropy_backward(&mut dlogits, &logits, &targets, config.vocab_size);
+    let loss = cross_entropy_forward_backward(&mut dlogits, &logits, &targets, config.vocab_size);
     let grads = pass.backward(&inputs, &saved, &dlogits);
     Ok((loss, grads))
 }
@@ -173,8 +172,9 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Embedding, blocks, final norm, classifier. Returns the logits `[n, vocab]`.
-    fn forward(&self, ids: &[u32]) -> (Vec<f32>, Saved) {
+    /// Embedding, blocks, final norm, classifier. Returns the logits `[n, vocab]` and, when
+    /// `keep_blocks`, every block's activations for the backward pass.
+    fn forward(&self, ids: &[u32], keep_blocks: bool) -> (Vec<f32>, Saved) {
         let (c, n) = (self.c, self.n);
         let mut x = Vec::with_capacity(n * c.dim);
         for &id in ids {
@@ -184,7 +184,9 @@ impl<'a> Pass<'a> {
         for layer in &self.p.layers {
             let saved = self.block_forward(layer, x);
             x = add(&saved.h, &self.down(layer, &saved.act));
-            blocks.push(saved);
+            if keep_blocks {
+                blocks.push(saved);
+            }
         }
         let mut xf = vec![0.0; n * c.dim];
         let final_inv_rms = rmsnorm_forward(&mut xf, &x, self.p.norm.data(), self.eps);
@@ -446,4 +448,37 @@ impl<'a> Pass<'a> {
 
 fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_batches_and_mismatched_params_are_refused_by_name() {
+        let config = ModelConfig::preset("tiny").unwrap();
+        let params = Params::zeros(&config);
+        let ragged = forward(&config, &params, &[vec![1, 2], vec![3]]).unwrap_err();
+        assert!(
+            ragged.to_string().contains("row 1 has 1 tokens"),
+            "{ragged}"
+        );
+        let oov = forward(&config, &params, &[vec![1, 256]]).unwrap_err();
+        assert!(oov.to_string().contains("token id 256"), "{oov}");
+        let short = loss_and_grads(&config, &params, &[vec![1]]).unwrap_err();
+        assert!(short.to_string().contains("at least 2 tokens"), "{short}");
+        let other = Params::zeros(&ModelConfig::preset("tiny-gqa").unwrap());
+        let err = forward(&config, &other, &[vec![1]]).unwrap_err();
+        assert!(err.to_string().contains("k_proj"), "{err}");
+    }
+
+    #[test]
+    fn logits_depend_only_on_earlier_tokens() {
+        let config = ModelConfig::preset("tiny-qwen3").unwrap();
+        let params = Params::init(&config, 1).unwrap();
+        let a = forward(&config, &params, &[vec![5, 6, 7, 8]]).unwrap();
+        let b = forward(&config, &params, &[vec![5, 6, 9, 10]]).unwrap();
+        assert_eq!(a.at(0, 1), b.at(0, 1));
+        assert_ne!(a.at(0, 2), b.at(0, 2));
+    }
 }

@@ -1,0 +1,97 @@
+//! Weight-gradient GEMMs (`dW += dY · Xᵀ`) as jobs for a worker thread, so the dW of layer L
+//! runs on the CPU while the device computes the backward of layer L−1 (ane-reference §6.10).
+//!
+//! Jobs run one after another in the order they were sent, each GEMM with a fixed summation
+//! order, so the gradients are bit-reproducible run to run.
+
+use std::sync::mpsc::Receiver;
+
+use crate::error::Result;
+
+use super::gemm::{matmul, weight_grad, MatRef};
+
+/// The matrix gradients of one layer, borrowed for the length of one backward pass.
+pub struct MatrixGrads<'g> {
+    pub q_proj: &'g mut [f32],
+    pub k_proj: &'g mut [f32],
+    pub v_proj: &'g mut [f32],
+    pub o_proj: &'g mut [f32],
+    pub gate_proj: &'g mut [f32],
+    pub up_proj: &'g mut [f32],
+    pub down_proj: &'g mut [f32],
+}
+
+/// Which matrix of a layer a job updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weight {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+/// One weight-gradient product. `dy [out][S]` and `x [in][S]` are `[C][S]` activations.
+#[derive(Clone, Copy, Debug)]
+pub enum DwJob<'a> {
+    /// `layers[layer].weight += dy · xᵀ`.
+    Layer {
+        layer: usize,
+        weight: Weight,
+        dy: &'a [f32],
+        x: &'a [f32],
+    },
+    /// Classifier `[V][D] += dlogitsᵀ · xfᵀ`, with `dlogits [S][V]` and `xf [D][S]`.
+    Classifier { dlogits: &'a [f32], xf: &'a [f32] },
+}
+
+/// Runs jobs from `jobs` until every sender is gone. Returns the first failure, after
+/// draining the channel so senders never block on a dead worker.
+pub fn run_worker(
+    mut layers: Vec<MatrixGrads<'_>>,
+    classifier: &mut [f32],
+    s: usize,
+    jobs: Receiver<DwJob<'_>>,
+) -> Result<()> {
+    let mut outcome = Ok(());
+    for job in jobs {
+        if outcome.is_err() {
+            continue;
+        }
+        outcome = match job {
+            DwJob::Layer {
+                layer,
+                weight,
+                dy,
+                x,
+            } => match layers.get_mut(layer) {
+                Some(g) => {
+                    let dw: &mut [f32] = match weight {
+                        Weight::Q => &mut *g.q_proj,
+                        Weight::K => &mut *g.k_proj,
+                        Weight::V => &mut *g.v_proj,
+                        Weight::O => &mut *g.o_proj,
+                        Weight::Gate => &mut *g.gate_proj,
+                        Weight::Up => &mut *g.up_proj,
+                        Weight::Down => &mut *g.down_proj,
+                    };
+                    weight_grad(dw, dy, x, s)
+                }
+                None => Err(crate::error::ModelError::Input(format!(
+                    "weight-gradient job for layer {layer}, but the model has {} layers",
+                    layers.len()
+                ))),
+            },
+            DwJob::Classifier { dlogits, xf } => {
+                let (vocab, dim) = (dlogits.len() / s.max(1), xf.len() / s.max(1));
+                MatRef::rows(dlogits, s, vocab).and_then(|dl| {
+                    let x = MatRef::rows(xf, dim, s)?;
+                    matmul(classifier, true, dl.t(), x.t())
+                })
+            }
+        };
+    }
+    outcome
+}

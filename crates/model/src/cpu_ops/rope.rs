@@ -1,0 +1,62 @@
+//! Rotary position embedding in Hugging Face's rotate-half layout, on `[heads·D][S]` blocks.
+//!
+//! For head vector `x` of size `D`, `i < D/2` and `a = t · theta^(-2i/D)` at position `t`:
+//! `out[i] = x[i] cos a − x[i+D/2] sin a`, `out[i+D/2] = x[i+D/2] cos a + x[i] sin a`. In the
+//! channel-major layout channels `i` and `i + D/2` of a head are two rows of `S` positions, so
+//! the rotation is a pair of vectorised row updates. Cost `O(C·S)`.
+
+/// Precomputed `cos a` and `sin a`, `[D/2][S]` each (row `i` over positions `0..S`).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    half: usize,
+    s: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// Tables for head size `head_dim` (even), positions `0..s` and base `theta`. Angles are
+    /// formed in f64 and rounded once, as in [`crate::reference::rope`].
+    pub fn new(head_dim: usize, s: usize, theta: f64) -> Rope {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(half * s);
+        let mut sin = Vec::with_capacity(half * s);
+        for i in 0..half {
+            let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
+            for t in 0..s {
+                let a = t as f64 * inv_freq;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Rope { half, s, cos, sin }
+    }
+
+    /// Rotates every head of `x [heads·D][S]` in place.
+    pub fn forward(&self, x: &mut [f32]) {
+        self.rotate(x, 1.0);
+    }
+
+    /// Turns the gradient of the rotated values into the gradient of the inputs, in place:
+    /// the inverse rotation (angle `−a`).
+    pub fn backward(&self, dx: &mut [f32]) {
+        self.rotate(dx, -1.0);
+    }
+
+    fn rotate(&self, x: &mut [f32], direction: f32) {
+        let (half, s) = (self.half, self.s);
+        for head in x.chunks_exact_mut(2 * half * s) {
+            let (lo, hi) = head.split_at_mut(half * s);
+            for i in 0..half {
+                let (cos, sin) = (&self.cos[i * s..][..s], &self.sin[i * s..][..s]);
+                let (lo_i, hi_i) = (&mut lo[i * s..][..s], &mut hi[i * s..][..s]);
+                for t in 0..s {
+                    let (c, sn) = (cos[t], direction * sin[t]);
+                    let (a, b) = (lo_i[t], hi_i[t]);
+                    lo_i[t] = a * c - b * sn;
+                    hi_i[t] = b * c + a * sn;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Validation of the parameters and tokens a caller hands the device engine, without
+//! allocating, so it can run on every step.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::params::{Params, Tensor};
+
+/// Fails unless every token is inside the vocabulary.
+pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
+    match row.iter().find(|&&t| t as usize >= vocab) {
+        Some(bad) => Err(ModelError::Input(format!(
+            "row {b} holds token id {bad}, outside the vocabulary of {vocab} tokens; use the tokenizer that matches the model"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A cheap shape check (no allocation) that `p` fits `c`: the engine indexes by these shapes.
+pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()> {
+    let expect = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
+        if t.shape() == shape {
+            Ok(())
+        } else {
+            Err(ModelError::ShapeMismatch {
+                name: format!("{what}: {name}"),
+                expected: shape.to_vec(),
+                found: t.shape().to_vec(),
+            })
+        }
+    };
+    let (d, q, kv, h, v) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.vocab_size);
+    expect("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
+    expect("model.norm.weight", &p.norm, &[d])?;
+    if p.lm_head.is_some() == c.tied_embeddings || p.layers.len() != c.n_layers {
+        return Err(ModelError::Config(format!(
+            "{what} have {} layers and {} lm_head, but the config has {} layers and tied_embeddings = {}",
+            p.layers.len(),
+            if p.lm_head.is_some() { "an" } else { "no" },
+            c.n_layers,
+            c.tied_embeddings
+        )));
+    }
+    if let Some(t) = &p.lm_head {
+        expect("lm_head.weight", t, &[v, d])?;
+    }
+    for l in &p.layers {
+        expect("input_layernorm", &l.input_layernorm, &[d])?;
+        expect(
+            "post_attention_layernorm",
+            &l.post_attention_layernorm,
+            &[d],
+        )?;
+        expect("q_proj", &l.q_proj, &[q, d])?;
+        expect("k_proj", &l.k_proj, &[kv, d])?;
+        expect("v_proj", &l.v_proj, &[kv, d])?;
+        expect("o_proj", &l.o_proj, &[d, q])?;
+        expect("gate_proj", &l.gate_proj, &[h, d])?;
+        expect("up_proj", &l.up_proj, &[h, d])?;
+        expect("down_proj", &l.down_proj, &[d, h])?;
+        match (&l.q_norm, &l.k_norm, c.qk_norm) {
+            (Some(qn), Some(kn), true) => {
+                expect("q_norm", qn, &[c.head_dim])?;
+                expect("k_norm", kn, &[c.head_dim])?;
+            }
+            (None, None, false) => {}
+            _ => {
+                return Err(ModelError::Config(format!(
+                    "{what}: q_norm/k_norm presence does not match qk_norm = {}",
+                    c.qk_norm
+                )))
+            }
+        }
+    }
+    Ok(())
+}

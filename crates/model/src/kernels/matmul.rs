@@ -1,0 +1,76 @@
+//! Dynamic-weight matmuls: the weight travels in the kernel input next to the activation, so
+//! a compiled kernel serves any weights (and every layer) without recompiling.
+//!
+//! Input `[1, ic, 1, s + oc]` fp16: columns `[0, s)` hold the activation `a [ic][s]`, columns
+//! `[s, s + oc)` a staged matrix `M [ic][oc]`. Output `[1, oc, 1, s]`, `y = Mᵀ a`
+//! (ane-reference §3.7, §6.2). Forward `y = W a` stages `M = Wᵀ`; backward `dx = Wᵀ dy`
+//! stages `M = W`.
+
+use anetrain_mil::{Builder, Bundle, DType, Var};
+
+use crate::error::Result;
+
+use super::mil_error;
+
+/// Name of the single input of every kernel in this crate.
+pub const INPUT: &str = "x";
+/// Name of the single output of every kernel in this crate.
+pub const OUTPUT: &str = "y";
+
+/// Adds `y = Mᵀ a` reading activation and staged matrix from the packed input `x`
+/// `[1, ic, 1, s + oc]`; returns `y` as `[1, oc, 1, s]`.
+pub(crate) fn dynamic_matmul_into(
+    b: &mut Builder,
+    x: Var,
+    ic: usize,
+    oc: usize,
+    s: usize,
+) -> Result<Var> {
+    let a = b
+        .slice(x, &[0, 0, 0, 0], &[1, ic, 1, s])
+        .map_err(mil_error)?;
+    let m = b
+        .slice(x, &[0, 0, 0, s], &[1, ic, 1, oc])
+        .map_err(mil_error)?;
+    let a = b.reshape(a, &[1, 1, ic, s]).map_err(mil_error)?;
+    let m = b.reshape(m, &[1, 1, ic, oc]).map_err(mil_error)?;
+    // [oc][ic] · [ic][s]: the staged matrix is read transposed by the matmul itself, so the
+    // result is already channel-major and needs no transpose back.
+    let y = b.matmul_t(m, a, true, false).map_err(mil_error)?;
+    b.reshape(y, &[1, oc, 1, s]).map_err(mil_error)
+}
+
+/// `dynamic_matmul(ic, oc, s)`: input `[1, ic, 1, s + oc]`, output `[1, oc, 1, s]`, `y = Mᵀ a`.
+pub fn dynamic_matmul(ic: usize, oc: usize, s: usize) -> Result<Bundle> {
+    let mut b = Builder::new();
+    let x = b
+        .input(INPUT, DType::Fp16, [1, ic, 1, s + oc])
+        .map_err(mil_error)?;
+    let y = dynamic_matmul_into(&mut b, x, ic, oc, s)?;
+    b.output(y, OUTPUT).map_err(mil_error)?;
+    b.finish().map_err(mil_error)
+}
+
+/// `ffn_up_fwd(dim, hidden, s)`: input `[1, dim, 1, s + 2·hidden]` with `M = [W1; W3]ᵀ`
+/// staged; computes `h1 = W1 a`, `h3 = W3 a`, `act = h1 · sigmoid(h1) · h3` and returns
+/// `[1, 3·hidden, 1, s]` holding `(h1, h3, act)` on channels. SiLU is spelled `mul(sigmoid)`,
+/// the form every ANE project compiles.
+pub fn ffn_up_fwd(dim: usize, hidden: usize, s: usize) -> Result<Bundle> {
+    let mut b = Builder::new();
+    let x = b
+        .input(INPUT, DType::Fp16, [1, dim, 1, s + 2 * hidden])
+        .map_err(mil_error)?;
+    let h13 = dynamic_matmul_into(&mut b, x, dim, 2 * hidden, s)?;
+    let h1 = b
+        .slice(h13, &[0, 0, 0, 0], &[1, hidden, 1, s])
+        .map_err(mil_error)?;
+    let h3 = b
+        .slice(h13, &[0, hidden, 0, 0], &[1, hidden, 1, s])
+        .map_err(mil_error)?;
+    let gate = b.sigmoid(h1).map_err(mil_error)?;
+    let silu = b.mul(h1, gate).map_err(mil_error)?;
+    let act = b.mul(silu, h3).map_err(mil_error)?;
+    let y = b.concat(&[h13, act], 1).map_err(mil_error)?;
+    b.output(y, OUTPUT).map_err(mil_error)?;
+    b.finish().map_err(mil_error)
+}

@@ -1,0 +1,72 @@
+//! Staging: writing a layer's weights into the matrix columns of a dynamic-matmul kernel's
+//! input, once per parameter update (the activation columns are rewritten every run).
+
+use anetrain_device::{DeviceError, Kernel};
+
+use crate::error::{ModelError, Result};
+use crate::params::{LayerParams, Tensor};
+
+use super::Role;
+
+/// The weight blocks stacked (by rows) into the matrix `W` a role multiplies by, and whether
+/// the staged `M` is `Wᵀ` (forward, `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`).
+fn blocks(role: Role, l: &LayerParams) -> (Vec<&Tensor>, bool) {
+    match role {
+        Role::QkvFwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], true),
+        Role::WoFwd => (vec![&l.o_proj], true),
+        Role::FfnUpFwd => (vec![&l.gate_proj, &l.up_proj], true),
+        Role::FfnDownFwd => (vec![&l.down_proj], true),
+        Role::FfnDownBwd => (vec![&l.down_proj], false),
+        Role::FfnUpBwd => (vec![&l.gate_proj, &l.up_proj], false),
+        Role::WoBwd => (vec![&l.o_proj], false),
+        Role::QkvBwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], false),
+        Role::AttentionFwd | Role::AttentionBwd => (vec![], false),
+    }
+}
+
+/// Writes layer `l`'s matrix for `role` into columns `[seq, seq + oc)` of `kernel`'s input.
+/// `scratch` is reused for the transposes so restaging allocates only on first use.
+/// Cost: one pass over the weights (plus a transpose for forward roles).
+pub fn stage_weights(
+    role: Role,
+    l: &LayerParams,
+    seq: usize,
+    kernel: &mut dyn Kernel,
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
+    let (blocks, transpose) = blocks(role, l);
+    let mut offset = 0;
+    for w in blocks {
+        let &[rows, cols] = w.shape() else {
+            return Err(ModelError::Input(format!(
+                "kernel `{}` stages a matrix but got a tensor of shape {:?}",
+                role.name(),
+                w.shape()
+            )));
+        };
+        let written = if transpose {
+            // M = Wᵀ: channel i holds column i of W, at the block's column offset.
+            scratch.clear();
+            scratch.resize(rows * cols, 0.0);
+            for (r, row) in w.data().chunks_exact(cols).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    scratch[c * rows + r] = v;
+                }
+            }
+            kernel.write_input_region(0, 0..cols, seq + offset..seq + offset + rows, scratch)
+        } else {
+            // M = W: the block's rows are the input channels after the ones already staged.
+            kernel.write_input_region(0, offset..offset + rows, seq..seq + cols, w.data())
+        };
+        written.map_err(|e| device_error(role.name(), e))?;
+        offset += rows;
+    }
+    Ok(())
+}
+
+/// A device failure while running kernel `kernel`, with the device's own message.
+pub(crate) fn device_error(kernel: &str, e: DeviceError) -> ModelError {
+    ModelError::Config(format!(
+        "training kernel `{kernel}` failed on the device: {e}"
+    ))
+}

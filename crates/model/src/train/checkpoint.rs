@@ -1,0 +1,421 @@
+//! Training checkpoints: one directory per saved step inside a run directory,
+//!
+//! ```text
+//! RUN_DIR/ckpt-00000300/model.safetensors      weights, Hugging Face names, F32
+//!                      /optimizer.safetensors  optimizer state (absent for imported weights)
+//!                      /meta.json              config, step, data position, scaler, options
+//! ```
+//!
+//! Writes are atomic: everything goes into `RUN_DIR/.tmp-ckpt-…`, every file and the directory
+//! are fsynced, and only then is the directory renamed to its final name (and the run directory
+//! fsynced), so a crash at any point leaves either the complete new checkpoint or none of it,
+//! and never touches the previous ones. The latest checkpoint is the complete `ckpt-*` with the
+//! highest step, found by scanning; retention keeps the last N plus the best validation loss.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anetrain_data::SamplerState;
+use safetensors::{Dtype, View};
+use serde::{Deserialize, Serialize};
+
+use super::loss_scale::LossScaler;
+use super::optimizer::Optimizer;
+use super::options::TrainOptions;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::hf::SafetensorsFile;
+use crate::params::{Params, Tensor};
+
+/// Weights file inside a checkpoint directory.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Optimizer-state file inside a checkpoint directory.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Metadata file inside a checkpoint directory.
+pub const META_FILE: &str = "meta.json";
+/// Version of the layout above; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const PREFIX: &str = "ckpt-";
+const TMP_PREFIX: &str = ".tmp-ckpt-";
+
+/// Where training stood when a checkpoint was written: with the tensors, all a resumed run
+/// needs to continue bit-identically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The run's settings.
+    pub options: TrainOptions,
+    /// Position of the training sampler (the data order itself follows from the seed).
+    pub sampler: SamplerState,
+    /// Loss-scaler state.
+    pub loss_scaler: LossScaler,
+    /// Samples per epoch of the training data; a resumed run must see the same number, or its
+    /// data (or split) differs and the sample order would silently change.
+    pub train_samples: usize,
+    /// Optimizer updates applied (differs from the step count by the skipped steps).
+    pub optimizer_updates: u64,
+    /// Training tokens consumed.
+    pub tokens_seen: u64,
+    /// Wall-clock seconds of training so far.
+    pub elapsed_secs: f64,
+    /// Validation loss at this step, if evaluated.
+    pub val_loss: Option<f32>,
+    /// Lowest validation loss of the run so far.
+    pub best_val_loss: Option<f32>,
+}
+
+/// The contents of `meta.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// The model configuration as a Hugging Face `config.json` object.
+    pub config: serde_json::Value,
+    /// Training state; `None` for weights imported from elsewhere.
+    pub train: Option<TrainState>,
+    /// Where the run's tokens came from; empty for imported weights.
+    #[serde(default)]
+    pub provenance: DataProvenance,
+}
+
+/// The data flags of a run as the user spelled them, recorded so `--resume` continues on the
+/// same data and `eval` can default to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataProvenance {
+    /// `--data`.
+    pub data: Option<String>,
+    /// `--tokenizer`.
+    pub tokenizer: Option<String>,
+    /// `--val-data`, if validation data was separate.
+    pub val_data: Option<String>,
+    /// `--val-fraction`, if validation was held out of the training data.
+    pub val_fraction: Option<f64>,
+}
+
+/// A loaded checkpoint: its metadata, config and weights (optimizer state loads on demand).
+pub struct Checkpoint {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: CheckpointMeta,
+    /// The model configuration.
+    pub config: ModelConfig,
+    /// The weights.
+    pub params: Params,
+}
+
+impl Checkpoint {
+    /// Loads the checkpoint in `dir`, checking the weights against the stored config.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let meta_path = dir.join(META_FILE);
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(|e| ModelError::io(&meta_path, e))?;
+        let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| {
+            ModelError::format(&meta_path, format!("not a valid checkpoint meta.json: {e}"))
+        })?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(ModelError::format(
+                &meta_path,
+                format!(
+                    "checkpoint format {} is not the {FORMAT_VERSION} this anetrain reads; use the anetrain version that wrote it",
+                    meta.format_version
+                ),
+            ));
+        }
+        let config = ModelConfig::from_hf_json(&meta.config.to_string())
+            .map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
+        let mut params = Params::zeros(&config);
+        let weights = SafetensorsFile::open(&dir.join(MODEL_FILE))?;
+        for (name, t) in params.iter_mut() {
+            weights.read_into(&name, t)?;
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            meta,
+            config,
+            params,
+        })
+    }
+
+    /// The optimizer saved with this checkpoint; an error if it holds weights only.
+    pub fn load_optimizer(&self) -> Result<Optimizer> {
+        let Some(train) = &self.meta.train else {
+            return Err(ModelError::format(
+                &self.dir,
+                "this checkpoint holds imported weights without training state; start a new run from it with --init-from instead of --resume",
+            ));
+        };
+        let file = SafetensorsFile::open(&self.dir.join(OPTIMIZER_FILE))?;
+        Optimizer::restore(
+            train.options.optimizer,
+            &self.params,
+            train.optimizer_updates,
+            |name, dst| file.read_into(name, dst),
+        )
+    }
+
+    /// Fails, naming every differing field, unless this checkpoint's config is `expected`.
+    pub fn check_config(&self, expected: &ModelConfig) -> Result<()> {
+        match config_differences(expected, &self.config).as_slice() {
+            [] => Ok(()),
+            diffs => Err(ModelError::Config(format!(
+                "checkpoint {} was trained with a different model: {}; use the checkpoint's own config (drop --model) or start a new run",
+                self.dir.display(),
+                diffs.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Fields whose values differ between two configs, as `field: expected X, found Y`.
+pub fn config_differences(expected: &ModelConfig, found: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |field: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{field}: expected {a}, found {b}"));
+        }
+    };
+    cmp(
+        "family",
+        format!("{:?}", expected.family),
+        format!("{:?}", found.family),
+    );
+    cmp("dim", expected.dim.to_string(), found.dim.to_string());
+    cmp(
+        "n_layers",
+        expected.n_layers.to_string(),
+        found.n_layers.to_string(),
+    );
+    cmp(
+        "n_heads",
+        expected.n_heads.to_string(),
+        found.n_heads.to_string(),
+    );
+    cmp(
+        "n_kv_heads",
+        expected.n_kv_heads.to_string(),
+        found.n_kv_heads.to_string(),
+    );
+    cmp(
+        "head_dim",
+        expected.head_dim.to_string(),
+        found.head_dim.to_string(),
+    );
+    cmp(
+        "hidden_dim",
+        expected.hidden_dim.to_string(),
+        found.hidden_dim.to_string(),
+    );
+    cmp(
+        "vocab_size",
+        expected.vocab_size.to_string(),
+        found.vocab_size.to_string(),
+    );
+    cmp(
+        "max_seq_len",
+        expected.max_seq_len.to_string(),
+        found.max_seq_len.to_string(),
+    );
+    cmp(
+        "rope_theta",
+        expected.rope_theta.to_string(),
+        found.rope_theta.to_string(),
+    );
+    cmp(
+        "norm_eps",
+        expected.norm_eps.to_string(),
+        found.norm_eps.to_string(),
+    );
+    cmp(
+        "tied_embeddings",
+        expected.tied_embeddings.to_string(),
+        found.tied_embeddings.to_string(),
+    );
+    out
+}
+
+/// The directory name of the checkpoint of `step`; zero-padded so names sort by step.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("{PREFIX}{step:08}")
+}
+
+/// Writes a checkpoint of `step` into `run_dir` atomically and returns its directory. Fails
+/// without touching anything else if a checkpoint of that step already exists.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    params: &Params,
+    optimizer: Option<&Optimizer>,
+    meta: &CheckpointMeta,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
+    let name = checkpoint_name(meta.step);
+    let dst = run_dir.join(&name);
+    if dst.exists() {
+        return Err(ModelError::format(
+            &dst,
+            "a checkpoint of this step already exists; it is left untouched (resume from it with --resume, or pick a new --out)",
+        ));
+    }
+    let tmp = run_dir.join(format!("{TMP_PREFIX}{}-{}", meta.step, std::process::id()));
+    let written = write_dir(&tmp, params, optimizer, meta).and_then(|()| {
+        std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))?;
+        sync_dir(run_dir)
+    });
+    if let Err(e) = written {
+        // Best effort: the temporary directory is invisible to loaders either way.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    Ok(dst)
+}
+
+fn write_dir(
+    tmp: &Path,
+    params: &Params,
+    optimizer: Option<&Optimizer>,
+    meta: &CheckpointMeta,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
+    write_tensors(&tmp.join(MODEL_FILE), params.iter())?;
+    if let Some(opt) = optimizer {
+        write_tensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
+    }
+    let meta_path = tmp.join(META_FILE);
+    let text = serde_json::to_string_pretty(meta)
+        .map_err(|e| ModelError::format(&meta_path, format!("cannot encode metadata: {e}")))?;
+    std::fs::write(&meta_path, text).map_err(|e| ModelError::io(&meta_path, e))?;
+    sync_file(&meta_path)?;
+    sync_dir(tmp)
+}
+
+/// Writes named F32 tensors to a safetensors file and fsyncs it.
+fn write_tensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<()> {
+    let views: Vec<(String, F32View)> = tensors.into_iter().map(|(n, t)| (n, F32View(t))).collect();
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| ModelError::format(path, format!("could not write safetensors: {e}")))?;
+    sync_file(path)
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ModelError::io(path, e))
+}
+
+/// Makes a directory's entries (a new file, a rename) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ModelError::io(dir, e))
+}
+
+/// A tensor as a safetensors F32 view.
+struct F32View<'a>(&'a Tensor);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.0.shape()
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.0.data().iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn data_len(&self) -> usize {
+        self.0.len() * 4
+    }
+}
+
+/// The complete checkpoints of `run_dir` as `(step, dir)`, oldest first. Temporary directories
+/// of interrupted saves are ignored; a missing run directory has none.
+pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ModelError::io(run_dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ModelError::io(run_dir, e))?;
+        let name = entry.file_name();
+        let Some(step) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if entry.path().join(META_FILE).is_file() {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The latest complete checkpoint of `run_dir`, if any.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list_checkpoints(run_dir)?.pop().map(|(_, dir)| dir))
+}
+
+/// `path` itself if it is a checkpoint directory, else the latest checkpoint of the run
+/// directory `path`; an error that says what was expected otherwise.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    latest_checkpoint(path)?.ok_or_else(|| {
+        ModelError::format(
+            path,
+            "holds no checkpoint (no meta.json, no ckpt-* directory); pass a run directory written by `anetrain train` or `anetrain import`, or a ckpt-* directory inside one",
+        )
+    })
+}
+
+/// Deletes old checkpoints, keeping the `keep_last` most recent and the one with the lowest
+/// validation loss; also removes leftovers of interrupted saves. Returns what was deleted.
+pub fn apply_retention(run_dir: &Path, keep_last: usize) -> Result<Vec<PathBuf>> {
+    let all = list_checkpoints(run_dir)?;
+    let best = all
+        .iter()
+        .filter_map(|(_, dir)| Some((read_val_loss(dir)?, dir)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, dir)| dir.clone());
+    let keep_from = all.len().saturating_sub(keep_last.max(1));
+    let mut removed = Vec::new();
+    for (_, dir) in &all[..keep_from] {
+        if Some(dir) != best.as_ref() {
+            std::fs::remove_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+            removed.push(dir.clone());
+        }
+    }
+    for entry in std::fs::read_dir(run_dir).map_err(|e| ModelError::io(run_dir, e))? {
+        let entry = entry.map_err(|e| ModelError::io(run_dir, e))?;
+        // Called after a save completed, so any temporary directory is a crash's leftover.
+        let is_leftover = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TMP_PREFIX));
+        if is_leftover {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| ModelError::io(entry.path(), e))?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// The validation loss recorded in a checkpoint's metadata, if any (unreadable metadata counts
+/// as none: retention must never fail because of one odd directory).
+fn read_val_loss(dir: &Path) -> Option<f32> {
+    let text = std::fs::read_to_string(dir.join(META_FILE)).ok()?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).ok()?;
+    meta.train?.val_loss
+}

@@ -1,0 +1,31 @@
+//! Training: optimizers, the learning-rate schedule, loss scaling, clipping, the step loop,
+//! checkpoints and metrics. The loop drives any [`crate::engine::Engine`], so switching from
+//! the reference model to MIL kernels on a device is one constructor argument.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod eval;
+pub mod loss_scale;
+pub mod metrics;
+pub mod optimizer;
+pub mod options;
+pub mod sample;
+pub mod schedule;
+pub mod trainer;
+
+pub use checkpoint::{Checkpoint, CheckpointMeta, DataProvenance, TrainState};
+pub use eval::{evaluate, EvalResult};
+pub use loss_scale::LossScaler;
+pub use metrics::{MetricsLog, StepMetrics};
+pub use optimizer::{Optimizer, OptimizerSpec};
+pub use options::TrainOptions;
+pub use schedule::Schedule;
+pub use trainer::Trainer;
+
+use crate::error::ModelError;
+
+/// Carries a data-crate error (bad data, out-of-vocabulary ids with their position, a sampler
+/// position that does not fit the data) into this crate's error type with its message intact.
+fn data_error(e: anetrain_data::DataError) -> ModelError {
+    ModelError::Input(e.to_string())
+}

@@ -1,0 +1,136 @@
+//! The trainer's arithmetic against hand-computed values: optimizer steps, the schedule,
+//! clipping and the loss scaler.
+
+use anetrain_model::config::ModelConfig;
+use anetrain_model::params::Params;
+use anetrain_model::train::clip::{clip_global_norm, global_norm};
+use anetrain_model::train::{LossScaler, Optimizer, OptimizerSpec, Schedule};
+
+/// Zero parameters and gradients of the tiny model.
+fn zeros() -> (Params, Params) {
+    let c = ModelConfig::preset("tiny").unwrap();
+    (Params::zeros(&c), Params::zeros(&c))
+}
+
+#[test]
+fn adamw_matches_hand_computed_steps_with_decay_and_bias_correction() {
+    let (mut p, mut g) = zeros();
+    let spec = OptimizerSpec::Adamw {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let mut opt = Optimizer::new(spec, &p);
+    p.embed_tokens.data_mut()[0] = 0.5;
+    p.norm.data_mut()[0] = 1.0;
+    g.embed_tokens.data_mut()[0] = 0.1;
+    g.norm.data_mut()[0] = 0.1;
+    opt.step(&mut p, &g, 0.01);
+    // Step 1 by hand: m = 0.01, v = 0.0005, m̂ = 0.1, v̂ = 0.01, m̂/√v̂ = 1;
+    // w = 0.5 − 0.01·(1 + 0.1·0.5) = 0.4895. The norm gain gets no decay: 1 − 0.01 = 0.99.
+    assert!((p.embed_tokens.data()[0] - 0.4895).abs() < 1e-6);
+    assert!((p.norm.data()[0] - 0.99).abs() < 1e-6);
+    // A parameter with zero gradient and zero value does not move.
+    assert_eq!(p.embed_tokens.data()[1], 0.0);
+
+    g.embed_tokens.data_mut()[0] = -0.2;
+    opt.step(&mut p, &g, 0.01);
+    // Step 2 by hand: m = 0.9·0.01 − 0.1·0.2 = −0.011, v = 0.95·0.0005 + 0.05·0.04 = 0.002475,
+    // m̂ = −0.011/0.19, v̂ = 0.002475/0.0975.
+    let m_hat = -0.011f64 / 0.19;
+    let v_hat = 0.002475f64 / 0.0975;
+    let expected = 0.4895 - 0.01 * (m_hat / (v_hat.sqrt() + 1e-8) + 0.1 * 0.4895);
+    assert!((p.embed_tokens.data()[0] as f64 - expected).abs() < 1e-6);
+    assert_eq!(opt.updates(), 2);
+}
+
+#[test]
+fn sgd_with_momentum_matches_hand_computed_steps() {
+    let (mut p, mut g) = zeros();
+    let mut opt = Optimizer::new(
+        OptimizerSpec::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.5,
+        },
+        &p,
+    );
+    p.layers[0].q_proj.data_mut()[3] = 2.0;
+    g.layers[0].q_proj.data_mut()[3] = 1.0;
+    opt.step(&mut p, &g, 0.1);
+    // b = 1; w = 2 − 0.1·(1 + 0.5·2) = 1.8.
+    assert!((p.layers[0].q_proj.data()[3] - 1.8).abs() < 1e-6);
+    opt.step(&mut p, &g, 0.1);
+    // b = 0.9 + 1 = 1.9; w = 1.8 − 0.1·(1.9 + 0.9) = 1.52.
+    assert!((p.layers[0].q_proj.data()[3] - 1.52).abs() < 1e-6);
+
+    let mut plain = Optimizer::new(
+        OptimizerSpec::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        &p,
+    );
+    assert!(plain.named_state().is_empty());
+    plain.step(&mut p, &g, 0.1);
+    assert!((p.layers[0].q_proj.data()[3] - 1.42).abs() < 1e-6);
+}
+
+#[test]
+fn schedule_warms_up_linearly_then_decays_by_cosine_to_a_tenth() {
+    let s = Schedule {
+        peak_lr: 1e-3,
+        warmup: 10,
+        total_steps: 110,
+    };
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-9;
+    assert!(close(s.lr(0), 1e-4));
+    assert!(close(s.lr(4), 5e-4));
+    assert!(close(s.lr(9), 1e-3));
+    assert!(close(s.lr(10), 1e-3));
+    // Halfway through the decay the cosine term is ½: 1e-4 + 0.9e-3·½.
+    assert!(close(s.lr(60), 5.5e-4));
+    assert!(close(s.lr(110), 1e-4));
+    assert!(close(s.lr(1000), 1e-4));
+    assert!(s.lr(30) > s.lr(31));
+}
+
+#[test]
+fn clipping_scales_to_exactly_the_limit_and_leaves_small_gradients_alone() {
+    let (_, mut g) = zeros();
+    g.embed_tokens.data_mut()[7] = 3.0;
+    g.layers[1].down_proj.data_mut()[2] = -4.0;
+    assert!((global_norm(&g) - 5.0).abs() < 1e-12);
+    let before = clip_global_norm(&mut g, 1.0);
+    assert!((before - 5.0).abs() < 1e-12);
+    assert!((g.embed_tokens.data()[7] - 0.6).abs() < 1e-7);
+    assert!((g.layers[1].down_proj.data()[2] + 0.8).abs() < 1e-7);
+    assert!((global_norm(&g) - 1.0).abs() < 1e-6);
+    let unchanged = g.clone();
+    clip_global_norm(&mut g, 10.0);
+    assert_eq!(g, unchanged);
+    g.norm.data_mut()[0] = f32::INFINITY;
+    assert!(!global_norm(&g).is_finite());
+}
+
+#[test]
+fn loss_scaler_halves_and_counts_on_overflow_and_doubles_after_clean_steps() {
+    let mut s = LossScaler::new(1024.0, 3);
+    assert!(!s.update(false));
+    assert_eq!((s.scale, s.skipped), (512.0, 1));
+    assert!(s.update(true));
+    assert!(s.update(true));
+    assert_eq!(s.scale, 512.0);
+    assert!(s.update(true));
+    assert_eq!((s.scale, s.clean_steps), (1024.0, 0));
+    // An overflow resets the clean-step count.
+    s.update(true);
+    s.update(false);
+    s.update(true);
+    s.update(true);
+    assert_eq!((s.scale, s.skipped), (512.0, 2));
+    // Never below 1.
+    let mut low = LossScaler::new(1.0, 10);
+    low.update(false);
+    assert_eq!(low.scale, 1.0);
+}
