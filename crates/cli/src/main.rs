@@ -27,6 +27,13 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Export a run's latest checkpoint as a Hugging Face directory or a llama2.c .bin.
     Export(commands::export::ExportArgs),
+    /// Generate text from a model with a KV cache, streaming it as it is sampled.
+    Generate(commands::generate::GenerateArgs),
+    /// Check this machine's Neural Engine and compare every kernel of a model against the CPU.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Throughput and latency benchmarks (peak conv stack, dispatch, int8) on any device.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +44,9 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
+        Command::Bench(cmd) => commands::bench::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -171,6 +171,28 @@ fn eval_json_export_and_import_round_trip() {
     assert_eq!(imported.config, original.config);
     assert_eq!(imported.params, original.params);
 
+    // The same through llama2.c's format.
+    let bin = dir.path().join("model.bin");
+    let o = anetrain(&[
+        "export",
+        run.to_str().unwrap(),
+        "--format",
+        "llama2c",
+        "--out",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let from_bin = dir.path().join("from-bin");
+    let o = anetrain(&[
+        "import",
+        bin.to_str().unwrap(),
+        "--out",
+        from_bin.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let imported = Checkpoint::load(&latest_checkpoint(&from_bin).unwrap().unwrap()).unwrap();
+    assert_eq!(imported.params, original.params);
+
     // The imported run cannot be resumed (no optimizer state), but can seed a new run.
     let o = train(
         &back,

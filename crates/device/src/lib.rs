@@ -7,6 +7,7 @@
 //! same program can therefore run on two devices and be compared element by element.
 
 pub mod ane;
+pub mod compare;
 pub mod cpu;
 mod error;
 

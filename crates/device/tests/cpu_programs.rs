@@ -507,3 +507,28 @@ fn non_const_parameter_is_unsupported() {
         .expect("must fail");
     assert!(matches!(err, DeviceError::Unsupported { .. }), "{err}");
 }
+
+/// A fork shares the compiled program but not the buffers: writing one leaves the other alone.
+#[test]
+fn forked_kernels_keep_their_own_inputs() {
+    use anetrain_mil::{Builder, DType};
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Fp32, [1, 4, 1, 8]).unwrap();
+    let y = b.scale(x, 2.0).unwrap();
+    b.output(y, "y").unwrap();
+    let bundle = b.finish().unwrap();
+    let device = anetrain_device::CpuDevice::new(anetrain_device::Precision::F32);
+    let mut first = device.compile(&bundle.program, &bundle.weights).unwrap();
+    let mut second = first.fork().unwrap();
+    let ones = vec![1.0f32; 32];
+    let threes = vec![3.0f32; 32];
+    first.write_input(0, &ones).unwrap();
+    second.write_input(0, &threes).unwrap();
+    first.run().unwrap();
+    second.run().unwrap();
+    let (mut a, mut c) = (vec![0.0; 32], vec![0.0; 32]);
+    first.read_output(0, &mut a).unwrap();
+    second.read_output(0, &mut c).unwrap();
+    assert!(a.iter().all(|&v| v == 2.0));
+    assert!(c.iter().all(|&v| v == 6.0));
+}

@@ -45,6 +45,20 @@ pub enum ModelError {
         /// Shape found.
         found: Vec<usize>,
     },
+    /// A kernel failed to compile or run on its device; carries the device's own message.
+    #[error("kernel `{kernel}` failed on the device: {source}")]
+    Device {
+        /// Which kernel (e.g. `qkv_fwd`).
+        kernel: String,
+        /// What the device reported.
+        source: anetrain_device::DeviceError,
+    },
+    /// The MIL builder refused a kernel for this config (shapes its type checker rejects).
+    #[error("cannot build a kernel for this config: {0}")]
+    Mil(#[from] anetrain_mil::MilError),
+    /// A dataset or tokenizer problem; the data crate's message names the file and position.
+    #[error(transparent)]
+    Data(#[from] anetrain_data::DataError),
     /// Tokens or batches the model cannot take (out-of-vocabulary ids, ragged rows, empty batch).
     #[error("invalid input: {0}")]
     Input(String),

@@ -5,6 +5,7 @@ pub mod config;
 pub mod cpu_ops;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod hf;
 pub mod kernels;
 pub mod llama2c;

@@ -188,8 +188,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     } else {
         new_session(&args)?
     };
-    train_loop(&args, &mut session, &stop)?;
-    if args.sample_tokens > 0 {
+    let finished = train_loop(&args, &mut session, &stop)?;
+    // An interrupted user wants out, not a sample.
+    if finished && args.sample_tokens > 0 {
         print_sample(&args, &session)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -394,12 +395,14 @@ fn write_run_json(dir: &Path, trainer: &Trainer, provenance: &DataProvenance) ->
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Result<()> {
+/// Trains to the total step count, saving when due; returns `false` if Ctrl-C ended it early
+/// (after saving a checkpoint of the last completed step).
+fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Result<bool> {
     let trainer = &mut session.trainer;
     let total = trainer.options().steps;
     if trainer.is_done() {
         println!("the run is already at step {} of {total}; nothing to do (raise --steps to train further)", trainer.current_step());
-        return Ok(());
+        return Ok(true);
     }
     println!(
         "training {} parameters for {} steps of {} tokens; metrics in {}",
@@ -438,14 +441,14 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
                 args.out.display(),
                 args.out.display()
             );
-            return Ok(());
+            return Ok(false);
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
     println!("done: step {total}, checkpoint in {}", args.out.display());
-    Ok(())
+    Ok(true)
 }
 
 fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 /// A compiled program on the CPU.
 pub(crate) struct CpuKernel {
-    plan: Plan,
+    /// Shared by every fork of this kernel.
+    plan: Arc<Plan>,
     precision: Precision,
     input_specs: Vec<TensorSpec>,
     output_specs: Vec<TensorSpec>,
@@ -28,7 +29,7 @@ pub(crate) struct CpuKernel {
 }
 
 impl CpuKernel {
-    pub fn new(plan: Plan, precision: Precision) -> CpuKernel {
+    pub fn new(plan: Arc<Plan>, precision: Precision) -> CpuKernel {
         let input_specs: Vec<TensorSpec> = plan.inputs.iter().map(|(s, _)| s.clone()).collect();
         let output_specs = plan.outputs.iter().map(|(s, _)| s.clone()).collect();
         let inputs = input_specs
@@ -95,6 +96,10 @@ fn check_range(what: &str, r: &Range<usize>, len: usize, name: &str) -> Result<(
 impl Kernel for CpuKernel {
     fn inputs(&self) -> &[TensorSpec] {
         &self.input_specs
+    }
+
+    fn fork(&self) -> Result<Box<dyn Kernel>> {
+        Ok(Box::new(CpuKernel::new(Arc::clone(&self.plan), self.precision)))
     }
 
     fn outputs(&self) -> &[TensorSpec] {

@@ -56,6 +56,9 @@ impl Device for CpuDevice {
 
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
         let plan = compile::compile(program, weights, self.precision)?;
-        Ok(Box::new(kernel::CpuKernel::new(plan, self.precision)))
+        Ok(Box::new(kernel::CpuKernel::new(
+            std::sync::Arc::new(plan),
+            self.precision,
+        )))
     }
 }

@@ -84,3 +84,44 @@ pub fn rmsnorm_backward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::norm as token_major;
+
+    /// `[rows][cols]` → `[cols][rows]`.
+    fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| x[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
+    #[test]
+    fn per_head_groups_match_the_token_major_reference() {
+        let (heads, d, s) = (3, 8, 5);
+        let x: Vec<f32> = (0..heads * d * s)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let w: Vec<f32> = (0..d).map(|i| 1.0 + 0.1 * i as f32).collect();
+        let dy: Vec<f32> = (0..heads * d * s)
+            .map(|i| (i as f32 * 0.91).cos())
+            .collect();
+        // Reference rows are (position, head) head vectors of the token-major [S][heads·d].
+        let (x_tm, dy_tm) = (transpose(&x, heads * d, s), transpose(&dy, heads * d, s));
+        let mut y_tm = vec![0.0; x.len()];
+        let inv_tm = token_major::rmsnorm_forward(&mut y_tm, &x_tm, &w, 1e-5);
+        let (mut dx_tm, mut dw_tm) = (vec![0.0; x.len()], vec![0.0; d]);
+        token_major::rmsnorm_backward(&mut dx_tm, &mut dw_tm, &dy_tm, &x_tm, &w, &inv_tm);
+
+        let (mut y, mut inv) = (vec![0.0; x.len()], vec![0.0; heads * s]);
+        rmsnorm_forward(&mut y, &mut inv, &x, &w, s, 1e-5);
+        let (mut dx, mut dw, mut scratch) =
+            (vec![0.0; x.len()], vec![0.0; d], vec![0.0; heads * s]);
+        rmsnorm_backward(&mut dx, &mut dw, &dy, &x, &w, &inv, s, &mut scratch);
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() < 1e-5);
+        assert!(close(&y, &transpose(&y_tm, s, heads * d)));
+        assert!(close(&dx, &transpose(&dx_tm, s, heads * d)));
+        assert!(close(&dw, &dw_tm));
+    }
+}

@@ -60,3 +60,32 @@ impl Rope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::rope::RopeTable;
+
+    #[test]
+    fn channel_major_rotation_matches_the_reference_and_inverts() {
+        let (heads, d, s) = (2, 6, 7);
+        let x: Vec<f32> = (0..heads * d * s)
+            .map(|i| (i as f32 * 0.53).sin())
+            .collect();
+        // Token-major copy: row t holds every head at position t.
+        let mut x_tm: Vec<f32> = (0..s * heads * d)
+            .map(|i| x[(i % (heads * d)) * s + i / (heads * d)])
+            .collect();
+        RopeTable::new(d, s, 1e4).forward(&mut x_tm, heads * d, s);
+        let rope = Rope::new(d, s, 1e4);
+        let mut y = x.clone();
+        rope.forward(&mut y);
+        for c in 0..heads * d {
+            for t in 0..s {
+                assert!((y[c * s + t] - x_tm[t * heads * d + c]).abs() < 1e-6);
+            }
+        }
+        rope.backward(&mut y);
+        assert!(y.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+}

@@ -142,7 +142,5 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
 /// A builder failure. The kernels are generated from a validated config, so this means the
 /// config describes shapes the MIL type checker refuses.
 pub(crate) fn mil_error(e: MilError) -> ModelError {
-    ModelError::Config(format!(
-        "cannot build a training kernel for this config: {e}"
-    ))
+    ModelError::Mil(e)
 }

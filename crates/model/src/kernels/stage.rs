@@ -66,7 +66,8 @@ pub fn stage_weights(
 
 /// A device failure while running kernel `kernel`, with the device's own message.
 pub(crate) fn device_error(kernel: &str, e: DeviceError) -> ModelError {
-    ModelError::Config(format!(
-        "training kernel `{kernel}` failed on the device: {e}"
-    ))
+    ModelError::Device {
+        kernel: kernel.to_string(),
+        source: e,
+    }
 }

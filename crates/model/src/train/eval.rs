@@ -5,7 +5,6 @@ use std::sync::Arc;
 use anetrain_data::{Batch, EvalBatches, TokenStream};
 use serde::{Deserialize, Serialize};
 
-use super::data_error;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::params::Params;
@@ -32,11 +31,11 @@ pub fn evaluate(
     batch: usize,
     max_batches: usize,
 ) -> Result<EvalResult> {
-    let mut batches = EvalBatches::new(stream, seq, batch).map_err(data_error)?;
+    let mut batches = EvalBatches::new(stream, seq, batch)?;
     let mut buf = Batch::new(batch, seq);
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(batch);
     let (mut total, mut tokens, mut seen) = (0f64, 0usize, 0usize);
-    while batches.next_batch(&mut buf).map_err(data_error)? {
+    while batches.next_batch(&mut buf)? {
         rows.clear();
         rows.extend((0..buf.rows()).map(|r| buf.row(r).to_vec()));
         let stats = engine.loss(params, &rows)?;

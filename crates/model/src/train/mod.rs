@@ -22,10 +22,4 @@ pub use options::TrainOptions;
 pub use schedule::Schedule;
 pub use trainer::Trainer;
 
-use crate::error::ModelError;
 
-/// Carries a data-crate error (bad data, out-of-vocabulary ids with their position, a sampler
-/// position that does not fit the data) into this crate's error type with its message intact.
-fn data_error(e: anetrain_data::DataError) -> ModelError {
-    ModelError::Input(e.to_string())
-}

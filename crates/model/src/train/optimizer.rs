@@ -5,6 +5,7 @@
 //! Norm gains (every 1-D tensor) are never decayed: shrinking an RMSNorm gain towards 0 fights
 //! the normalisation instead of regularising anything (ane-reference §6.9 does the same).
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -101,57 +102,33 @@ impl Optimizer {
     }
 
     /// Applies one update with learning rate `lr` from gradients `grads` (already unscaled,
-    /// averaged and clipped). Cost: a few flops per parameter, one pass over each buffer.
+    /// averaged and clipped). Cost: a few flops per parameter, one pass over each buffer;
+    /// tensors are updated in parallel, each element independently, so the result does not
+    /// depend on the thread count.
     pub fn step(&mut self, params: &mut Params, grads: &Params, lr: f32) {
         self.updates += 1;
         let t = self.updates as i32;
-        let mut params_list = params.iter_mut();
-        let grads_list = grads.iter();
-        let mut state_lists: Vec<Vec<(String, &mut Tensor)>> =
-            self.state.iter_mut().map(|s| s.iter_mut()).collect();
-        for (i, ((_, w), (_, g))) in params_list.iter_mut().zip(&grads_list).enumerate() {
-            let decays = w.shape().len() > 1;
-            let (w, g) = (w.data_mut(), g.data());
-            match self.spec {
-                OptimizerSpec::Adamw {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let wd = if decays { weight_decay } else { 0.0 };
-                    let c1 = 1.0 - beta1.powi(t);
-                    let c2 = 1.0 - beta2.powi(t);
-                    let (first, rest) = state_lists.split_at_mut(1);
-                    let m = first[0][i].1.data_mut();
-                    let v = rest[0][i].1.data_mut();
-                    for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(m.iter_mut().zip(v)) {
-                        *m = beta1 * *m + (1.0 - beta1) * g;
-                        *v = beta2 * *v + (1.0 - beta2) * g * g;
-                        let m_hat = *m / c1;
-                        let v_hat = *v / c2;
-                        *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
-                    }
-                }
-                OptimizerSpec::Sgd {
-                    momentum,
-                    weight_decay,
-                } => {
-                    let wd = if decays { weight_decay } else { 0.0 };
-                    if momentum == 0.0 {
-                        for (w, &g) in w.iter_mut().zip(g) {
-                            *w -= lr * (g + wd * *w);
-                        }
-                    } else {
-                        let b = state_lists[0][i].1.data_mut();
-                        for ((w, &g), b) in w.iter_mut().zip(g).zip(b) {
-                            *b = momentum * *b + g;
-                            *w -= lr * (*b + wd * *w);
-                        }
-                    }
-                }
-            }
-        }
+        let spec = self.spec;
+        let mut states: Vec<_> = self
+            .state
+            .iter_mut()
+            .map(|s| s.iter_mut().into_iter())
+            .collect();
+        // One job per parameter tensor: the weights, the gradient and the state buffers.
+        let jobs: Vec<(&mut Tensor, &Tensor, Vec<&mut Tensor>)> = params
+            .iter_mut()
+            .into_iter()
+            .zip(grads.iter())
+            .map(|((_, w), (_, g))| {
+                let state = states
+                    .iter_mut()
+                    .filter_map(|s| s.next().map(|(_, t)| t))
+                    .collect();
+                (w, g, state)
+            })
+            .collect();
+        jobs.into_par_iter()
+            .for_each(|(w, g, mut state)| update_tensor(spec, t, lr, w, g, &mut state));
     }
 
     /// The state tensors under saved names `<state>.<parameter name>`, e.g.
@@ -182,6 +159,64 @@ impl Optimizer {
             }
         }
         Ok(opt)
+    }
+}
+
+/// Updates one tensor `w` from its gradient `g` and state buffers (`[m, v]` for AdamW,
+/// `[momentum]` or `[]` for SGD) at update number `t`. Norm gains (1-D) are not decayed.
+fn update_tensor(
+    spec: OptimizerSpec,
+    t: i32,
+    lr: f32,
+    w: &mut Tensor,
+    g: &Tensor,
+    state: &mut [&mut Tensor],
+) {
+    let decays = w.shape().len() > 1;
+    let (w, g) = (w.data_mut(), g.data());
+    match (spec, state) {
+        (
+            OptimizerSpec::Adamw {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            },
+            [m, v],
+        ) => {
+            let wd = if decays { weight_decay } else { 0.0 };
+            let c1 = 1.0 - beta1.powi(t);
+            let c2 = 1.0 - beta2.powi(t);
+            let moments = m.data_mut().iter_mut().zip(v.data_mut());
+            for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                let m_hat = *m / c1;
+                let v_hat = *v / c2;
+                *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
+            }
+        }
+        (
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+            },
+            [b],
+        ) => {
+            let wd = if decays { weight_decay } else { 0.0 };
+            for ((w, &g), b) in w.iter_mut().zip(g).zip(b.data_mut()) {
+                *b = momentum * *b + g;
+                *w -= lr * (*b + wd * *w);
+            }
+        }
+        (OptimizerSpec::Sgd { weight_decay, .. }, _) => {
+            let wd = if decays { weight_decay } else { 0.0 };
+            for (w, &g) in w.iter_mut().zip(g) {
+                *w -= lr * (g + wd * *w);
+            }
+        }
+        // `Optimizer::new` allocates exactly the buffers `state_names` lists for the spec.
+        (OptimizerSpec::Adamw { .. }, _) => unreachable!("AdamW always has two state buffers"),
     }
 }
 

@@ -15,7 +15,6 @@ use super::checkpoint::{
     apply_retention, save_checkpoint, Checkpoint, CheckpointMeta, DataProvenance, TrainState,
 };
 use super::clip::{global_norm, scale_grads};
-use super::data_error;
 use super::eval::{evaluate, EvalResult};
 use super::loss_scale::LossScaler;
 use super::metrics::StepMetrics;
@@ -103,7 +102,7 @@ impl Trainer {
                 state.train_samples
             )));
         }
-        trainer.sampler.restore(state.sampler).map_err(data_error)?;
+        trainer.sampler.restore(state.sampler)?;
         trainer.scaler = state.loss_scaler;
         trainer.step = checkpoint.meta.step;
         trainer.tokens_seen = state.tokens_seen;
@@ -125,12 +124,12 @@ impl Trainer {
         config.validate()?;
         options.validate(config)?;
         params.check_matches(config)?;
-        validate_vocab(data.train.as_ref(), config.vocab_size).map_err(data_error)?;
+        validate_vocab(data.train.as_ref(), config.vocab_size)?;
         if let Some(val) = &data.val {
-            validate_vocab(val.as_ref(), config.vocab_size).map_err(data_error)?;
+            validate_vocab(val.as_ref(), config.vocab_size)?;
         }
         let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)
-            .map_err(data_error)?;
+            ?;
         engine.stage(&params)?;
         let grads = Params::zeros(config);
         Ok(Trainer {
@@ -176,7 +175,7 @@ impl Trainer {
         for _ in 0..self.options.accum {
             self.sampler
                 .next_batch(&mut self.batch)
-                .map_err(data_error)?;
+                ?;
             for (r, row) in self.rows.iter_mut().enumerate() {
                 row.copy_from_slice(self.batch.row(r));
             }

@@ -28,6 +28,9 @@ pub struct AneKernel {
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     order: PortOrder,
+    /// Kept so [`Kernel::fork`] can bind new surfaces to the same compiled model.
+    runtime: AneRuntime,
+    layout: SurfaceLayout,
 }
 
 // SAFETY: the request is immutable once built and is only passed to `evaluate` from `&mut self`;
@@ -94,6 +97,8 @@ impl AneKernel {
             inputs,
             outputs,
             order,
+            runtime: runtime.clone(),
+            layout: layout.clone(),
         })
     }
 
@@ -118,6 +123,17 @@ impl AneKernel {
 }
 
 impl Kernel for AneKernel {
+    fn fork(&self) -> Result<Box<dyn Kernel>> {
+        let kernel = AneKernel::new(
+            &self.runtime,
+            Arc::clone(&self.model),
+            self.inputs.clone(),
+            self.outputs.clone(),
+            &self.layout,
+        )?;
+        Ok(Box::new(kernel))
+    }
+
     fn inputs(&self) -> &[TensorSpec] {
         &self.inputs
     }

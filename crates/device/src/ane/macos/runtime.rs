@@ -17,7 +17,7 @@ const FRAMEWORK: &CStr =
     c"/System/Library/PrivateFrameworks/AppleNeuralEngine.framework/AppleNeuralEngine";
 
 /// The framework, loaded, with the classes the device uses.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AneRuntime {
     pub(super) descriptor: &'static AnyClass,
     pub(super) model: &'static AnyClass,

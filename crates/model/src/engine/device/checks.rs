@@ -17,7 +17,7 @@ pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
 
 /// A cheap shape check (no allocation) that `p` fits `c`: the engine indexes by these shapes.
 pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()> {
-    let expect = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
+    let shape_is = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
         if t.shape() == shape {
             Ok(())
         } else {
@@ -29,8 +29,8 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
         }
     };
     let (d, q, kv, h, v) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.vocab_size);
-    expect("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
-    expect("model.norm.weight", &p.norm, &[d])?;
+    shape_is("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
+    shape_is("model.norm.weight", &p.norm, &[d])?;
     if p.lm_head.is_some() == c.tied_embeddings || p.layers.len() != c.n_layers {
         return Err(ModelError::Config(format!(
             "{what} have {} layers and {} lm_head, but the config has {} layers and tied_embeddings = {}",
@@ -41,26 +41,26 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
         )));
     }
     if let Some(t) = &p.lm_head {
-        expect("lm_head.weight", t, &[v, d])?;
+        shape_is("lm_head.weight", t, &[v, d])?;
     }
     for l in &p.layers {
-        expect("input_layernorm", &l.input_layernorm, &[d])?;
-        expect(
+        shape_is("input_layernorm", &l.input_layernorm, &[d])?;
+        shape_is(
             "post_attention_layernorm",
             &l.post_attention_layernorm,
             &[d],
         )?;
-        expect("q_proj", &l.q_proj, &[q, d])?;
-        expect("k_proj", &l.k_proj, &[kv, d])?;
-        expect("v_proj", &l.v_proj, &[kv, d])?;
-        expect("o_proj", &l.o_proj, &[d, q])?;
-        expect("gate_proj", &l.gate_proj, &[h, d])?;
-        expect("up_proj", &l.up_proj, &[h, d])?;
-        expect("down_proj", &l.down_proj, &[d, h])?;
+        shape_is("q_proj", &l.q_proj, &[q, d])?;
+        shape_is("k_proj", &l.k_proj, &[kv, d])?;
+        shape_is("v_proj", &l.v_proj, &[kv, d])?;
+        shape_is("o_proj", &l.o_proj, &[d, q])?;
+        shape_is("gate_proj", &l.gate_proj, &[h, d])?;
+        shape_is("up_proj", &l.up_proj, &[h, d])?;
+        shape_is("down_proj", &l.down_proj, &[d, h])?;
         match (&l.q_norm, &l.k_norm, c.qk_norm) {
             (Some(qn), Some(kn), true) => {
-                expect("q_norm", qn, &[c.head_dim])?;
-                expect("k_norm", kn, &[c.head_dim])?;
+                shape_is("q_norm", qn, &[c.head_dim])?;
+                shape_is("k_norm", kn, &[c.head_dim])?;
             }
             (None, None, false) => {}
             _ => {

@@ -1,0 +1,436 @@
+//! The generator: prefill and KV-cache decode through the decode kernels on any [`Device`],
+//! with embedding, norms, RoPE and the classifier on the CPU, as in training.
+//!
+//! Tokens go through the model in chunks of up to [`BUCKET`]: a prompt is prefilled 32 tokens
+//! per run, a decode step is a chunk of one. Each chunk writes its keys and values into the
+//! cache columns of every layer's attention kernel and attends to the cache and to itself
+//! through the CPU-written mask, so prefill and decode are the same code path and one set of
+//! four compiled kernels serves both. Weights are staged once per layer in [`Generator::new`];
+//! a chunk writes only activations. All buffers are allocated up front.
+
+use std::time::Instant;
+
+use anetrain_device::{Device, DeviceError, Kernel};
+use anetrain_mil::Bundle;
+
+use super::kernels::{port_width, round_up_32, AttentionLayout, DecodeKernels, BUCKET};
+use super::positions::{fill_mask, RotaryTable};
+use super::sampler::{Sampler, SamplingOptions};
+use crate::config::ModelConfig;
+use crate::cpu_ops::elementwise::{add, scale};
+use crate::cpu_ops::norm::rmsnorm_forward;
+use crate::cpu_ops::{matmul, MatRef};
+use crate::error::{ModelError, Result};
+use crate::kernels::{stage_weights, Role};
+use crate::params::Params;
+
+/// What one [`Generator::generate`] call did and how fast.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens sampled and handed to the callback (an EOS that stops generation is not counted).
+    pub generated_tokens: usize,
+    /// Wall time of the prefill, in milliseconds.
+    pub prefill_ms: f64,
+    /// Generated tokens per second after the prefill (sampling included); 0 if none.
+    pub decode_tokens_per_s: f64,
+}
+
+/// One layer's kernels: three with staged weights, and the attention kernel whose input holds
+/// the layer's KV cache.
+struct LayerKernels {
+    qkv: Box<dyn Kernel>,
+    attention: Box<dyn Kernel>,
+    wo: Box<dyn Kernel>,
+    ffn: Box<dyn Kernel>,
+}
+
+/// Per-chunk CPU buffers, `[C][B]` channel-major unless noted.
+struct Buffers {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    /// Pre-norm q or k for QK-norm.
+    qk_pre: Vec<f32>,
+    /// The chunk's `n` real columns of k or v, `[KV][n]`.
+    kv_cols: Vec<f32>,
+    attn: Vec<f32>,
+    out: Vec<f32>,
+    /// RMS statistics, `[groups][B]`.
+    inv: Vec<f32>,
+    /// `[B][T]`.
+    mask: Vec<f32>,
+    /// The chunk's last real column `[D]`, before and after the final norm.
+    last: Vec<f32>,
+    last_normed: Vec<f32>,
+    last_inv: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// Runs a language model one chunk at a time against a KV cache (see the module docs).
+pub struct Generator {
+    config: ModelConfig,
+    params: Params,
+    device_name: String,
+    layers: Vec<LayerKernels>,
+    layout: AttentionLayout,
+    cache_len: usize,
+    max_seq: usize,
+    position: usize,
+    eos: Option<u32>,
+    rope: RotaryTable,
+    buf: Buffers,
+}
+
+fn kernel_error(name: &str, e: DeviceError) -> ModelError {
+    ModelError::Config(format!("decode kernel `{name}` failed on the device: {e}"))
+}
+
+/// Compiles `bundle` once and gives every layer its own buffer set: forks of one compile, or
+/// further compiles on devices that cannot fork.
+fn per_layer(
+    device: &dyn Device,
+    name: &str,
+    bundle: &Bundle,
+    layers: usize,
+) -> Result<Vec<Box<dyn Kernel>>> {
+    let first = device
+        .compile(&bundle.program, &bundle.weights)
+        .map_err(|e| kernel_error(name, e))?;
+    let mut kernels = Vec::with_capacity(layers);
+    for _ in 1..layers {
+        let copy = match first.fork() {
+            Ok(k) => k,
+            Err(DeviceError::Unavailable(_)) => device
+                .compile(&bundle.program, &bundle.weights)
+                .map_err(|e| kernel_error(name, e))?,
+            Err(e) => return Err(kernel_error(name, e)),
+        };
+        kernels.push(copy);
+    }
+    kernels.insert(0, first);
+    Ok(kernels)
+}
+
+impl Generator {
+    /// Compiles the decode kernels of `config` on `device` for sequences of up to `max_seq`
+    /// tokens (at most `config.max_seq_len`), stages `params` into them, and allocates every
+    /// buffer.
+    pub fn new(
+        config: &ModelConfig,
+        params: Params,
+        device: Box<dyn Device>,
+        max_seq: usize,
+    ) -> Result<Generator> {
+        config.validate()?;
+        params.check_matches(config)?;
+        if max_seq == 0 || max_seq > config.max_seq_len {
+            return Err(ModelError::Config(format!(
+                "generation length {max_seq} is outside 1..={} (the model's max_seq_len)",
+                config.max_seq_len
+            )));
+        }
+        let layout = AttentionLayout::new(config);
+        let cache_len = port_width(layout.channels, round_up_32(max_seq));
+        let bundles = DecodeKernels::build(config, cache_len)?;
+        let compile = |name, bundle| per_layer(device.as_ref(), name, bundle, config.n_layers);
+        let layers = compile("decode_qkv", &bundles.qkv)?
+            .into_iter()
+            .zip(compile("decode_attention", &bundles.attention)?)
+            .zip(compile("decode_wo", &bundles.wo)?)
+            .zip(compile("decode_ffn", &bundles.ffn)?)
+            .map(|(((qkv, attention), wo), ffn)| LayerKernels {
+                qkv,
+                attention,
+                wo,
+                ffn,
+            })
+            .collect();
+        let c = config;
+        let (d, q, kv) = (c.dim, c.q_dim(), c.kv_dim());
+        let b = BUCKET;
+        let buf = Buffers {
+            x: vec![0.0; d * b],
+            xn: vec![0.0; d * b],
+            h: vec![0.0; d * b],
+            qkv: vec![0.0; (q + 2 * kv) * b],
+            qk_pre: vec![0.0; q * b],
+            kv_cols: vec![0.0; kv * b],
+            attn: vec![0.0; q * b],
+            out: vec![0.0; d * b],
+            inv: vec![0.0; c.n_heads * b],
+            mask: vec![0.0; b * cache_len],
+            last: vec![0.0; d],
+            last_normed: vec![0.0; d],
+            last_inv: vec![0.0; 1],
+            logits: vec![0.0; c.vocab_size],
+        };
+        let mut generator = Generator {
+            config: c.clone(),
+            params,
+            device_name: device.name(),
+            layers,
+            layout,
+            cache_len,
+            max_seq,
+            position: 0,
+            eos: None,
+            rope: RotaryTable::new(c.head_dim, cache_len + BUCKET, c.rope_theta),
+            buf,
+        };
+        generator.stage()?;
+        Ok(generator)
+    }
+
+    /// Writes every layer's weights into its kernels' matrix columns. Cost: one pass over
+    /// the weights.
+    fn stage(&mut self) -> Result<()> {
+        let (d, h) = (self.config.dim, self.config.hidden_dim);
+        let mut scratch = Vec::new();
+        for (k, p) in self.layers.iter_mut().zip(&self.params.layers) {
+            stage_weights(Role::QkvFwd, p, BUCKET, k.qkv.as_mut(), &mut scratch)?;
+            stage_weights(Role::WoFwd, p, BUCKET, k.wo.as_mut(), &mut scratch)?;
+            stage_weights(Role::FfnUpFwd, p, BUCKET, k.ffn.as_mut(), &mut scratch)?;
+            let w2_columns = BUCKET + 2 * h..BUCKET + 3 * h;
+            k.ffn
+                .write_input_region(0, 0..d, w2_columns, p.down_proj.data())
+                .map_err(|e| kernel_error("decode_ffn", e))?;
+        }
+        Ok(())
+    }
+
+    /// The device the kernels run on, e.g. `cpu (f32)`.
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    /// The longest sequence (prompt plus generated tokens) this generator holds.
+    pub fn max_seq(&self) -> usize {
+        self.max_seq
+    }
+
+    /// Tokens currently in the cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Makes `eos` the token that ends [`Generator::generate`] (none by default).
+    pub fn set_eos(&mut self, eos: Option<u32>) {
+        self.eos = eos;
+    }
+
+    /// Forgets the cached sequence. Old cache entries stay in place but the mask hides them.
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    /// Appends `tokens` to the cached sequence and returns the next-token logits `[V]` after
+    /// the last of them. Runs `ceil(len / 32)` chunks through every layer.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input("feed needs at least one token".into()));
+        }
+        if self.position + tokens.len() > self.max_seq {
+            return Err(ModelError::Input(format!(
+                "{} cached plus {} new tokens exceed the generator's max_seq {}; use a shorter prompt or a larger max_seq",
+                self.position,
+                tokens.len(),
+                self.max_seq
+            )));
+        }
+        let v = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the model's vocabulary of {v}; use the model's tokenizer"
+            )));
+        }
+        for chunk in tokens.chunks(BUCKET) {
+            self.run_chunk(chunk)?;
+            self.position += chunk.len();
+        }
+        Ok(&self.buf.logits)
+    }
+
+    /// Prefills `prompt_ids` (the cache is reset first), then samples up to `max_new_tokens`
+    /// tokens under `options`, handing each to `on_token` as soon as it is chosen. Stops early
+    /// when the EOS set by [`Generator::set_eos`] is drawn (it is not handed over), when
+    /// `on_token` returns false, or when the sequence reaches `max_seq`.
+    pub fn generate(
+        &mut self,
+        prompt_ids: &[u32],
+        max_new_tokens: usize,
+        options: SamplingOptions,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<GenerationStats> {
+        let mut sampler = Sampler::new(options)?;
+        if prompt_ids.is_empty() {
+            return Err(ModelError::Input(
+                "the prompt is empty; give at least one token (e.g. BOS)".into(),
+            ));
+        }
+        self.reset();
+        let started = Instant::now();
+        self.feed(prompt_ids)?;
+        let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
+        let decode_started = Instant::now();
+        let mut generated = 0;
+        while generated < max_new_tokens {
+            let token = sampler.sample(&self.buf.logits)?;
+            if Some(token) == self.eos {
+                break;
+            }
+            generated += 1;
+            if !on_token(token) || self.position == self.max_seq || generated == max_new_tokens {
+                break;
+            }
+            self.feed(&[token])?;
+        }
+        let secs = decode_started.elapsed().as_secs_f64();
+        Ok(GenerationStats {
+            prompt_tokens: prompt_ids.len(),
+            generated_tokens: generated,
+            prefill_ms,
+            decode_tokens_per_s: if generated > 0 && secs > 0.0 {
+                generated as f64 / secs
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// One chunk of `n ≤ B` tokens at `self.position`: every layer, then the logits of the
+    /// chunk's last token into `buf.logits`.
+    fn run_chunk(&mut self, tokens: &[u32]) -> Result<()> {
+        let Generator {
+            config: c,
+            params,
+            layers,
+            layout,
+            cache_len,
+            position,
+            rope,
+            buf,
+            ..
+        } = self;
+        let (b, n, start) = (BUCKET, tokens.len(), *position);
+        let (d, q, kv) = (c.dim, c.q_dim(), c.kv_dim());
+        let eps = c.norm_eps as f32;
+        let table = params.embed_tokens.data();
+        buf.x.fill(0.0);
+        for (j, &tok) in tokens.iter().enumerate() {
+            let row = &table[tok as usize * d..][..d];
+            for (ch, &val) in row.iter().enumerate() {
+                buf.x[ch * b + j] = val;
+            }
+        }
+        fill_mask(&mut buf.mask, *cache_len, start, n);
+        let attn_scale = 1.0 / (c.head_dim as f32).sqrt();
+        for (k, p) in layers.iter_mut().zip(&params.layers) {
+            rmsnorm_forward(
+                &mut buf.xn,
+                &mut buf.inv[..b],
+                &buf.x,
+                p.input_layernorm.data(),
+                b,
+                eps,
+            );
+            run(k.qkv.as_mut(), "decode_qkv", &buf.xn, &mut buf.qkv)?;
+            let (q_rows, rest) = buf.qkv.split_at_mut(q * b);
+            let (k_rows, v_rows) = rest.split_at_mut(kv * b);
+            if let (Some(qn), Some(kn)) = (&p.q_norm, &p.k_norm) {
+                let heads = c.n_heads;
+                buf.qk_pre.copy_from_slice(q_rows);
+                rmsnorm_forward(
+                    q_rows,
+                    &mut buf.inv[..heads * b],
+                    &buf.qk_pre,
+                    qn.data(),
+                    b,
+                    eps,
+                );
+                let kv_heads = c.n_kv_heads;
+                buf.qk_pre[..kv * b].copy_from_slice(k_rows);
+                rmsnorm_forward(
+                    k_rows,
+                    &mut buf.inv[..kv_heads * b],
+                    &buf.qk_pre[..kv * b],
+                    kn.data(),
+                    b,
+                    eps,
+                );
+            }
+            rope.rotate(q_rows, b, start);
+            rope.rotate(k_rows, b, start);
+            scale(q_rows, attn_scale);
+
+            let err = |e| kernel_error("decode_attention", e);
+            let att = k.attention.as_mut();
+            att.write_input_region(0, 0..q, 0..b, q_rows).map_err(err)?;
+            for (rows, first) in [(&*k_rows, layout.k), (&*v_rows, layout.v)] {
+                columns(&mut buf.kv_cols, rows, b, n);
+                att.write_input_region(
+                    0,
+                    first..first + kv,
+                    start..start + n,
+                    &buf.kv_cols[..kv * n],
+                )
+                .map_err(err)?;
+            }
+            att.write_input_region(0, layout.mask..layout.mask + b, 0..*cache_len, &buf.mask)
+                .map_err(err)?;
+            att.run().map_err(err)?;
+            att.read_output_channels(0, 0..q, &mut buf.attn)
+                .map_err(err)?;
+
+            run(k.wo.as_mut(), "decode_wo", &buf.attn, &mut buf.out)?;
+            add(&mut buf.h, &buf.x, &buf.out);
+            rmsnorm_forward(
+                &mut buf.xn,
+                &mut buf.inv[..b],
+                &buf.h,
+                p.post_attention_layernorm.data(),
+                b,
+                eps,
+            );
+            run(k.ffn.as_mut(), "decode_ffn", &buf.xn, &mut buf.out)?;
+            add(&mut buf.x, &buf.h, &buf.out);
+        }
+        for (ch, v) in buf.last.iter_mut().enumerate() {
+            *v = buf.x[ch * b + n - 1];
+        }
+        rmsnorm_forward(
+            &mut buf.last_normed,
+            &mut buf.last_inv,
+            &buf.last,
+            params.norm.data(),
+            1,
+            eps,
+        );
+        // logits [V][1] = E [V][D] · last [D][1]
+        let e = MatRef::rows(params.classifier().data(), c.vocab_size, d)?;
+        let x = MatRef::rows(&buf.last_normed, d, 1)?;
+        matmul(&mut buf.logits, false, e, x)
+    }
+}
+
+/// Writes activation `a [ic][B]` into columns `[0, B)` of a packed kernel, runs it and reads
+/// the first `out.len() / B` output channels (the rest is padding).
+fn run(kernel: &mut dyn Kernel, name: &str, a: &[f32], out: &mut [f32]) -> Result<()> {
+    let err = |e| kernel_error(name, e);
+    kernel
+        .write_input_region(0, 0..a.len() / BUCKET, 0..BUCKET, a)
+        .map_err(err)?;
+    kernel.run().map_err(err)?;
+    kernel
+        .read_output_channels(0, 0..out.len() / BUCKET, out)
+        .map_err(err)
+}
+
+/// Copies the first `n` columns of `rows [C][B]` into `dst` as `[C][n]`.
+fn columns(dst: &mut [f32], rows: &[f32], b: usize, n: usize) {
+    for (d, r) in dst.chunks_exact_mut(n).zip(rows.chunks_exact(b)) {
+        d.copy_from_slice(&r[..n]);
+    }
+}
