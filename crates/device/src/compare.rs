@@ -258,8 +258,8 @@ fn judge(
     }
     result.max_abs = Some(max_abs);
     result.max_rel = Some(max_rel);
-    // `!(x <= t)` so that a NaN error is a mismatch too.
-    if !(max_rel <= tolerance.max_rel) {
+    // A NaN error is a mismatch too: only a comparable value within tolerance passes.
+    if max_rel.is_nan() || max_rel > tolerance.max_rel {
         result.verdict = Verdict::Mismatch;
     }
     Ok(())

@@ -2,6 +2,9 @@
 //! ReferenceEngine: loss, logits and every gradient on tiny MHA, GQA and Qwen3 configs, tied
 //! and untied; finite differences through the engine's own loss; and the fp16 error printed.
 
+mod common;
+use common::rel_err;
+
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
@@ -10,17 +13,6 @@ use anetrain_model::reference;
 
 const SEQ: usize = 16;
 
-/// max|a − b| / max|b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
-    diff / scale.max(1e-30)
-}
 
 /// Seeded weights with the norm gains moved away from 1, so a missing gain shows.
 fn params(c: &ModelConfig, seed: u64) -> Params {

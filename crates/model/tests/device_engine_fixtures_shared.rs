@@ -3,7 +3,9 @@
 //! on the CPU device must give the same numbers to 1e-4 in f32. The cpu-f16 errors are
 //! printed, with a loose bound.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{fixtures_dir, rel_err, read_token_rows};
+
 
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::engine::{DeviceEngine, Engine};
@@ -12,42 +14,8 @@ use anetrain_model::params::Params;
 
 const TOLERANCE: f32 = 1e-4;
 
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: shared fixtures not found at {}", dir.display());
-        None
-    }
-}
 
-/// max|a − b| / max|b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
-    diff / scale.max(1e-30)
-}
 
-/// `tokens.bin`: uint32 rows of `seq + 1` tokens.
-fn read_rows(path: &Path, batch: usize) -> Vec<Vec<u32>> {
-    let bytes = std::fs::read(path).unwrap();
-    let ids: Vec<u32> = bytes
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    ids.chunks_exact(ids.len() / batch)
-        .map(<[u32]>::to_vec)
-        .collect()
-}
 
 /// Runs the fixture through a DeviceEngine in `precision`; returns the loss error, the
 /// logits error and the worst gradient error (with its tensor's name).
@@ -58,7 +26,7 @@ fn errors(name: &str, precision: Precision) -> Option<(f32, f32, String, f32)> {
     let batch = meta["batch"].as_u64().unwrap() as usize;
     let seq = meta["seq"].as_u64().unwrap() as usize;
     let (config, params) = load_hf_dir(&dir).unwrap();
-    let rows = read_rows(&dir.join("tokens.bin"), batch);
+    let rows = read_token_rows(&dir.join("tokens.bin"), batch);
     let expected = SafetensorsFile::open(&dir.join("grads.safetensors")).unwrap();
 
     let mut engine = DeviceEngine::new(&config, Box::new(CpuDevice::new(precision)), seq).unwrap();

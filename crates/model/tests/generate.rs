@@ -4,6 +4,9 @@
 //! argmax, the decode kernels pass the M4 constraint checker, the sampler's filters keep what
 //! they promise, and the Hugging Face fixtures generate consistently with their own logits.
 
+mod common;
+use common::rel_err;
+
 use std::path::Path;
 
 use anetrain_device::{CpuDevice, Precision};
@@ -15,17 +18,6 @@ use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::params::Params;
 use anetrain_model::reference;
 
-/// max|a − b| / max|b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
-    diff / scale.max(1e-30)
-}
 
 /// Seeded weights with norm gains away from 1 and a larger embedding, so logits are spread
 /// out (no near-ties for greedy) and a missing gain shows.

@@ -2,47 +2,18 @@
 //! Face model plus the loss, logits and gradients PyTorch computed for one batch), loading the
 //! directory with `hf.rs` and running the reference must give the same numbers to 1e-4.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{fixtures_dir, rel_err, read_token_rows};
+
+use std::path::Path;
 
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::reference::{forward, loss_and_grads};
 
-const TOLERANCE: f64 = 1e-4;
+const TOLERANCE: f32 = 1e-4;
 
-fn fixtures_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: shared fixtures not found at {}", dir.display());
-        None
-    }
-}
 
-/// `max|a - b| / max|b|`: relative to the tensor's scale, so tiny entries do not dominate.
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max);
-    diff / scale.max(1e-30)
-}
 
-fn read_u32_rows(path: &Path, batch: usize) -> Vec<Vec<u32>> {
-    let bytes = std::fs::read(path).unwrap();
-    let ids: Vec<u32> = bytes
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let len = ids.len() / batch;
-    ids.chunks_exact(len).map(<[u32]>::to_vec).collect()
-}
 
 /// `stream.bin` is uint16 with overlapping rows: row b is `stream[b*seq .. b*seq + seq + 1]`.
 fn read_stream_rows(path: &Path, batch: usize, seq: usize) -> Vec<Vec<u32>> {
@@ -66,7 +37,7 @@ fn check_fixture(name: &str) {
     let seq = meta["seq"].as_u64().unwrap() as usize;
 
     let (config, params) = load_hf_dir(&dir).unwrap();
-    let rows = read_u32_rows(&dir.join("tokens.bin"), batch);
+    let rows = read_token_rows(&dir.join("tokens.bin"), batch);
     assert_eq!(rows, read_stream_rows(&dir.join("stream.bin"), batch, seq));
     let expected = SafetensorsFile::open(&dir.join("grads.safetensors")).unwrap();
 
@@ -78,10 +49,10 @@ fn check_fixture(name: &str) {
 
     let (loss, grads) = loss_and_grads(&config, &params, &rows).unwrap();
     let want_loss = expected.read("loss").unwrap().data()[0] as f64;
-    let loss_err = (loss - want_loss).abs() / want_loss.abs();
+    let loss_err = ((loss - want_loss).abs() / want_loss.abs()) as f32;
     println!("{name}: loss {loss:.7} vs {want_loss:.7} (rel {loss_err:.2e}), logits rel {logits_err:.2e}");
 
-    let mut worst = 0.0f64;
+    let mut worst = 0.0f32;
     let ours = grads.iter();
     let grad_names: Vec<String> = expected
         .names()

@@ -3,6 +3,9 @@
 //! precision against the f32 results, and every kernel of the big presets through the ANE
 //! constraint checker.
 
+mod common;
+use common::rel_err;
+
 use anetrain_device::{CpuDevice, Device, Precision};
 use anetrain_mil::{check, Bundle, Chip};
 use anetrain_model::config::ModelConfig;
@@ -33,17 +36,6 @@ fn run(bundle: &Bundle, precision: Precision, input: &[f32]) -> Vec<f32> {
     out
 }
 
-/// max|a − b| / max|b|.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
-    diff / scale.max(1e-30)
-}
 
 /// `[rows][cols]` → `[cols][rows]`.
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {

@@ -50,7 +50,7 @@ pub struct StackArgs {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// Timed runs.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     runs: usize,
 }
 

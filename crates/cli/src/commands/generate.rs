@@ -6,7 +6,6 @@ use super::import::load_weights;
 use anetrain_data::{load_tokenizer, StreamDecoder, Tokenizer};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::{Generator, SamplingOptions};
-use anetrain_model::hf::load_hf_dir;
 use anetrain_model::params::Params;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -59,16 +58,7 @@ fn load_model(spec: &str, seed: u64, vocab: usize) -> Result<(ModelConfig, Param
             return Ok((config, params, format!("preset {spec} (random weights)")));
         }
     }
-    load_weights(path).or_else(|e| {
-        // A Hugging Face directory that also carries a meta.json of its own (e.g. the test
-        // fixtures) is not a checkpoint; read it as what it is.
-        if path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
-            let (config, params) = load_hf_dir(path).map_err(|_| e)?;
-            Ok((config, params, format!("Hugging Face {}", path.display())))
-        } else {
-            Err(e)
-        }
-    })
+    load_weights(path)
 }
 
 /// The `--tokenizer` to use: the flag, else the model directory's tokenizer.json, else bytes.

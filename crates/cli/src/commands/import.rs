@@ -65,7 +65,9 @@ pub fn load_weights(path: &Path) -> Result<(ModelConfig, Params, String)> {
             path.display()
         );
     }
-    if path.join("config.json").is_file() && !path.join("meta.json").is_file() {
+    // Checkpoints keep their config inside meta.json; config.json marks a Hugging Face model
+    // (which may carry a meta.json of its own, as the reference fixtures do).
+    if path.join("config.json").is_file() {
         let (config, params) = load_hf_dir(path)?;
         return Ok((config, params, format!("Hugging Face {}", path.display())));
     }

@@ -23,11 +23,11 @@
 //! own copy of the kernel (a fork), new keys and values are written into their columns once,
 //! and nothing is copied per step.
 
-use anetrain_mil::{Builder, Bundle, DType, MilError, Var};
+use anetrain_mil::{Builder, Bundle, DType, Var};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::kernels::{INPUT, OUTPUT};
+use crate::kernels::{dynamic_matmul_into, INPUT, OUTPUT};
 
 /// Spatial columns of every decode kernel: one chunk of up to this many tokens per run.
 pub const BUCKET: usize = 32;
@@ -73,7 +73,7 @@ impl DecodeKernels {
     /// multiple of 32, at least 32).
     pub fn build(config: &ModelConfig, cache_len: usize) -> Result<DecodeKernels> {
         config.validate()?;
-        if cache_len < 32 || cache_len % 32 != 0 {
+        if cache_len < 32 || !cache_len.is_multiple_of(32) {
             return Err(ModelError::Config(format!(
                 "the decode cache length {cache_len} must be a positive multiple of 32; round it up"
             )));
@@ -103,24 +103,6 @@ impl DecodeKernels {
     }
 }
 
-fn mil(e: MilError) -> ModelError {
-    ModelError::Config(format!("cannot build a decode kernel for this config: {e}"))
-}
-
-/// `y = Mᵀ a` for `a = x[:, :B]` `[ic][B]` and the staged `M = x[:, B..B+oc]` `[ic][oc]`,
-/// returned as `[1, oc, 1, B]`. Same packing as the training kernels (ane-reference §6.2).
-fn matmul_packed(b: &mut Builder, x: Var, ic: usize, oc: usize) -> Result<Var> {
-    let a = b
-        .slice(x, &[0, 0, 0, 0], &[1, ic, 1, BUCKET])
-        .map_err(mil)?;
-    let m = b
-        .slice(x, &[0, 0, 0, BUCKET], &[1, ic, 1, oc])
-        .map_err(mil)?;
-    let a = b.reshape(a, &[1, 1, ic, BUCKET]).map_err(mil)?;
-    let m = b.reshape(m, &[1, 1, ic, oc]).map_err(mil)?;
-    let y = b.matmul_t(m, a, true, false).map_err(mil)?;
-    b.reshape(y, &[1, oc, 1, BUCKET]).map_err(mil)
-}
 
 /// Returns `y` `[1, c, 1, w]` as the output, with zero channels appended when the buffer would
 /// be under 48 KiB. Callers read only the first `c` channels.
@@ -131,12 +113,12 @@ fn pad_channels(b: &mut Builder, y: Var) -> Result<()> {
         let zeros = vec![0.0; (total - c) * w];
         let z = b
             .weight("pad", DType::Fp16, [1, total - c, 1, w], &zeros)
-            .map_err(mil)?;
-        b.concat(&[y, z], 1).map_err(mil)?
+            ?;
+        b.concat(&[y, z], 1)?
     } else {
         y
     };
-    b.output(y, OUTPUT).map_err(mil)
+    b.output(y, OUTPUT).map_err(ModelError::from)
 }
 
 /// `decode_qkv` / `decode_wo`: input `[1, ic, 1, W ≥ B+oc]` (activation, then the staged
@@ -145,10 +127,10 @@ pub fn decode_matmul(ic: usize, oc: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, ic, 1, port_width(ic, BUCKET + oc)])
-        .map_err(mil)?;
-    let y = matmul_packed(&mut b, x, ic, oc)?;
+        ?;
+    let y = dynamic_matmul_into(&mut b, x, ic, oc, BUCKET)?;
     pad_channels(&mut b, y)?;
-    b.finish().map_err(mil)
+    b.finish().map_err(ModelError::from)
 }
 
 /// `decode_ffn`: input `[1, D, 1, W ≥ B+3H]` holding `hn [D][B]`, `W1ᵀ [D][H]`, `W3ᵀ [D][H]`
@@ -158,27 +140,27 @@ pub fn decode_ffn(d: usize, h: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, d, 1, port_width(d, BUCKET + 3 * h)])
-        .map_err(mil)?;
-    let h13 = matmul_packed(&mut b, x, d, 2 * h)?;
+        ?;
+    let h13 = dynamic_matmul_into(&mut b, x, d, 2 * h, BUCKET)?;
     let h1 = b
         .slice(h13, &[0, 0, 0, 0], &[1, h, 1, BUCKET])
-        .map_err(mil)?;
+        ?;
     let h3 = b
         .slice(h13, &[0, h, 0, 0], &[1, h, 1, BUCKET])
-        .map_err(mil)?;
-    let gate = b.sigmoid(h1).map_err(mil)?;
-    let silu = b.mul(h1, gate).map_err(mil)?;
-    let act = b.mul(silu, h3).map_err(mil)?;
+        ?;
+    let gate = b.sigmoid(h1)?;
+    let silu = b.mul(h1, gate)?;
+    let act = b.mul(silu, h3)?;
     let w2 = b
         .slice(x, &[0, 0, 0, BUCKET + 2 * h], &[1, d, 1, h])
-        .map_err(mil)?;
-    let w2 = b.reshape(w2, &[1, 1, d, h]).map_err(mil)?;
-    let act = b.reshape(act, &[1, 1, h, BUCKET]).map_err(mil)?;
+        ?;
+    let w2 = b.reshape(w2, &[1, 1, d, h])?;
+    let act = b.reshape(act, &[1, 1, h, BUCKET])?;
     // [D][H] · [H][B]: already channel-major.
-    let y = b.matmul(w2, act).map_err(mil)?;
-    let y = b.reshape(y, &[1, d, 1, BUCKET]).map_err(mil)?;
+    let y = b.matmul(w2, act)?;
+    let y = b.reshape(y, &[1, d, 1, BUCKET])?;
     pad_channels(&mut b, y)?;
-    b.finish().map_err(mil)
+    b.finish().map_err(ModelError::from)
 }
 
 /// Channels of `decode_attention`'s input: where q, the K and V caches and the mask start.
@@ -221,26 +203,26 @@ pub fn decode_attention(config: &ModelConfig, t: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, layout.channels, 1, t])
-        .map_err(mil)?;
+        ?;
     let q = b
         .slice(x, &[0, 0, 0, 0], &[1, nh * hd, 1, BUCKET])
-        .map_err(mil)?;
-    let q = b.reshape(q, &[1, nh, hd, BUCKET]).map_err(mil)?;
+        ?;
+    let q = b.reshape(q, &[1, nh, hd, BUCKET])?;
     let k = cache_heads(&mut b, x, layout.k, config, t)?;
     let v = cache_heads(&mut b, x, layout.v, config, t)?;
     let mask = b
         .slice(x, &[0, layout.mask, 0, 0], &[1, BUCKET, 1, t])
-        .map_err(mil)?;
-    let mask = b.reshape(mask, &[1, 1, BUCKET, t]).map_err(mil)?;
+        ?;
+    let mask = b.reshape(mask, &[1, 1, BUCKET, t])?;
     // scores[h, j, t2] = Σ_i q[h, i, j] k[h, i, t2]
-    let scores = b.matmul_t(q, k, true, false).map_err(mil)?;
-    let masked = b.add(scores, mask).map_err(mil)?;
-    let p = b.softmax(masked, -1).map_err(mil)?;
+    let scores = b.matmul_t(q, k, true, false)?;
+    let masked = b.add(scores, mask)?;
+    let p = b.softmax(masked, -1)?;
     // out[h, i, j] = Σ_t2 v[h, i, t2] p[h, j, t2]
-    let out = b.matmul_t(v, p, false, true).map_err(mil)?;
-    let y = b.reshape(out, &[1, nh * hd, 1, BUCKET]).map_err(mil)?;
+    let out = b.matmul_t(v, p, false, true)?;
+    let y = b.reshape(out, &[1, nh * hd, 1, BUCKET])?;
     pad_channels(&mut b, y)?;
-    b.finish().map_err(mil)
+    b.finish().map_err(ModelError::from)
 }
 
 /// The cache block starting at channel `begin`, `[KV][T]`, as `[1, heads, head_dim, T]` with
@@ -255,12 +237,12 @@ fn cache_heads(
     let (nh, kvh, hd) = (config.n_heads, config.n_kv_heads, config.head_dim);
     let block = b
         .slice(x, &[0, begin, 0, 0], &[1, kvh * hd, 1, t])
-        .map_err(mil)?;
+        ?;
     let ratio = nh / kvh;
     if ratio == 1 {
-        return b.reshape(block, &[1, nh, hd, t]).map_err(mil);
+        return b.reshape(block, &[1, nh, hd, t]).map_err(ModelError::from);
     }
-    let flat = b.reshape(block, &[1, kvh, 1, hd * t]).map_err(mil)?;
-    let tiled = b.concat(&vec![flat; ratio], 2).map_err(mil)?;
-    b.reshape(tiled, &[1, nh, hd, t]).map_err(mil)
+    let flat = b.reshape(block, &[1, kvh, 1, hd * t])?;
+    let tiled = b.concat(&vec![flat; ratio], 2)?;
+    b.reshape(tiled, &[1, nh, hd, t]).map_err(ModelError::from)
 }

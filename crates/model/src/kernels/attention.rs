@@ -17,7 +17,7 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 
 use super::matmul::{INPUT, OUTPUT};
-use super::mil_error;
+use crate::error::ModelError;
 
 /// What the causal mask adds above the diagonal: large enough that `exp` underflows to 0
 /// after the softmax's max subtraction, small enough to stay far from fp16's ±65504 when a
@@ -60,9 +60,9 @@ impl Heads {
         let c = heads * self.head_dim;
         let v = b
             .slice(x, &[0, begin, 0, 0], &[1, c, 1, self.s])
-            .map_err(mil_error)?;
+            ?;
         b.reshape(v, &[1, heads, self.head_dim, self.s])
-            .map_err(mil_error)
+            .map_err(ModelError::from)
     }
 
     /// Repeats each kv head `ratio` times in place, `[1, KVH, HD, S] → [1, NH, HD, S]`, so query
@@ -75,11 +75,11 @@ impl Heads {
         let flat = self.head_dim * self.s;
         let one = b
             .reshape(kv, &[1, self.n_kv_heads, 1, flat])
-            .map_err(mil_error)?;
+            ?;
         let copies = vec![one; r];
-        let tiled = b.concat(&copies, 2).map_err(mil_error)?;
+        let tiled = b.concat(&copies, 2)?;
         b.reshape(tiled, &[1, self.n_heads, self.head_dim, self.s])
-            .map_err(mil_error)
+            .map_err(ModelError::from)
     }
 
     /// Sums the gradients of the `ratio` query heads sharing each kv head, `[1, NH, HD, S] →
@@ -89,13 +89,13 @@ impl Heads {
         let (r, flat) = (self.ratio(), self.head_dim * self.s);
         let kv_c = self.n_kv_heads * self.head_dim;
         if r == 1 {
-            return b.reshape(full, &[1, kv_c, 1, self.s]).map_err(mil_error);
+            return b.reshape(full, &[1, kv_c, 1, self.s]).map_err(ModelError::from);
         }
         let grouped = b
             .reshape(full, &[1, self.n_kv_heads, r, flat])
-            .map_err(mil_error)?;
-        let summed = b.reduce_sum(grouped, &[2], true).map_err(mil_error)?;
-        b.reshape(summed, &[1, kv_c, 1, self.s]).map_err(mil_error)
+            ?;
+        let summed = b.reduce_sum(grouped, &[2], true)?;
+        b.reshape(summed, &[1, kv_c, 1, self.s]).map_err(ModelError::from)
     }
 
     /// Softmax probabilities `[1, NH, S, S]` from pre-scaled queries and tiled keys.
@@ -103,10 +103,10 @@ impl Heads {
         let s = self.s;
         let mask = b
             .weight("mask", DType::Fp16, [1, 1, s, s], &causal_mask(s))
-            .map_err(mil_error)?;
-        let scores = b.matmul_t(q_scaled, k, true, false).map_err(mil_error)?;
-        let masked = b.add(scores, mask).map_err(mil_error)?;
-        b.softmax(masked, -1).map_err(mil_error)
+            ?;
+        let scores = b.matmul_t(q_scaled, k, true, false)?;
+        let masked = b.add(scores, mask)?;
+        b.softmax(masked, -1).map_err(ModelError::from)
     }
 }
 
@@ -119,17 +119,17 @@ pub fn attention_fwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, q_c + 2 * kv_c, 1, s])
-        .map_err(mil_error)?;
+        ?;
     let q = g.heads(&mut b, x, 0, g.n_heads)?;
     let k = g.heads(&mut b, x, q_c, g.n_kv_heads)?;
     let v = g.heads(&mut b, x, q_c + kv_c, g.n_kv_heads)?;
     let (k, v) = (g.tile(&mut b, k)?, g.tile(&mut b, v)?);
     let p = g.probabilities(&mut b, q, k)?;
     // out[i, t] = Σ_t2 v[i, t2] p[t, t2]
-    let out = b.matmul_t(v, p, false, true).map_err(mil_error)?;
-    let y = b.reshape(out, &[1, q_c, 1, s]).map_err(mil_error)?;
-    b.output(y, OUTPUT).map_err(mil_error)?;
-    b.finish().map_err(mil_error)
+    let out = b.matmul_t(v, p, false, true)?;
+    let y = b.reshape(out, &[1, q_c, 1, s])?;
+    b.output(y, OUTPUT)?;
+    b.finish().map_err(ModelError::from)
 }
 
 /// `attention_bwd`: input `[1, 2Q+2KV, 1, S]` (q pre-scaled as for [`attention_fwd`], k, v,
@@ -143,7 +143,7 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, 2 * q_c + 2 * kv_c, 1, s])
-        .map_err(mil_error)?;
+        ?;
     let q = g.heads(&mut b, x, 0, g.n_heads)?;
     let k = g.heads(&mut b, x, q_c, g.n_kv_heads)?;
     let v = g.heads(&mut b, x, q_c + kv_c, g.n_kv_heads)?;
@@ -152,9 +152,9 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let p = g.probabilities(&mut b, q, k)?;
 
     // dv[i, t2] = Σ_t dO[i, t] p[t, t2]
-    let dv = b.matmul(d_out, p).map_err(mil_error)?;
+    let dv = b.matmul(d_out, p)?;
     // dp[t, t2] = Σ_i dO[i, t] v[i, t2]
-    let dp = b.matmul_t(d_out, v, true, false).map_err(mil_error)?;
+    let dp = b.matmul_t(d_out, v, true, false)?;
     // Row sums over S keys as a matmul with ones: matmul accumulates wide, reduce_sum would
     // accumulate in fp16 (§5 #23).
     let ones = b
@@ -164,19 +164,19 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
             [1, g.n_heads, s, 1],
             &vec![1.0; g.n_heads * s],
         )
-        .map_err(mil_error)?;
-    let p_dp = b.mul(p, dp).map_err(mil_error)?;
-    let row = b.matmul(p_dp, ones).map_err(mil_error)?;
-    let centred = b.sub(dp, row).map_err(mil_error)?;
-    let ds = b.mul(p, centred).map_err(mil_error)?;
+        ?;
+    let p_dp = b.mul(p, dp)?;
+    let row = b.matmul(p_dp, ones)?;
+    let centred = b.sub(dp, row)?;
+    let ds = b.mul(p, centred)?;
     // dq[i, t] = Σ_t2 k[i, t2] ds[t, t2]; dk[i, t2] = Σ_t q[i, t] ds[t, t2]
-    let dq = b.matmul_t(k, ds, false, true).map_err(mil_error)?;
-    let dk = b.matmul(q, ds).map_err(mil_error)?;
+    let dq = b.matmul_t(k, ds, false, true)?;
+    let dk = b.matmul(q, ds)?;
 
-    let dq = b.reshape(dq, &[1, q_c, 1, s]).map_err(mil_error)?;
+    let dq = b.reshape(dq, &[1, q_c, 1, s])?;
     let dk = g.reduce(&mut b, dk)?;
     let dv = g.reduce(&mut b, dv)?;
-    let y = b.concat(&[dq, dk, dv], 1).map_err(mil_error)?;
-    b.output(y, OUTPUT).map_err(mil_error)?;
-    b.finish().map_err(mil_error)
+    let y = b.concat(&[dq, dk, dv], 1)?;
+    b.output(y, OUTPUT)?;
+    b.finish().map_err(ModelError::from)
 }

@@ -10,7 +10,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 
 use crate::error::Result;
 
-use super::mil_error;
+use crate::error::ModelError;
 
 /// Name of the single input of every kernel in this crate.
 pub const INPUT: &str = "x";
@@ -28,16 +28,16 @@ pub(crate) fn dynamic_matmul_into(
 ) -> Result<Var> {
     let a = b
         .slice(x, &[0, 0, 0, 0], &[1, ic, 1, s])
-        .map_err(mil_error)?;
+        ?;
     let m = b
         .slice(x, &[0, 0, 0, s], &[1, ic, 1, oc])
-        .map_err(mil_error)?;
-    let a = b.reshape(a, &[1, 1, ic, s]).map_err(mil_error)?;
-    let m = b.reshape(m, &[1, 1, ic, oc]).map_err(mil_error)?;
+        ?;
+    let a = b.reshape(a, &[1, 1, ic, s])?;
+    let m = b.reshape(m, &[1, 1, ic, oc])?;
     // [oc][ic] · [ic][s]: the staged matrix is read transposed by the matmul itself, so the
     // result is already channel-major and needs no transpose back.
-    let y = b.matmul_t(m, a, true, false).map_err(mil_error)?;
-    b.reshape(y, &[1, oc, 1, s]).map_err(mil_error)
+    let y = b.matmul_t(m, a, true, false)?;
+    b.reshape(y, &[1, oc, 1, s]).map_err(ModelError::from)
 }
 
 /// `dynamic_matmul(ic, oc, s)`: input `[1, ic, 1, s + oc]`, output `[1, oc, 1, s]`, `y = Mᵀ a`.
@@ -45,10 +45,10 @@ pub fn dynamic_matmul(ic: usize, oc: usize, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, ic, 1, s + oc])
-        .map_err(mil_error)?;
+        ?;
     let y = dynamic_matmul_into(&mut b, x, ic, oc, s)?;
-    b.output(y, OUTPUT).map_err(mil_error)?;
-    b.finish().map_err(mil_error)
+    b.output(y, OUTPUT)?;
+    b.finish().map_err(ModelError::from)
 }
 
 /// `ffn_up_fwd(dim, hidden, s)`: input `[1, dim, 1, s + 2·hidden]` with `M = [W1; W3]ᵀ`
@@ -59,18 +59,18 @@ pub fn ffn_up_fwd(dim: usize, hidden: usize, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b
         .input(INPUT, DType::Fp16, [1, dim, 1, s + 2 * hidden])
-        .map_err(mil_error)?;
+        ?;
     let h13 = dynamic_matmul_into(&mut b, x, dim, 2 * hidden, s)?;
     let h1 = b
         .slice(h13, &[0, 0, 0, 0], &[1, hidden, 1, s])
-        .map_err(mil_error)?;
+        ?;
     let h3 = b
         .slice(h13, &[0, hidden, 0, 0], &[1, hidden, 1, s])
-        .map_err(mil_error)?;
-    let gate = b.sigmoid(h1).map_err(mil_error)?;
-    let silu = b.mul(h1, gate).map_err(mil_error)?;
-    let act = b.mul(silu, h3).map_err(mil_error)?;
-    let y = b.concat(&[h13, act], 1).map_err(mil_error)?;
-    b.output(y, OUTPUT).map_err(mil_error)?;
-    b.finish().map_err(mil_error)
+        ?;
+    let gate = b.sigmoid(h1)?;
+    let silu = b.mul(h1, gate)?;
+    let act = b.mul(silu, h3)?;
+    let y = b.concat(&[h13, act], 1)?;
+    b.output(y, OUTPUT)?;
+    b.finish().map_err(ModelError::from)
 }

@@ -23,11 +23,12 @@ mod matmul;
 mod stage;
 
 pub use attention::{attention_bwd, attention_fwd, causal_mask, MASK_VALUE};
+pub(crate) use matmul::dynamic_matmul_into;
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
 pub(crate) use stage::device_error;
 pub use stage::stage_weights;
 
-use anetrain_mil::{Bundle, MilError};
+use anetrain_mil::Bundle;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -139,8 +140,3 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
         .collect()
 }
 
-/// A builder failure. The kernels are generated from a validated config, so this means the
-/// config describes shapes the MIL type checker refuses.
-pub(crate) fn mil_error(e: MilError) -> ModelError {
-    ModelError::Mil(e)
-}

@@ -1,0 +1,145 @@
+//! `anetrain doctor` and `anetrain bench` end to end through the binary.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn anetrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anetrain"))
+        .args(args)
+        .output()
+        .expect("the anetrain binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The training kernels every config has (crates/model/src/kernels), plus the self-test.
+const KERNELS: [&str; 11] = [
+    "self_test",
+    "qkv_fwd",
+    "attention_fwd",
+    "wo_fwd",
+    "ffn_up_fwd",
+    "ffn_down_fwd",
+    "ffn_down_bwd",
+    "ffn_up_bwd",
+    "wo_bwd",
+    "attention_bwd",
+    "qkv_bwd",
+];
+
+#[test]
+fn doctor_json_reports_both_devices_for_every_kernel() {
+    let out = anetrain(&["doctor", "--model", "tiny", "--seq", "32", "--json"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(report["ok"], Value::Bool(true));
+    assert_eq!(report["seq"], 32);
+    assert_eq!(report["reference"], "cpu (f32)");
+    let kernels = report["kernels"].as_array().expect("a kernels array");
+    let names: Vec<&str> = kernels
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, KERNELS);
+    for k in kernels {
+        for field in ["compile_ms", "run_ms"] {
+            let pair = k[field].as_array().expect("a [reference, candidate] pair");
+            assert_eq!(pair.len(), 2);
+            assert!(
+                pair.iter().all(|t| t.as_f64().is_some_and(|t| t >= 0.0)),
+                "{k}"
+            );
+        }
+        assert_eq!(k["verdict"], "pass", "{k}");
+        let rel = k["max_rel"].as_f64().expect("max_rel is a number");
+        let tol = report["tolerance"]["max_rel"].as_f64().unwrap();
+        assert!((0.0..=tol).contains(&rel), "{k}");
+    }
+    if cfg!(not(all(target_os = "macos", target_arch = "aarch64"))) {
+        assert_eq!(report["candidate"], "cpu (f16)");
+        assert_eq!(report["system"]["ane"]["available"], Value::Bool(false));
+        // fp16 rounding must show on the fp16 CPU: a zero error would mean no comparison ran.
+        assert!(kernels.iter().any(|k| k["max_rel"].as_f64().unwrap() > 0.0));
+    }
+}
+
+#[test]
+fn doctor_text_says_plainly_when_there_is_no_ane() {
+    let out = anetrain(&["doctor", "--model", "tiny", "--seq", "32"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("all 11 kernels agree"), "{stdout}");
+    if cfg!(not(all(target_os = "macos", target_arch = "aarch64"))) {
+        assert!(stdout.contains("no Apple Neural Engine here"), "{stdout}");
+        assert!(stdout.contains("running the CPU half only"), "{stdout}");
+    }
+}
+
+#[test]
+fn doctor_rejects_an_unknown_model() {
+    let out = anetrain(&["doctor", "--model", "no-such-model"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no-such-model") && stderr.contains("preset"),
+        "{stderr}"
+    );
+}
+
+#[cfg(not(all(target_os = "macos", target_arch = "aarch64")))]
+#[test]
+fn ane_is_a_clear_error_off_apple_silicon() {
+    let out = anetrain(&["bench", "dispatch", "--device", "ane", "--runs", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--device ane is not usable here"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("only available on macOS"), "{stderr}");
+
+    let out = anetrain(&["doctor", "--probe"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("needs a Mac"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_dispatch_runs_and_reports_latency() {
+    let out = anetrain(&["bench", "dispatch", "--device", "cpu", "--runs", "20"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("device: cpu"), "{stdout}");
+    assert!(
+        stdout.contains("20 runs") && stdout.contains("median"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_int8_compares_with_fp16_on_a_small_stack() {
+    let args = [
+        "--device",
+        "cpu",
+        "--layers",
+        "2",
+        "--channels",
+        "64",
+        "--spatial",
+        "8",
+    ];
+    let out = anetrain(&[&["bench", "int8"], &args[..]].concat());
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("fp16: 2 x conv 64ch on 8x8"), "{stdout}");
+    assert!(
+        stdout.contains("int8 W8A8:") && stdout.contains("speed-up"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("GFLOPS"), "{stdout}");
+}
