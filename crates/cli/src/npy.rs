@@ -128,7 +128,11 @@ mod tests {
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
         write(&path, &[1, 2, 3, 4], &data).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!((bytes.len() - data.len() * 4) % 64, 0, "data is 64-byte aligned");
+        assert_eq!(
+            (bytes.len() - data.len() * 4) % 64,
+            0,
+            "data is 64-byte aligned"
+        );
         let t = read(&path).unwrap();
         assert_eq!(t.shape, vec![1, 2, 3, 4]);
         assert_eq!(t.data, data);

@@ -14,8 +14,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The training kernels every config has (crates/model/src/kernels), plus the self-test.
-const KERNELS: [&str; 11] = [
+/// The self-test, the training kernels every config has (crates/model/src/kernels) and the
+/// decode kernels (crates/model/src/generate/kernels.rs).
+const KERNELS: [&str; 15] = [
     "self_test",
     "qkv_fwd",
     "attention_fwd",
@@ -27,6 +28,10 @@ const KERNELS: [&str; 11] = [
     "wo_bwd",
     "attention_bwd",
     "qkv_bwd",
+    "decode_qkv",
+    "decode_attention",
+    "decode_wo",
+    "decode_ffn",
 ];
 
 #[test]
@@ -70,7 +75,7 @@ fn doctor_text_says_plainly_when_there_is_no_ane() {
     let out = anetrain(&["doctor", "--model", "tiny", "--seq", "32"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("all 11 kernels agree"), "{stdout}");
+    assert!(stdout.contains("all 15 kernels agree"), "{stdout}");
     if cfg!(not(all(target_os = "macos", target_arch = "aarch64"))) {
         assert!(stdout.contains("no Apple Neural Engine here"), "{stdout}");
         assert!(stdout.contains("running the CPU half only"), "{stdout}");

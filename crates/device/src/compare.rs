@@ -31,25 +31,26 @@ pub struct Tolerance {
 }
 
 impl Tolerance {
-    /// The fp16 tolerance: relative error 2e-2 against the output's RMS.
+    /// The fp16 tolerance: relative error 5e-2 against the output's RMS.
     ///
     /// One fp16 rounding is off by at most 2⁻¹¹ ≈ 4.9e-4 of the value. A training kernel
     /// chains up to about ten rounded ops (the attention backward: matmul, scale, mask, exp,
     /// sum, divide, matmul, product, sum, matmul), and an exponential turns an absolute input
-    /// error into a relative output error of the same size, so an honest fp16 device can be
-    /// ~10 roundings of ~2 units each away from fp32: about 1e-2 of the RMS. 2e-2 leaves a
-    /// factor of two over that, while a wrong layout, port order or conversion moves whole
-    /// elements by about their own size (relative error ≳ 0.5), far beyond it. Measured
-    /// `cpu-f16` against `cpu` on the stories15M kernels at seq 256: at most 7.6e-3
-    /// (`attention_bwd`), 5e-4 for the plain matmuls.
-    pub const FP16: Tolerance = Tolerance { max_rel: 2e-2 };
+    /// error into a relative output error of the same size, so attention scores of size ±7
+    /// (random, unscaled queries) carry rounding errors of ~7 units into the softmax.
+    /// Measured `cpu-f16` against `cpu` on the stories15M kernels at seq 256: 5e-4 for the
+    /// plain matmuls, 7.6e-3 for `attention_bwd`, 1.3e-2 for `decode_attention` (cache 256).
+    /// 5e-2 leaves about four times that for the ANE's own exp tables and accumulators, while
+    /// a wrong layout, port order or conversion moves whole elements by about their own size
+    /// (relative error ≳ 0.5), ten times beyond it.
+    pub const FP16: Tolerance = Tolerance { max_rel: 5e-2 };
 }
 
 impl fmt::Display for Tolerance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max |a - b| / max(|b|, rms(b)) <= {:e} (fp16: 2^-11 per rounding, ~10 chained ops)",
+            "max |a - b| / max(|b|, rms(b)) <= {:e} (fp16 rounds by 2^-11, over up to ~10 chained ops)",
             self.max_rel
         )
     }

@@ -178,7 +178,7 @@ fn injected_error_beyond_tolerance_is_a_mismatch_of_that_size() {
 
 #[test]
 fn injected_error_within_tolerance_passes() {
-    // sigmoid outputs here are about 0.5, so 1e-3 is a relative error of ~2e-3 < 2e-2.
+    // sigmoid outputs here are about 0.5, so 1e-3 is a relative error of ~2e-3: well inside.
     let r = compare(&Perturbed {
         inner: cpu(Precision::F32),
         at: 0,

@@ -8,7 +8,9 @@ fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "examples/mil/weights/ffn.bin".to_string());
     let values = |n: usize, phase: f32| -> Vec<f32> {
-        (0..n).map(|i| 0.125 * (i as f32 * 0.37 + phase).sin()).collect()
+        (0..n)
+            .map(|i| 0.125 * (i as f32 * 0.37 + phase).sin())
+            .collect()
     };
     let mut writer = BlobWriter::new();
     let offsets = [

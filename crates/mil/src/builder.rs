@@ -156,7 +156,9 @@ impl Builder {
             )));
         }
         if !self.names.insert(name.to_string()) {
-            return Err(MilError::Program(format!("the name `{name}` is already used")));
+            return Err(MilError::Program(format!(
+                "the name `{name}` is already used"
+            )));
         }
         Ok(())
     }
@@ -184,7 +186,9 @@ impl Builder {
             )));
         }
         if self.values[v.0].ty.as_tensor().is_none() {
-            return Err(MilError::Program(format!("output `{name}` must be a tensor")));
+            return Err(MilError::Program(format!(
+                "output `{name}` must be a tensor"
+            )));
         }
         self.rename(v, name)?;
         self.outputs.push(v);
@@ -252,7 +256,12 @@ impl Builder {
     }
 
     /// An inline tensor constant (use for small tables; large weights go to [`Builder::weight`]).
-    pub fn tensor_constant(&mut self, dtype: DType, shape: impl Into<Vec<usize>>, values: &[f32]) -> Result<Var> {
+    pub fn tensor_constant(
+        &mut self,
+        dtype: DType,
+        shape: impl Into<Vec<usize>>,
+        values: &[f32],
+    ) -> Result<Var> {
         let ty = TensorType::new(dtype, shape);
         if ty.numel() != values.len() {
             return Err(MilError::Program(format!(
@@ -275,7 +284,13 @@ impl Builder {
     }
 
     /// A weight stored in the BLOBFILE `@model_path/weights/<file>.bin` and loaded by a `const`.
-    pub fn weight(&mut self, file: &str, dtype: DType, shape: impl Into<Vec<usize>>, values: &[f32]) -> Result<Var> {
+    pub fn weight(
+        &mut self,
+        file: &str,
+        dtype: DType,
+        shape: impl Into<Vec<usize>>,
+        values: &[f32],
+    ) -> Result<Var> {
         let ty = TensorType::new(dtype, shape);
         if ty.numel() != values.len() {
             return Err(MilError::Program(format!(
@@ -300,10 +315,21 @@ impl Builder {
     }
 
     /// An int8 weight `w ≈ q · scale[axis]` folded at compile time by `constexpr_affine_dequantize`.
-    pub fn int8_weight(&mut self, file: &str, shape: impl Into<Vec<usize>>, q: &[i8], scale: &[f32], axis: usize, dtype: DType) -> Result<Var> {
+    pub fn int8_weight(
+        &mut self,
+        file: &str,
+        shape: impl Into<Vec<usize>>,
+        q: &[i8],
+        scale: &[f32],
+        axis: usize,
+        dtype: DType,
+    ) -> Result<Var> {
         let shape = shape.into();
         let qty = TensorType::new(DType::Int8, shape.clone());
-        if qty.numel() != q.len() || axis >= shape.len() || (scale.len() != 1 && scale.len() != shape[axis]) {
+        if qty.numel() != q.len()
+            || axis >= shape.len()
+            || (scale.len() != 1 && scale.len() != shape[axis])
+        {
             return Err(MilError::Program(format!(
                 "int8 weight `{file}`: {} values for shape {shape:?} and {} scales on axis {axis} do not fit",
                 q.len(),
@@ -329,7 +355,14 @@ impl Builder {
         };
         let attrs = vec![
             ("axis".to_string(), Literal::int32(axis as i32)),
-            ("quantized_data".to_string(), Literal::Blob { ty: qty, path, offset }),
+            (
+                "quantized_data".to_string(),
+                Literal::Blob {
+                    ty: qty,
+                    path,
+                    offset,
+                },
+            ),
             ("scale".to_string(), scale_lit),
             ("zero_point".to_string(), Literal::Scalar(Scalar::Int8(0))),
         ];
@@ -338,7 +371,12 @@ impl Builder {
     }
 
     /// Adds an op after type-checking it; returns its outputs.
-    fn push(&mut self, op: Op, mut args: Vec<(&'static str, NodeArg)>, attrs: Vec<(String, Literal)>) -> Result<Vec<Var>> {
+    fn push(
+        &mut self,
+        op: Op,
+        mut args: Vec<(&'static str, NodeArg)>,
+        attrs: Vec<(String, Literal)>,
+    ) -> Result<Vec<Var>> {
         args.sort_by_key(|(n, _)| *n);
         let info = |v: &Var| ArgInfo {
             ty: &self.values[v.0].ty,
@@ -391,12 +429,22 @@ impl Builder {
         let (b, s) = (self.usizes(begin), self.usizes(size));
         self.push1(
             Op::SliceBySize,
-            vec![("x", NodeArg::One(x)), ("begin", NodeArg::One(b)), ("size", NodeArg::One(s))],
+            vec![
+                ("x", NodeArg::One(x)),
+                ("begin", NodeArg::One(b)),
+                ("size", NodeArg::One(s)),
+            ],
         )
     }
 
     /// `x[begin:end:stride]` on every axis (`slice_by_index`, positive strides).
-    pub fn slice_by_index(&mut self, x: Var, begin: &[usize], end: &[usize], stride: &[usize]) -> Result<Var> {
+    pub fn slice_by_index(
+        &mut self,
+        x: Var,
+        begin: &[usize],
+        end: &[usize],
+        stride: &[usize],
+    ) -> Result<Var> {
         let (b, e, s) = (self.usizes(begin), self.usizes(end), self.usizes(stride));
         self.push1(
             Op::SliceByIndex,
@@ -412,13 +460,19 @@ impl Builder {
     /// `x` viewed with a new shape of the same size.
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let s = self.usizes(shape);
-        self.push1(Op::Reshape, vec![("x", NodeArg::One(x)), ("shape", NodeArg::One(s))])
+        self.push1(
+            Op::Reshape,
+            vec![("x", NodeArg::One(x)), ("shape", NodeArg::One(s))],
+        )
     }
 
     /// Axes of `x` permuted: output axis i is input axis `perm[i]`.
     pub fn transpose(&mut self, x: Var, perm: &[usize]) -> Result<Var> {
         let p = self.usizes(perm);
-        self.push1(Op::Transpose, vec![("x", NodeArg::One(x)), ("perm", NodeArg::One(p))])
+        self.push1(
+            Op::Transpose,
+            vec![("x", NodeArg::One(x)), ("perm", NodeArg::One(p))],
+        )
     }
 
     /// Swaps the last two axes.
@@ -450,7 +504,11 @@ impl Builder {
         let (s, a) = (self.usizes(sizes), self.int(axis));
         self.push(
             Op::Split,
-            vec![("x", NodeArg::One(x)), ("split_sizes", NodeArg::One(s)), ("axis", NodeArg::One(a))],
+            vec![
+                ("x", NodeArg::One(x)),
+                ("split_sizes", NodeArg::One(s)),
+                ("axis", NodeArg::One(a)),
+            ],
             vec![],
         )
     }
@@ -461,7 +519,13 @@ impl Builder {
     }
 
     /// `op(x) @ op(y)` where `op` transposes the last two axes when its flag is set.
-    pub fn matmul_t(&mut self, x: Var, y: Var, transpose_x: bool, transpose_y: bool) -> Result<Var> {
+    pub fn matmul_t(
+        &mut self,
+        x: Var,
+        y: Var,
+        transpose_x: bool,
+        transpose_y: bool,
+    ) -> Result<Var> {
         let (tx, ty) = (self.flag(transpose_x), self.flag(transpose_y));
         self.push1(
             Op::Matmul,
@@ -479,7 +543,11 @@ impl Builder {
         let strides = self.usizes(&options.strides);
         let dilations = self.usizes(&options.dilations);
         let pad = self.usizes(&options.pad);
-        let pad_type = self.string(if options.pad == [0; 4] { "valid" } else { "custom" });
+        let pad_type = self.string(if options.pad == [0; 4] {
+            "valid"
+        } else {
+            "custom"
+        });
         let groups = self.int(options.groups as i64);
         self.push1(
             Op::Conv,
@@ -586,20 +654,30 @@ impl Builder {
     /// GELU with `mode` `EXACT`, `TANH_APPROXIMATION` or `SIGMOID_APPROXIMATION`.
     pub fn gelu(&mut self, x: Var, mode: &str) -> Result<Var> {
         let m = self.string(mode);
-        self.push1(Op::Gelu, vec![("x", NodeArg::One(x)), ("mode", NodeArg::One(m))])
+        self.push1(
+            Op::Gelu,
+            vec![("x", NodeArg::One(x)), ("mode", NodeArg::One(m))],
+        )
     }
 
     /// Softmax along `axis`.
     pub fn softmax(&mut self, x: Var, axis: i64) -> Result<Var> {
         let a = self.int(axis);
-        self.push1(Op::Softmax, vec![("x", NodeArg::One(x)), ("axis", NodeArg::One(a))])
+        self.push1(
+            Op::Softmax,
+            vec![("x", NodeArg::One(x)), ("axis", NodeArg::One(a))],
+        )
     }
 
     fn reduce(&mut self, op: Op, x: Var, axes: &[i64], keep_dims: bool) -> Result<Var> {
         let (a, k) = (self.ints(axes), self.flag(keep_dims));
         self.push1(
             op,
-            vec![("x", NodeArg::One(x)), ("axes", NodeArg::One(a)), ("keep_dims", NodeArg::One(k))],
+            vec![
+                ("x", NodeArg::One(x)),
+                ("axes", NodeArg::One(a)),
+                ("keep_dims", NodeArg::One(k)),
+            ],
         )
     }
 
@@ -624,27 +702,48 @@ impl Builder {
         let (a, b) = (self.scalar(dt, lo), self.scalar(dt, hi));
         self.push1(
             Op::Clip,
-            vec![("x", NodeArg::One(x)), ("alpha", NodeArg::One(a)), ("beta", NodeArg::One(b))],
+            vec![
+                ("x", NodeArg::One(x)),
+                ("alpha", NodeArg::One(a)),
+                ("beta", NodeArg::One(b)),
+            ],
         )
     }
 
     /// `x` converted to `dtype`.
     pub fn cast(&mut self, x: Var, dtype: DType) -> Result<Var> {
         let d = self.string(dtype.name());
-        self.push1(Op::Cast, vec![("x", NodeArg::One(x)), ("dtype", NodeArg::One(d))])
+        self.push1(
+            Op::Cast,
+            vec![("x", NodeArg::One(x)), ("dtype", NodeArg::One(d))],
+        )
     }
 
     /// `cond ? a : b` elementwise (broadcasting).
     pub fn select(&mut self, cond: Var, a: Var, b: Var) -> Result<Var> {
         self.push1(
             Op::Select,
-            vec![("cond", NodeArg::One(cond)), ("a", NodeArg::One(a)), ("b", NodeArg::One(b))],
+            vec![
+                ("cond", NodeArg::One(cond)),
+                ("a", NodeArg::One(a)),
+                ("b", NodeArg::One(b)),
+            ],
         )
     }
 
     /// `softmax(q kᵀ / √d + mask) v`. Reference semantics only: the ANE ignores the mask.
-    pub fn scaled_dot_product_attention(&mut self, q: Var, k: Var, v: Var, mask: Option<Var>) -> Result<Var> {
-        let mut args = vec![("query", NodeArg::One(q)), ("key", NodeArg::One(k)), ("value", NodeArg::One(v))];
+    pub fn scaled_dot_product_attention(
+        &mut self,
+        q: Var,
+        k: Var,
+        v: Var,
+        mask: Option<Var>,
+    ) -> Result<Var> {
+        let mut args = vec![
+            ("query", NodeArg::One(q)),
+            ("key", NodeArg::One(k)),
+            ("value", NodeArg::One(v)),
+        ];
         if let Some(m) = mask {
             args.push(("attn_mask", NodeArg::One(m)));
         }
@@ -657,20 +756,29 @@ impl Builder {
         let d = self.string("int8");
         self.push1(
             Op::Quantize,
-            vec![("input", NodeArg::One(x)), ("scale", NodeArg::One(s)), ("output_dtype", NodeArg::One(d))],
+            vec![
+                ("input", NodeArg::One(x)),
+                ("scale", NodeArg::One(s)),
+                ("output_dtype", NodeArg::One(d)),
+            ],
         )
     }
 
     /// `q * scale` in `dtype`.
     pub fn dequantize(&mut self, q: Var, scale: f32, dtype: DType) -> Result<Var> {
         let s = self.scalar(dtype, scale);
-        self.push1(Op::Dequantize, vec![("input", NodeArg::One(q)), ("scale", NodeArg::One(s))])
+        self.push1(
+            Op::Dequantize,
+            vec![("input", NodeArg::One(q)), ("scale", NodeArg::One(s))],
+        )
     }
 
     /// Validates, drops ops that do not reach an output, and returns the program and its weights.
     pub fn finish(self) -> Result<Bundle> {
         if self.outputs.is_empty() {
-            return Err(MilError::Program("the kernel returns nothing: call output()".into()));
+            return Err(MilError::Program(
+                "the kernel returns nothing: call output()".into(),
+            ));
         }
         let live = self.live_values();
         let name = |v: &Var| self.values[v.0].name.clone();

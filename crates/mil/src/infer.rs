@@ -298,15 +298,8 @@ pub fn infer_outputs(
         }
         Op::Split => {
             let x = a.tensor("x")?;
-            let axis = normalize_axis(
-                a.int("axis")?.ok_or("missing argument `axis`")?,
-                x.rank(),
-            )?;
-            let sizes = split_sizes(
-                x.shape[axis],
-                a.int("num_splits")?,
-                a.ints("split_sizes")?,
-            )?;
+            let axis = normalize_axis(a.int("axis")?.ok_or("missing argument `axis`")?, x.rank())?;
+            let sizes = split_sizes(x.shape[axis], a.int("num_splits")?, a.ints("split_sizes")?)?;
             Ok(sizes
                 .into_iter()
                 .map(|s| {
@@ -374,8 +367,7 @@ pub fn infer_outputs(
                 float_only(op, &x)?;
                 x.dtype
             };
-            let both_scalar =
-                matches!(xa.ty, Type::Scalar(_)) && matches!(ya.ty, Type::Scalar(_));
+            let both_scalar = matches!(xa.ty, Type::Scalar(_)) && matches!(ya.ty, Type::Scalar(_));
             Ok(vec![if both_scalar {
                 Type::Scalar(dtype)
             } else {
@@ -551,12 +543,18 @@ pub fn split_sizes(len: usize, num: Option<i64>, sizes: Option<Vec<i64>>) -> Res
                 .map(|v| dim(v, "split size"))
                 .collect::<Res<Vec<_>>>()?;
             if s.iter().sum::<usize>() != len {
-                return Err(format!("split_sizes {s:?} do not sum to the axis size {len}"));
+                return Err(format!(
+                    "split_sizes {s:?} do not sum to the axis size {len}"
+                ));
             }
             Ok(s)
         }
-        (Some(n), None) if n > 0 && len.is_multiple_of(n as usize) => Ok(vec![len / n as usize; n as usize]),
-        (Some(n), None) => Err(format!("num_splits {n} does not divide the axis size {len}")),
+        (Some(n), None) if n > 0 && len.is_multiple_of(n as usize) => {
+            Ok(vec![len / n as usize; n as usize])
+        }
+        (Some(n), None) => Err(format!(
+            "num_splits {n} does not divide the axis size {len}"
+        )),
         (None, None) => Err("split needs num_splits or split_sizes".into()),
     }
 }
@@ -566,8 +564,16 @@ pub fn matmul_shape(x: &[usize], y: &[usize], tx: bool, ty: bool) -> Res<Vec<usi
     if x.is_empty() || y.is_empty() {
         return Err("matmul operands must have rank at least 1".into());
     }
-    let xs: Vec<usize> = if x.len() == 1 { vec![1, x[0]] } else { x.to_vec() };
-    let ys: Vec<usize> = if y.len() == 1 { vec![y[0], 1] } else { y.to_vec() };
+    let xs: Vec<usize> = if x.len() == 1 {
+        vec![1, x[0]]
+    } else {
+        x.to_vec()
+    };
+    let ys: Vec<usize> = if y.len() == 1 {
+        vec![y[0], 1]
+    } else {
+        y.to_vec()
+    };
     let (xr, yr) = (xs.len(), ys.len());
     let (m, kx) = if tx && x.len() > 1 {
         (xs[xr - 1], xs[xr - 2])
@@ -675,7 +681,9 @@ impl ConvPlan {
         }
         let input = x[2..].to_vec();
         let kernel = w[2..].to_vec();
-        let eff: Vec<usize> = (0..ns).map(|i| dilations[i] * (kernel[i] - 1) + 1).collect();
+        let eff: Vec<usize> = (0..ns)
+            .map(|i| dilations[i] * (kernel[i] - 1) + 1)
+            .collect();
         let pad: Vec<(usize, usize)> = match pad_type.unwrap_or("valid") {
             "valid" => vec![(0, 0); ns],
             "custom" => {
@@ -690,8 +698,7 @@ impl ConvPlan {
             "same" | "same_lower" => (0..ns)
                 .map(|i| {
                     let out = input[i].div_ceil(strides[i]);
-                    let total =
-                        ((out - 1) * strides[i] + eff[i]).saturating_sub(input[i]);
+                    let total = ((out - 1) * strides[i] + eff[i]).saturating_sub(input[i]);
                     if pad_type == Some("same") {
                         (total / 2, total - total / 2)
                     } else {
@@ -699,7 +706,11 @@ impl ConvPlan {
                     }
                 })
                 .collect(),
-            other => return Err(format!("unknown pad_type `{other}` (valid, same, same_lower, custom)")),
+            other => {
+                return Err(format!(
+                    "unknown pad_type `{other}` (valid, same, same_lower, custom)"
+                ))
+            }
         };
         let mut output = Vec::with_capacity(ns);
         for i in 0..ns {
@@ -779,10 +790,16 @@ impl SliceByIndexPlan {
             let n = shape[i] as i64;
             let s = stride.map_or(1, |s| s[i]);
             if s <= 0 {
-                return Err(format!("stride {s} on axis {i}: only positive strides are supported"));
+                return Err(format!(
+                    "stride {s} on axis {i}: only positive strides are supported"
+                ));
             }
             let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n);
-            let b = if flag(begin_mask, i) { 0 } else { clamp(begin[i]) };
+            let b = if flag(begin_mask, i) {
+                0
+            } else {
+                clamp(begin[i])
+            };
             let e = if flag(end_mask, i) { n } else { clamp(end[i]) };
             let count = if e > b { ((e - b) + s - 1) / s } else { 0 } as usize;
             let sq = flag(squeeze_mask, i);
@@ -817,38 +834,77 @@ mod tests {
 
     #[test]
     fn broadcast_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[1, 4, 1, 8], &[4, 3, 1]).unwrap(), vec![1, 4, 3, 8]);
+        assert_eq!(
+            broadcast_shapes(&[1, 4, 1, 8], &[4, 3, 1]).unwrap(),
+            vec![1, 4, 3, 8]
+        );
         assert_eq!(broadcast_shapes(&[], &[2, 2]).unwrap(), vec![2, 2]);
         assert!(broadcast_shapes(&[2, 3], &[3, 2]).is_err());
     }
 
     #[test]
     fn matmul_shapes_follow_numpy_with_transposes() {
-        assert_eq!(matmul_shape(&[1, 1, 32, 64], &[1, 1, 64, 96], false, false).unwrap(), vec![1, 1, 32, 96]);
-        assert_eq!(matmul_shape(&[2, 64, 32], &[96, 64], true, true).unwrap(), vec![2, 32, 96]);
+        assert_eq!(
+            matmul_shape(&[1, 1, 32, 64], &[1, 1, 64, 96], false, false).unwrap(),
+            vec![1, 1, 32, 96]
+        );
+        assert_eq!(
+            matmul_shape(&[2, 64, 32], &[96, 64], true, true).unwrap(),
+            vec![2, 32, 96]
+        );
         assert_eq!(matmul_shape(&[5], &[5, 3], false, false).unwrap(), vec![3]);
         assert!(matmul_shape(&[4, 5], &[4, 5], false, false).is_err());
     }
 
     #[test]
     fn reshape_infers_one_dimension() {
-        assert_eq!(reshape_target(&[1, 64, 1, 32], &[1, 1, 64, -1]).unwrap(), vec![1, 1, 64, 32]);
+        assert_eq!(
+            reshape_target(&[1, 64, 1, 32], &[1, 1, 64, -1]).unwrap(),
+            vec![1, 1, 64, 32]
+        );
         assert!(reshape_target(&[6], &[-1, -1]).is_err());
         assert!(reshape_target(&[6], &[4]).is_err());
     }
 
     #[test]
     fn conv_output_sizes_match_the_formula() {
-        let p = ConvPlan::new(&[1, 4, 10, 9], &[8, 2, 3, 3], Some(vec![2, 1]), Some("valid"), None, Some(vec![1, 2]), Some(2)).unwrap();
+        let p = ConvPlan::new(
+            &[1, 4, 10, 9],
+            &[8, 2, 3, 3],
+            Some(vec![2, 1]),
+            Some("valid"),
+            None,
+            Some(vec![1, 2]),
+            Some(2),
+        )
+        .unwrap();
         // valid: (in - dil*(k-1) - 1) / stride + 1
         assert_eq!(p.output_shape(), vec![1, 8, (10 - 2 - 1) / 2 + 1, 9 - 4]);
-        let s = ConvPlan::new(&[1, 4, 7, 7], &[4, 4, 3, 3], Some(vec![2, 2]), Some("same"), None, None, None).unwrap();
+        let s = ConvPlan::new(
+            &[1, 4, 7, 7],
+            &[4, 4, 3, 3],
+            Some(vec![2, 2]),
+            Some("same"),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(s.output, vec![4, 4]);
     }
 
     #[test]
     fn slice_by_index_resolves_masks_and_negatives() {
-        let p = SliceByIndexPlan::new(&[4, 10], &[1, -4], &[0, 10], Some(&[1, 2]), Some(&[0, 0]), Some(&[1, 0]), None).unwrap();
+        let p = SliceByIndexPlan::new(
+            &[4, 10],
+            &[1, -4],
+            &[0, 10],
+            Some(&[1, 2]),
+            Some(&[0, 0]),
+            Some(&[1, 0]),
+            None,
+        )
+        .unwrap();
         assert_eq!(p.begin, vec![1, 6]);
         assert_eq!(p.count, vec![3, 2]);
     }

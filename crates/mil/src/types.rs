@@ -274,7 +274,10 @@ impl TensorData {
 pub enum Literal {
     Scalar(Scalar),
     /// `tensor<int32, [4]>([1, 12, 64, 256])`
-    Tensor { ty: TensorType, data: TensorData },
+    Tensor {
+        ty: TensorType,
+        data: TensorData,
+    },
     /// `tensor<fp16, [O, I, 1, 1]>(BLOBFILE(path = string("@model_path/weights/w.bin"), offset = uint64(64)))`.
     /// `offset` is the byte offset of the record header in the blob file, not of the payload.
     Blob {

@@ -32,7 +32,10 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
     };
     for (name, ty) in &function.inputs {
         if !ty.dtype.is_tensor_element() {
-            return Err(program_err(format!("input `{name}` has non-tensor dtype {}", ty.dtype)));
+            return Err(program_err(format!(
+                "input `{name}` has non-tensor dtype {}",
+                ty.dtype
+            )));
         }
         if env
             .values
@@ -81,7 +84,10 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
         }
     }
     if function.outputs.is_empty() {
-        return Err(program_err(format!("function `{}` returns nothing", function.name)));
+        return Err(program_err(format!(
+            "function `{}` returns nothing",
+            function.name
+        )));
     }
     for name in &function.outputs {
         match env.values.get(name.as_str()) {
@@ -161,7 +167,9 @@ fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Vec<Type>, Str
 /// Checks every function of a program and that it has a `main`.
 pub fn validate(program: &Program) -> Result<()> {
     if program.main().is_none() {
-        return Err(MilError::Program("the program has no function `main`".into()));
+        return Err(MilError::Program(
+            "the program has no function `main`".into(),
+        ));
     }
     for f in &program.functions {
         validate_function(f).map_err(|e| e.error)?;

@@ -50,7 +50,9 @@ fn equal_constants_are_shared() {
     let perms = f
         .ops
         .iter()
-        .filter(|o| o.op == Op::Const && o.attr("val") == Some(&Literal::int32_tensor(&[0, 1, 3, 2])))
+        .filter(|o| {
+            o.op == Op::Const && o.attr("val") == Some(&Literal::int32_tensor(&[0, 1, 3, 2]))
+        })
         .count();
     assert_eq!(perms, 1, "both transposes must reuse one perm const");
     let bools = f
@@ -67,7 +69,10 @@ fn shape_errors_are_reported_when_the_op_is_added() {
     let x = b.input("x", DType::Fp16, [1, 64, 1, 32]).unwrap();
     let y = b.input("y", DType::Fp16, [1, 48, 1, 32]).unwrap();
     let err = b.add(x, y).unwrap_err();
-    assert!(matches!(err, MilError::Type { ref op, .. } if op == "add"), "{err}");
+    assert!(
+        matches!(err, MilError::Type { ref op, .. } if op == "add"),
+        "{err}"
+    );
     assert!(err.to_string().contains("do not broadcast"), "{err}");
     let err = b.slice(x, &[0, 0, 0, 16], &[1, 64, 1, 32]).unwrap_err();
     assert!(err.to_string().contains("exceeds"), "{err}");
@@ -139,7 +144,9 @@ fn weights_land_in_blob_files_at_the_offsets_mil_references() {
     let mut b = Builder::new();
     let x = b.input("x", DType::Fp16, [1, 4, 1, 32]).unwrap();
     let values: Vec<f32> = (0..8 * 4).map(|i| i as f32 * 0.25).collect();
-    let w = b.weight("proj", DType::Fp16, [8, 4, 1, 1], &values).unwrap();
+    let w = b
+        .weight("proj", DType::Fp16, [8, 4, 1, 1], &values)
+        .unwrap();
     let y = b.conv(x, w, &Default::default()).unwrap();
     b.output(y, "y").unwrap();
     let bundle = b.finish().unwrap();
@@ -153,8 +160,14 @@ fn weights_land_in_blob_files_at_the_offsets_mil_references() {
         })
         .unwrap();
     assert_eq!(path, "@model_path/weights/proj.bin");
-    assert_eq!(offset, 64, "the first record's header sits after the 64-byte file header");
-    assert_eq!(bundle.weights.read_tensor(&path, offset, &ty).unwrap(), values);
+    assert_eq!(
+        offset, 64,
+        "the first record's header sits after the 64-byte file header"
+    );
+    assert_eq!(
+        bundle.weights.read_tensor(&path, offset, &ty).unwrap(),
+        values
+    );
     assert_eq!(bundle.program.weight_paths(), vec![path.as_str()]);
 }
 
@@ -168,7 +181,11 @@ fn validation_rejects_a_wrong_declared_type_and_names_the_op() {
     };
     let err = validate_function(&f).unwrap_err();
     assert_eq!(err.op_index, Some(index));
-    assert!(err.error.to_string().contains("[1, 1, 32, 96]"), "{}", err.error);
+    assert!(
+        err.error.to_string().contains("[1, 1, 32, 96]"),
+        "{}",
+        err.error
+    );
 }
 
 #[test]
@@ -182,5 +199,9 @@ fn validation_requires_params_to_be_consts() {
         }
     }
     let err = validate_function(&f).unwrap_err();
-    assert!(err.error.to_string().contains("must name a const"), "{}", err.error);
+    assert!(
+        err.error.to_string().contains("must name a const"),
+        "{}",
+        err.error
+    );
 }

@@ -13,7 +13,6 @@ use anetrain_model::reference;
 
 const SEQ: usize = 16;
 
-
 /// Seeded weights with the norm gains moved away from 1, so a missing gain shows.
 fn params(c: &ModelConfig, seed: u64) -> Params {
     let mut p = Params::init(c, seed).unwrap();

@@ -4,8 +4,7 @@
 //! printed, with a loose bound.
 
 mod common;
-use common::{fixtures_dir, rel_err, read_token_rows};
-
+use common::{fixtures_dir, read_token_rows, rel_err};
 
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::engine::{DeviceEngine, Engine};
@@ -13,9 +12,6 @@ use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::params::Params;
 
 const TOLERANCE: f32 = 1e-4;
-
-
-
 
 /// Runs the fixture through a DeviceEngine in `precision`; returns the loss error, the
 /// logits error and the worst gradient error (with its tensor's name).

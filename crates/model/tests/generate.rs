@@ -18,7 +18,6 @@ use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::params::Params;
 use anetrain_model::reference;
 
-
 /// Seeded weights with norm gains away from 1 and a larger embedding, so logits are spread
 /// out (no near-ties for greedy) and a missing gain shows.
 fn params(c: &ModelConfig, seed: u64) -> Params {

@@ -3,7 +3,7 @@
 //! directory with `hf.rs` and running the reference must give the same numbers to 1e-4.
 
 mod common;
-use common::{fixtures_dir, rel_err, read_token_rows};
+use common::{fixtures_dir, read_token_rows, rel_err};
 
 use std::path::Path;
 
@@ -11,9 +11,6 @@ use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::reference::{forward, loss_and_grads};
 
 const TOLERANCE: f32 = 1e-4;
-
-
-
 
 /// `stream.bin` is uint16 with overlapping rows: row b is `stream[b*seq .. b*seq + seq + 1]`.
 fn read_stream_rows(path: &Path, batch: usize, seq: usize) -> Vec<Vec<u32>> {

@@ -36,7 +36,6 @@ fn run(bundle: &Bundle, precision: Precision, input: &[f32]) -> Vec<f32> {
     out
 }
 
-
 /// `[rows][cols]` → `[cols][rows]`.
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0; x.len()];

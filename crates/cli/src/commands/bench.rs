@@ -23,6 +23,8 @@ use std::time::Instant;
 /// The benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Speed of one training step (forward, backward, AdamW, restaging) of a preset.
+    Train(super::bench_train::TrainBenchArgs),
     /// fp16 throughput of a stack of 1x1 convs (the published 128 x 512ch x 64x64 program).
     Peak(StackArgs),
     /// int8 weights and activations (W8A8) against fp16 on the same conv stack.
@@ -71,6 +73,7 @@ pub struct DispatchArgs {
 /// Runs `anetrain bench ...`.
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
+        BenchCommand::Train(args) => super::bench_train::run(&args),
         BenchCommand::Peak(args) => peak(&args),
         BenchCommand::Int8(args) => int8(&args),
         BenchCommand::Dispatch(args) => dispatch(&args),

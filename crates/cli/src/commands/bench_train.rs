@@ -8,7 +8,6 @@ use anetrain_model::params::Params;
 use anetrain_model::train::{Optimizer, OptimizerSpec};
 use anyhow::{bail, Result};
 use clap::Args;
-use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -127,11 +126,13 @@ fn bare_gemm_gflops(config: &ModelConfig, seq: usize) -> f64 {
 }
 
 /// Runs the benchmark and prints one line per engine.
-pub fn run(args: &TrainBenchArgs) -> Result<ExitCode> {
+pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let precision = match args.device.as_str() {
         "cpu" => Precision::F32,
         "cpu-f16" => Precision::F16,
-        other => bail!("bench train runs on the CPU device here: use --device cpu or cpu-f16, not `{other}`"),
+        other => bail!(
+            "bench train runs on the CPU device here: use --device cpu or cpu-f16, not `{other}`"
+        ),
     };
     if args.batch == 0 || args.seq == 0 || args.steps == 0 {
         bail!("--batch, --seq and --steps must be at least 1");
@@ -174,7 +175,13 @@ pub fn run(args: &TrainBenchArgs) -> Result<ExitCode> {
     let device: Box<dyn Device> = Box::new(CpuDevice::new(precision));
     let device_name = device.name();
     let mut engine = DeviceEngine::new(&config, device, args.seq)?;
-    let ms = median(time_steps(&config, &mut engine, &mut params, &rows, args.steps)?);
+    let ms = median(time_steps(
+        &config,
+        &mut engine,
+        &mut params,
+        &rows,
+        args.steps,
+    )?);
     let gflops = flops / (ms / 1e3) / 1e9;
     println!(
         "mil kernels on {device_name}: {ms:.1} ms/step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.2}x bare GEMM), peak RSS {}",
@@ -184,11 +191,17 @@ pub fn run(args: &TrainBenchArgs) -> Result<ExitCode> {
     );
     if args.reference {
         let mut reference = ReferenceEngine::new(&config);
-        let ref_ms = median(time_steps(&config, &mut reference, &mut params, &rows, args.steps)?);
+        let ref_ms = median(time_steps(
+            &config,
+            &mut reference,
+            &mut params,
+            &rows,
+            args.steps,
+        )?);
         println!(
             "reference engine: {ref_ms:.1} ms/step ({:.2}x the kernels' time)",
             ref_ms / ms
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -16,6 +16,8 @@ use anetrain_device::compare::{
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 use anetrain_mil::{Bundle, WeightFiles};
 use anetrain_model::config::ModelConfig;
+use anetrain_model::generate::kernels::round_up_32;
+use anetrain_model::generate::DecodeKernels;
 use anetrain_model::kernels;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -142,7 +144,8 @@ fn load_config(model: &str) -> Result<ModelConfig> {
 }
 
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in
-/// fp16, so it isolates layout and port-order faults), then every training kernel.
+/// fp16, so it isolates layout and port-order faults), then every training kernel, then the
+/// generation decode kernels.
 fn kernel_list(config: &ModelConfig, seq: usize) -> Result<Vec<(String, Bundle)>> {
     let self_test = Bundle {
         program: SelfTest::new().program,
@@ -153,6 +156,14 @@ fn kernel_list(config: &ModelConfig, seq: usize) -> Result<Vec<(String, Bundle)>
         kernels::all(config, seq)?
             .into_iter()
             .map(|k| (k.name.to_string(), k.bundle)),
+    );
+    // The decode kernels attend over a cache whose length is a multiple of 32.
+    let decode = DecodeKernels::build(config, round_up_32(seq))?;
+    list.extend(
+        decode
+            .named()
+            .into_iter()
+            .map(|(name, bundle)| (name.to_string(), bundle.clone())),
     );
     Ok(list)
 }

@@ -93,9 +93,9 @@ fn check_file(file: &Path, chip: &str) -> Result<ExitCode> {
 fn load_weights(program: &Program, dir: &Path) -> Result<WeightFiles> {
     let mut weights = WeightFiles::new();
     for path in program.weight_paths() {
-        let rel = path.strip_prefix("@model_path/").ok_or_else(|| {
-            anyhow!("BLOBFILE path `{path}` must start with @model_path/")
-        })?;
+        let rel = path
+            .strip_prefix("@model_path/")
+            .ok_or_else(|| anyhow!("BLOBFILE path `{path}` must start with @model_path/"))?;
         let file = dir.join(rel);
         let bytes = std::fs::read(&file).with_context(|| {
             format!(
@@ -177,7 +177,11 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create output directory {}", out.display()))?;
     }
-    println!("ran on {} in {:.3} ms", device.name(), elapsed.as_secs_f64() * 1e3);
+    println!(
+        "ran on {} in {:.3} ms",
+        device.name(),
+        elapsed.as_secs_f64() * 1e3
+    );
     for (index, spec) in kernel.outputs().iter().enumerate() {
         let mut data = vec![0f32; spec.numel()];
         kernel.read_output(index, &mut data)?;
@@ -213,7 +217,11 @@ impl Stats {
         let finite: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
         let n = finite.len().max(1) as f64;
         let mean = finite.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = finite.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = finite
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         Stats {
             min: finite.iter().copied().fold(f32::INFINITY, f32::min),
             max: finite.iter().copied().fold(f32::NEG_INFINITY, f32::max),

@@ -1,11 +1,12 @@
 //! One module per subcommand.
 
-pub mod mil;
 pub mod bench;
+pub mod bench_train;
 pub mod device;
 pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod mil;
 pub mod train;

@@ -1,9 +1,9 @@
 //! `anetrain train`: train a model from scratch or from existing weights, on the built-in
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
+use super::device::select_device;
 use super::import::load_weights;
 use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
-use anetrain_device::{AneDevice, CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
 use anetrain_model::params::Params;
@@ -142,38 +142,14 @@ pub fn make_engine(
     device: &str,
     seq: usize,
 ) -> Result<(Box<dyn Engine>, String)> {
-    let kernels_on = |device: Box<dyn anetrain_device::Device>| -> Result<Box<dyn Engine>> {
-        Ok(Box::new(DeviceEngine::new(config, device, seq)?))
-    };
-    match device {
-        "reference" => Ok((
+    if device == "reference" {
+        return Ok((
             Box::new(ReferenceEngine::new(config)),
             "reference: the plain-Rust fp32 model, no kernels".into(),
-        )),
-        "cpu" => Ok((
-            kernels_on(Box::new(CpuDevice::new(Precision::F32)))?,
-            "cpu: MIL kernels interpreted in fp32".into(),
-        )),
-        "cpu-f16" => Ok((
-            kernels_on(Box::new(CpuDevice::new(Precision::F16)))?,
-            "cpu-f16: MIL kernels interpreted with every op rounded to fp16 like the ANE".into(),
-        )),
-        "ane" => Ok((
-            kernels_on(Box::new(AneDevice::new()?))?,
-            "ane: MIL kernels on the Apple Neural Engine".into(),
-        )),
-        "auto" => match AneDevice::new() {
-            Ok(ane) => Ok((
-                kernels_on(Box::new(ane))?,
-                "auto: the ANE is available".into(),
-            )),
-            Err(why) => Ok((
-                kernels_on(Box::new(CpuDevice::new(Precision::F32)))?,
-                format!("auto: CPU (fp32 MIL kernels), because {why}"),
-            )),
-        },
-        other => bail!("unknown --device `{other}`; choose auto, cpu, cpu-f16, ane or reference"),
+        ));
     }
+    let (device, why) = select_device(device)?;
+    Ok((Box::new(DeviceEngine::new(config, device, seq)?), why))
 }
 
 /// Runs `anetrain train`.

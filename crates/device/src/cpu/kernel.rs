@@ -99,7 +99,10 @@ impl Kernel for CpuKernel {
     }
 
     fn fork(&self) -> Result<Box<dyn Kernel>> {
-        Ok(Box::new(CpuKernel::new(Arc::clone(&self.plan), self.precision)))
+        Ok(Box::new(CpuKernel::new(
+            Arc::clone(&self.plan),
+            self.precision,
+        )))
     }
 
     fn outputs(&self) -> &[TensorSpec] {

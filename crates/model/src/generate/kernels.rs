@@ -103,7 +103,6 @@ impl DecodeKernels {
     }
 }
 
-
 /// Returns `y` `[1, c, 1, w]` as the output, with zero channels appended when the buffer would
 /// be under 48 KiB. Callers read only the first `c` channels.
 fn pad_channels(b: &mut Builder, y: Var) -> Result<()> {
@@ -111,9 +110,7 @@ fn pad_channels(b: &mut Builder, y: Var) -> Result<()> {
     let total = padded_channels(c, w);
     let y = if total > c {
         let zeros = vec![0.0; (total - c) * w];
-        let z = b
-            .weight("pad", DType::Fp16, [1, total - c, 1, w], &zeros)
-            ?;
+        let z = b.weight("pad", DType::Fp16, [1, total - c, 1, w], &zeros)?;
         b.concat(&[y, z], 1)?
     } else {
         y
@@ -125,9 +122,7 @@ fn pad_channels(b: &mut Builder, y: Var) -> Result<()> {
 /// `M [ic][oc]`), output `[1, ≥oc, 1, B]`, `y = Mᵀ a`.
 pub fn decode_matmul(ic: usize, oc: usize) -> Result<Bundle> {
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, ic, 1, port_width(ic, BUCKET + oc)])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, ic, 1, port_width(ic, BUCKET + oc)])?;
     let y = dynamic_matmul_into(&mut b, x, ic, oc, BUCKET)?;
     pad_channels(&mut b, y)?;
     b.finish().map_err(ModelError::from)
@@ -138,22 +133,14 @@ pub fn decode_matmul(ic: usize, oc: usize) -> Result<Bundle> {
 /// SiLU is spelled `mul(sigmoid)`, the form every ANE project compiles.
 pub fn decode_ffn(d: usize, h: usize) -> Result<Bundle> {
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, d, 1, port_width(d, BUCKET + 3 * h)])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, d, 1, port_width(d, BUCKET + 3 * h)])?;
     let h13 = dynamic_matmul_into(&mut b, x, d, 2 * h, BUCKET)?;
-    let h1 = b
-        .slice(h13, &[0, 0, 0, 0], &[1, h, 1, BUCKET])
-        ?;
-    let h3 = b
-        .slice(h13, &[0, h, 0, 0], &[1, h, 1, BUCKET])
-        ?;
+    let h1 = b.slice(h13, &[0, 0, 0, 0], &[1, h, 1, BUCKET])?;
+    let h3 = b.slice(h13, &[0, h, 0, 0], &[1, h, 1, BUCKET])?;
     let gate = b.sigmoid(h1)?;
     let silu = b.mul(h1, gate)?;
     let act = b.mul(silu, h3)?;
-    let w2 = b
-        .slice(x, &[0, 0, 0, BUCKET + 2 * h], &[1, d, 1, h])
-        ?;
+    let w2 = b.slice(x, &[0, 0, 0, BUCKET + 2 * h], &[1, d, 1, h])?;
     let w2 = b.reshape(w2, &[1, 1, d, h])?;
     let act = b.reshape(act, &[1, 1, h, BUCKET])?;
     // [D][H] · [H][B]: already channel-major.
@@ -201,18 +188,12 @@ pub fn decode_attention(config: &ModelConfig, t: usize) -> Result<Bundle> {
     let (nh, hd) = (config.n_heads, config.head_dim);
     let layout = AttentionLayout::new(config);
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, layout.channels, 1, t])
-        ?;
-    let q = b
-        .slice(x, &[0, 0, 0, 0], &[1, nh * hd, 1, BUCKET])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, layout.channels, 1, t])?;
+    let q = b.slice(x, &[0, 0, 0, 0], &[1, nh * hd, 1, BUCKET])?;
     let q = b.reshape(q, &[1, nh, hd, BUCKET])?;
     let k = cache_heads(&mut b, x, layout.k, config, t)?;
     let v = cache_heads(&mut b, x, layout.v, config, t)?;
-    let mask = b
-        .slice(x, &[0, layout.mask, 0, 0], &[1, BUCKET, 1, t])
-        ?;
+    let mask = b.slice(x, &[0, layout.mask, 0, 0], &[1, BUCKET, 1, t])?;
     let mask = b.reshape(mask, &[1, 1, BUCKET, t])?;
     // scores[h, j, t2] = Σ_i q[h, i, j] k[h, i, t2]
     let scores = b.matmul_t(q, k, true, false)?;
@@ -235,9 +216,7 @@ fn cache_heads(
     t: usize,
 ) -> Result<Var> {
     let (nh, kvh, hd) = (config.n_heads, config.n_kv_heads, config.head_dim);
-    let block = b
-        .slice(x, &[0, begin, 0, 0], &[1, kvh * hd, 1, t])
-        ?;
+    let block = b.slice(x, &[0, begin, 0, 0], &[1, kvh * hd, 1, t])?;
     let ratio = nh / kvh;
     if ratio == 1 {
         return b.reshape(block, &[1, nh, hd, t]).map_err(ModelError::from);

@@ -58,9 +58,7 @@ impl Heads {
     /// Channels `[begin, begin + heads·head_dim)` of `x` as `[1, heads, head_dim, S]`.
     fn heads(&self, b: &mut Builder, x: Var, begin: usize, heads: usize) -> Result<Var> {
         let c = heads * self.head_dim;
-        let v = b
-            .slice(x, &[0, begin, 0, 0], &[1, c, 1, self.s])
-            ?;
+        let v = b.slice(x, &[0, begin, 0, 0], &[1, c, 1, self.s])?;
         b.reshape(v, &[1, heads, self.head_dim, self.s])
             .map_err(ModelError::from)
     }
@@ -73,9 +71,7 @@ impl Heads {
             return Ok(kv);
         }
         let flat = self.head_dim * self.s;
-        let one = b
-            .reshape(kv, &[1, self.n_kv_heads, 1, flat])
-            ?;
+        let one = b.reshape(kv, &[1, self.n_kv_heads, 1, flat])?;
         let copies = vec![one; r];
         let tiled = b.concat(&copies, 2)?;
         b.reshape(tiled, &[1, self.n_heads, self.head_dim, self.s])
@@ -89,21 +85,20 @@ impl Heads {
         let (r, flat) = (self.ratio(), self.head_dim * self.s);
         let kv_c = self.n_kv_heads * self.head_dim;
         if r == 1 {
-            return b.reshape(full, &[1, kv_c, 1, self.s]).map_err(ModelError::from);
+            return b
+                .reshape(full, &[1, kv_c, 1, self.s])
+                .map_err(ModelError::from);
         }
-        let grouped = b
-            .reshape(full, &[1, self.n_kv_heads, r, flat])
-            ?;
+        let grouped = b.reshape(full, &[1, self.n_kv_heads, r, flat])?;
         let summed = b.reduce_sum(grouped, &[2], true)?;
-        b.reshape(summed, &[1, kv_c, 1, self.s]).map_err(ModelError::from)
+        b.reshape(summed, &[1, kv_c, 1, self.s])
+            .map_err(ModelError::from)
     }
 
     /// Softmax probabilities `[1, NH, S, S]` from pre-scaled queries and tiled keys.
     fn probabilities(&self, b: &mut Builder, q_scaled: Var, k: Var) -> Result<Var> {
         let s = self.s;
-        let mask = b
-            .weight("mask", DType::Fp16, [1, 1, s, s], &causal_mask(s))
-            ?;
+        let mask = b.weight("mask", DType::Fp16, [1, 1, s, s], &causal_mask(s))?;
         let scores = b.matmul_t(q_scaled, k, true, false)?;
         let masked = b.add(scores, mask)?;
         b.softmax(masked, -1).map_err(ModelError::from)
@@ -117,9 +112,7 @@ pub fn attention_fwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let g = Heads::new(config, s);
     let (q_c, kv_c) = (config.q_dim(), config.kv_dim());
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, q_c + 2 * kv_c, 1, s])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, q_c + 2 * kv_c, 1, s])?;
     let q = g.heads(&mut b, x, 0, g.n_heads)?;
     let k = g.heads(&mut b, x, q_c, g.n_kv_heads)?;
     let v = g.heads(&mut b, x, q_c + kv_c, g.n_kv_heads)?;
@@ -141,9 +134,7 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let g = Heads::new(config, s);
     let (q_c, kv_c) = (config.q_dim(), config.kv_dim());
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, 2 * q_c + 2 * kv_c, 1, s])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, 2 * q_c + 2 * kv_c, 1, s])?;
     let q = g.heads(&mut b, x, 0, g.n_heads)?;
     let k = g.heads(&mut b, x, q_c, g.n_kv_heads)?;
     let v = g.heads(&mut b, x, q_c + kv_c, g.n_kv_heads)?;
@@ -157,14 +148,12 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     let dp = b.matmul_t(d_out, v, true, false)?;
     // Row sums over S keys as a matmul with ones: matmul accumulates wide, reduce_sum would
     // accumulate in fp16 (§5 #23).
-    let ones = b
-        .weight(
-            "ones",
-            DType::Fp16,
-            [1, g.n_heads, s, 1],
-            &vec![1.0; g.n_heads * s],
-        )
-        ?;
+    let ones = b.weight(
+        "ones",
+        DType::Fp16,
+        [1, g.n_heads, s, 1],
+        &vec![1.0; g.n_heads * s],
+    )?;
     let p_dp = b.mul(p, dp)?;
     let row = b.matmul(p_dp, ones)?;
     let centred = b.sub(dp, row)?;

@@ -26,12 +26,8 @@ pub(crate) fn dynamic_matmul_into(
     oc: usize,
     s: usize,
 ) -> Result<Var> {
-    let a = b
-        .slice(x, &[0, 0, 0, 0], &[1, ic, 1, s])
-        ?;
-    let m = b
-        .slice(x, &[0, 0, 0, s], &[1, ic, 1, oc])
-        ?;
+    let a = b.slice(x, &[0, 0, 0, 0], &[1, ic, 1, s])?;
+    let m = b.slice(x, &[0, 0, 0, s], &[1, ic, 1, oc])?;
     let a = b.reshape(a, &[1, 1, ic, s])?;
     let m = b.reshape(m, &[1, 1, ic, oc])?;
     // [oc][ic] · [ic][s]: the staged matrix is read transposed by the matmul itself, so the
@@ -43,9 +39,7 @@ pub(crate) fn dynamic_matmul_into(
 /// `dynamic_matmul(ic, oc, s)`: input `[1, ic, 1, s + oc]`, output `[1, oc, 1, s]`, `y = Mᵀ a`.
 pub fn dynamic_matmul(ic: usize, oc: usize, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, ic, 1, s + oc])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, ic, 1, s + oc])?;
     let y = dynamic_matmul_into(&mut b, x, ic, oc, s)?;
     b.output(y, OUTPUT)?;
     b.finish().map_err(ModelError::from)
@@ -57,16 +51,10 @@ pub fn dynamic_matmul(ic: usize, oc: usize, s: usize) -> Result<Bundle> {
 /// the form every ANE project compiles.
 pub fn ffn_up_fwd(dim: usize, hidden: usize, s: usize) -> Result<Bundle> {
     let mut b = Builder::new();
-    let x = b
-        .input(INPUT, DType::Fp16, [1, dim, 1, s + 2 * hidden])
-        ?;
+    let x = b.input(INPUT, DType::Fp16, [1, dim, 1, s + 2 * hidden])?;
     let h13 = dynamic_matmul_into(&mut b, x, dim, 2 * hidden, s)?;
-    let h1 = b
-        .slice(h13, &[0, 0, 0, 0], &[1, hidden, 1, s])
-        ?;
-    let h3 = b
-        .slice(h13, &[0, hidden, 0, 0], &[1, hidden, 1, s])
-        ?;
+    let h1 = b.slice(h13, &[0, 0, 0, 0], &[1, hidden, 1, s])?;
+    let h3 = b.slice(h13, &[0, hidden, 0, 0], &[1, hidden, 1, s])?;
     let gate = b.sigmoid(h1)?;
     let silu = b.mul(h1, gate)?;
     let act = b.mul(silu, h3)?;

@@ -139,4 +139,3 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
         })
         .collect()
 }
-

@@ -21,5 +21,3 @@ pub use optimizer::{Optimizer, OptimizerSpec};
 pub use options::TrainOptions;
 pub use schedule::Schedule;
 pub use trainer::Trainer;
-
-

@@ -128,8 +128,7 @@ impl Trainer {
         if let Some(val) = &data.val {
             validate_vocab(val.as_ref(), config.vocab_size)?;
         }
-        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)
-            ?;
+        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
         let grads = Params::zeros(config);
         Ok(Trainer {
@@ -173,9 +172,7 @@ impl Trainer {
             .for_each(|(_, t)| t.data_mut().fill(0.0));
         let mut loss_sum = 0.0f64;
         for _ in 0..self.options.accum {
-            self.sampler
-                .next_batch(&mut self.batch)
-                ?;
+            self.sampler.next_batch(&mut self.batch)?;
             for (r, row) in self.rows.iter_mut().enumerate() {
                 row.copy_from_slice(self.batch.row(r));
             }

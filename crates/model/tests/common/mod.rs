@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 /// `../shared/fixtures` beside the workspace, or None (with the reason printed) when absent.
 pub fn fixtures_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures"));
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures"
+    ));
     if dir.is_dir() {
         Some(dir)
     } else {
