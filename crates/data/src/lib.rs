@@ -14,7 +14,7 @@
 
 mod error;
 mod hf;
-mod rng;
+pub mod rng;
 mod sampler;
 mod shards;
 mod source;

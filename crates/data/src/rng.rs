@@ -1,4 +1,4 @@
-//! A tiny seeded PRNG owned by this crate.
+//! The project's seeded PRNG: data order, initialisation and sampling all draw from it.
 //!
 //! Data order is part of a run's reproducibility contract (same seed, same batches, on every
 //! platform and every version of every dependency), so the generator is SplitMix64 written out
@@ -6,7 +6,7 @@
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64 bits of state, one add and a mixing function per draw.
 #[derive(Clone, Debug)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
@@ -21,30 +21,35 @@ fn mix64(mut z: u64) -> u64 {
 
 impl SplitMix64 {
     /// A generator seeded with `seed`.
-    pub(crate) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
     /// An independent generator for sub-stream `index` of `seed` (e.g. one per epoch), so
     /// sub-stream `e` can be produced without drawing through sub-streams `0..e`.
-    pub(crate) fn derive(seed: u64, index: u64) -> Self {
+    pub fn derive(seed: u64, index: u64) -> Self {
         SplitMix64::new(mix64(seed) ^ mix64(index.wrapping_add(GOLDEN_GAMMA)))
     }
 
     /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix64(self.state)
     }
 
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A value in `0..n` (`n > 0`) by widening multiply; the bias is below `n / 2^64`, far
     /// beneath anything data ordering could notice.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
 
     /// Shuffles `items` in place (Fisher–Yates): one draw and one swap per element.
-    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i + 1);
             items.swap(i, j);

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use anetrain_data::rng::SplitMix64;
 
 /// A dense fp32 tensor, row-major. Matrices are `[out, in]` as Hugging Face stores `Linear`
 /// weights; norm weights are `[dim]`.
@@ -234,7 +235,7 @@ impl Params {
                 .par_chunks_mut(INIT_CHUNK)
                 .enumerate()
                 .for_each(|(chunk, values)| {
-                    let mut rng = SplitMix64::new(
+                    let mut rng = Normals::new(
                         name_key
                             .wrapping_add(chunk as u64)
                             .wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -340,33 +341,24 @@ impl Params {
 /// Elements per independent random stream in [`Params::init`].
 const INIT_CHUNK: usize = 1 << 16;
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-tested 64-bit generator whose output is
-/// defined by integer arithmetic alone, hence identical on every platform.
-struct SplitMix64 {
-    state: u64,
+/// Standard normals from the project's portable SplitMix64 stream.
+struct Normals {
+    rng: SplitMix64,
     /// Box–Muller makes normals in pairs; the second waits here.
     spare: Option<f64>,
 }
 
-impl SplitMix64 {
+impl Normals {
     fn new(seed: u64) -> Self {
-        SplitMix64 {
-            state: seed,
+        Normals {
+            rng: SplitMix64::new(seed),
             spare: None,
         }
     }
 
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform in (0, 1]: never 0, so the logarithm below is finite.
     fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+        ((self.rng.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Standard normal by Box–Muller. The `libm` crate (not the platform's libm) keeps `log`

@@ -1,7 +1,9 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
 use crate::npy;
-use anetrain_device::{CpuDevice, Device, Kernel, Precision};
+use anetrain_device::compare::random_inputs;
+use super::device::select_device;
+use anetrain_device::Kernel;
 use anetrain_mil::check::{check, Chip};
 use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,7 +34,8 @@ pub enum MilCommand {
 pub struct RunArgs {
     /// The .mil file.
     file: PathBuf,
-    /// Where to run: `cpu` (fp32), `cpu-f16` (every fp16 op rounded like the ANE) or `ane`.
+    /// Where to run: `cpu` (fp32), `cpu-f16` (every fp16 op rounded like the ANE), `ane`, or
+    /// `auto` (the ANE when it works here, else the CPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Directory that BLOBFILE paths are relative to (`@model_path/` = this directory);
@@ -108,16 +111,6 @@ fn load_weights(program: &Program, dir: &Path) -> Result<WeightFiles> {
     Ok(weights)
 }
 
-/// The device named on the command line.
-pub fn device_by_name(name: &str) -> Result<Box<dyn Device>> {
-    match name {
-        "cpu" => Ok(Box::new(CpuDevice::new(Precision::F32))),
-        "cpu-f16" => Ok(Box::new(CpuDevice::new(Precision::F16))),
-        "ane" => Ok(Box::new(anetrain_device::ane::AneDevice::new()?)),
-        other => bail!("unknown device `{other}`: use cpu, cpu-f16 or ane"),
-    }
-}
-
 fn run_file(args: &RunArgs) -> Result<ExitCode> {
     let program = load(&args.file)?;
     let dir = match &args.weights {
@@ -129,7 +122,7 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
             .unwrap_or_default(),
     };
     let weights = load_weights(&program, &dir)?;
-    let device = device_by_name(&args.device)?;
+    let (device, _) = select_device(&args.device)?;
     let mut kernel = device.compile(&program, &weights)?;
     let mut given = vec![false; kernel.inputs().len()];
     for spec in &args.inputs {
@@ -153,7 +146,7 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
         kernel.write_input(index, &tensor.data)?;
         given[index] = true;
     }
-    let mut rng = SplitMix64(args.seed);
+    let random = random_inputs(kernel.as_ref(), args.seed);
     for (index, done) in given.iter().enumerate() {
         if *done {
             continue;
@@ -167,8 +160,7 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
                 spec.name
             );
         }
-        let data: Vec<f32> = (0..spec.numel()).map(|_| rng.uniform()).collect();
-        kernel.write_input(index, &data)?;
+        kernel.write_input(index, &random[index])?;
     }
     let start = std::time::Instant::now();
     kernel.run()?;
@@ -243,23 +235,5 @@ impl std::fmt::Display for Stats {
             write!(f, " non-finite {}", self.non_finite)?;
         }
         Ok(())
-    }
-}
-
-/// A tiny deterministic generator for --random-inputs (SplitMix64: same values on every platform).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }

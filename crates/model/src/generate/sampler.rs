@@ -6,6 +6,7 @@
 //! probability mass reaches p, and the survivors are renormalised before the draw.
 
 use crate::error::{ModelError, Result};
+use anetrain_data::rng::SplitMix64;
 
 /// How [`Sampler`] picks tokens.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,25 +52,6 @@ impl SamplingOptions {
     }
 }
 
-/// SplitMix64: tiny, fast and identical on every platform, which is all sampling needs.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Draws tokens from logits under [`SamplingOptions`]; buffers are reused across calls.
 #[derive(Clone, Debug)]
 pub struct Sampler {
@@ -85,7 +67,7 @@ impl Sampler {
         options.validate()?;
         Ok(Sampler {
             options,
-            rng: SplitMix64(options.seed),
+            rng: SplitMix64::new(options.seed),
             candidates: Vec::new(),
         })
     }
@@ -155,7 +137,7 @@ impl Sampler {
         let u = if self.options.temperature == 0.0 {
             0.0
         } else {
-            self.rng.uniform()
+            self.rng.unit()
         };
         let candidates = self.distribution(logits)?;
         let mut acc = 0.0;
