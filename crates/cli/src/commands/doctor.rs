@@ -5,26 +5,38 @@
 //! framework loads; elsewhere it is `cpu-f16`, so the fp16 error of every kernel is still
 //! measured and the table has the same shape on every machine. The exit status is 1 when any
 //! kernel fails or disagrees beyond [`Tolerance::FP16`], so scripts and CI can gate on it.
+//!
+//! `--probe` measures instead which disputed ANE rules hold on this machine: it runs every
+//! kernel of the probe matrix ([`super::probe`]) in a child process of its own and records the
+//! outcomes in a capability file.
 
 use super::import::load_weights;
+use super::probe::{matrix, measured_rules, parse_outcome, port, probe_one, ProbeSpec};
 use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
+use anetrain_device::ane::capabilities::{Capabilities, Probe};
 use anetrain_device::ane::self_test::SelfTest;
 use anetrain_device::ane::AneInfo;
 use anetrain_device::compare::{
     all_pass, compare_on, KernelComparison, Tolerance, Verdict, INPUT_RANGE,
 };
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
+use anetrain_mil::check::Applies;
 use anetrain_mil::{Bundle, WeightFiles};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::kernels::round_up_32;
 use anetrain_model::generate::DecodeKernels;
 use anetrain_model::kernels;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::path::Path;
-use std::process::ExitCode;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one probe process may take (compile, load, four runs on each device) before it is
+/// killed and its probe recorded as hung; the largest probe compiles a 6 MB weight.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -45,12 +57,25 @@ pub struct DoctorArgs {
     /// file (needs a Mac with an ANE).
     #[arg(long)]
     probe: bool,
+    /// Where --probe writes its capability file, merging with earlier results [default:
+    /// ~/.anetrain/capabilities-<chip>-<macos>.json].
+    #[arg(long, value_name = "FILE", requires = "probe")]
+    capabilities: Option<PathBuf>,
+    /// Runs one probe and prints its result as a JSON line: what --probe runs in each child.
+    #[arg(long, value_name = "ID", hide = true, conflicts_with = "probe")]
+    probe_one: Option<String>,
+    /// The device of --probe-one: ane, or cpu / cpu-f16 to test the probe machinery anywhere.
+    #[arg(long, default_value = "ane", hide = true)]
+    device: String,
 }
 
 /// Runs `anetrain doctor`.
 pub fn run(args: DoctorArgs) -> Result<ExitCode> {
+    if let Some(id) = &args.probe_one {
+        return probe_one(id, &args.device);
+    }
     if args.probe {
-        return probe();
+        return probe_all(args.capabilities.as_deref());
     }
     let config = load_config(&args.model)?;
     let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
@@ -285,17 +310,214 @@ fn print_row(r: &KernelComparison) {
     let _ = std::io::stdout().flush();
 }
 
-/// `--probe`: the probe matrix needs the ANE; say so plainly where there is none.
-fn probe() -> Result<ExitCode> {
-    if let Some(e) = AneDevice::new().err() {
-        bail!(
-            "probing measures what this machine's Neural Engine accepts, so it needs a Mac with \
-             one ({e}); run `anetrain doctor --probe` on the Mac you want to measure"
-        );
+/// `anetrain doctor --probe`: runs every probe in its own process on the ANE and writes the
+/// results to `capabilities` (default `~/.anetrain/capabilities-<chip>-<macos>.json`), merging
+/// with that file's earlier results. The file is rewritten after every probe, so an
+/// interrupted run keeps what it measured.
+fn probe_all(capabilities: Option<&Path>) -> Result<ExitCode> {
+    // The parent only asks what the machine is, releasing the device at once; every compile
+    // happens in a child.
+    let (chip, macos) = {
+        let ane = AneDevice::new().map_err(|e| {
+            anyhow!(
+                "probing measures what this machine's Neural Engine accepts, so it needs a Mac \
+                 with one ({e}); run `anetrain doctor --probe` on the Mac you want to measure"
+            )
+        })?;
+        let info = ane.info();
+        (info.chip().to_string(), info.macos.clone())
+    };
+    let path = match capabilities {
+        Some(p) => p.to_path_buf(),
+        None => default_path(&chip, &macos)?,
+    };
+    let mut caps = Capabilities::new(chip.clone(), macos.clone());
+    if path.exists() {
+        caps.merge(&Capabilities::read(&path)?)?;
     }
-    bail!(
-        "`anetrain doctor --probe` is not implemented yet: the probe matrix (each probe in its \
-         own process) is still to be written; `anetrain doctor` without --probe runs the kernel \
-         comparison"
-    )
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let exe = std::env::current_exe().context("cannot find this executable to run probes")?;
+    let specs = matrix();
+    println!(
+        "probing the Neural Engine of {chip} on {macos}: {} probes, each in its own process; \
+         results in {}",
+        specs.len(),
+        path.display()
+    );
+    for spec in &specs {
+        let Some(probe) = run_child(&exe, spec)? else {
+            continue;
+        };
+        let verdict = match (&probe.error, probe.compiled && probe.ran) {
+            (_, true) => "pass".to_string(),
+            (Some(e), false) => format!("FAILED: {e}"),
+            (None, false) => "FAILED".to_string(),
+        };
+        let rule = spec.rule.map(|r| format!(" [{r}]")).unwrap_or_default();
+        println!("{:<26}{rule} {verdict}", spec.id);
+        caps.record(probe);
+        caps.write(&path)?;
+    }
+    let measured = measured_rules(&caps)?;
+    println!("\nmeasured on {chip}:");
+    for (rule, applies) in measured.iter() {
+        let holds = match applies {
+            Applies::Yes => "holds",
+            _ => "does not hold",
+        };
+        println!("  {rule}: {holds}");
+    }
+    println!("capability file: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs probe `spec` in a child and returns its record: a failed one when the child crashed
+/// or hung (a crashing compile is a result), `None` when the child reported an error of its
+/// own (a broken probe, which measures nothing).
+fn run_child(exe: &Path, spec: &ProbeSpec) -> Result<Option<Probe>> {
+    let bundle = spec.bundle()?;
+    let (dtype, width) = port(&bundle)?;
+    let mut command = Command::new(exe);
+    command.args(["doctor", "--probe-one", spec.id, "--device", "ane"]);
+    let ended = run_with_timeout(&mut command, CHILD_TIMEOUT)
+        .with_context(|| format!("cannot run the process for probe `{}`", spec.id))?;
+    let failed = |why: String| Probe {
+        op: spec.id.to_string(),
+        dtype: dtype.name().to_string(),
+        width,
+        compiled: false,
+        ran: false,
+        error: Some(why),
+    };
+    let Some((status, stdout, stderr)) = ended else {
+        return Ok(Some(failed(format!(
+            "the probe process hung and was killed after {} s",
+            CHILD_TIMEOUT.as_secs()
+        ))));
+    };
+    let last_err = stderr.lines().last().unwrap_or("").trim().to_string();
+    if status.code() == Some(2) {
+        println!("{:<26} skipped: {last_err}", spec.id);
+        return Ok(None);
+    }
+    Ok(Some(match stdout.lines().last().map(parse_outcome) {
+        Some(Ok(probe)) => probe,
+        _ => failed(format!(
+            "the probe process ended ({status}) without a result: {last_err}"
+        )),
+    }))
+}
+
+/// Runs `command` to its end and returns its status, stdout and stderr, or `None` when it
+/// was still running after `timeout` (it is killed then).
+fn run_with_timeout(
+    command: &mut Command,
+    timeout: Duration,
+) -> std::io::Result<Option<(ExitStatus, String, String)>> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Drained on threads so a chatty framework cannot fill a pipe and stall the child.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            // Already exited or unkillable: either way there is no result to wait for.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok(status.map(|status| (status, stdout, stderr)))
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            // A pipe that breaks mid-read leaves what arrived, which is all there is to report.
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
+
+/// `~/.anetrain/capabilities-<chip>-<macos>.json`, with the names made file-name safe.
+fn default_path(chip: &str, macos: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").ok_or_else(|| {
+        anyhow!("HOME is not set, so there is no default capability file; pass --capabilities FILE")
+    })?;
+    Ok(PathBuf::from(home).join(".anetrain").join(format!(
+        "capabilities-{}-{}.json",
+        slug(chip),
+        slug(macos)
+    )))
+}
+
+/// `Version 15.3 (Build 24D60)` → `Version-15.3-Build-24D60`.
+fn slug(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn shell(script: &str, timeout: Duration) -> Option<(ExitStatus, String, String)> {
+        run_with_timeout(Command::new("sh").args(["-c", script]), timeout).unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_child_that_finishes_gives_its_status_and_output() {
+        let (status, out, err) = shell(
+            "echo '{\"id\":1}'; echo oops >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(out, "{\"id\":1}\n");
+        assert_eq!(err, "oops\n");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_crashed_child_has_no_exit_code() {
+        let (status, _, _) = shell("kill -SEGV $$", Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_hung_child_is_killed_at_the_timeout() {
+        let started = Instant::now();
+        assert!(shell("exec sleep 30", Duration::from_millis(200)).is_none());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn file_names_keep_only_safe_characters() {
+        assert_eq!(
+            slug("Version 15.3 (Build 24D60)"),
+            "Version-15.3-Build-24D60"
+        );
+        assert_eq!(slug("H16G"), "H16G");
+        assert_eq!(slug("a/../b"), "a-..-b");
+    }
 }

@@ -5,7 +5,7 @@ use super::device::select_device;
 use super::import::load_weights;
 use anetrain_data::{load_tokenizer, StreamDecoder, Tokenizer};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::generate::{Generator, SamplingOptions};
+use anetrain_model::generate::{GenerationStats, Generator, SamplingOptions};
 use anetrain_model::params::Params;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -110,12 +110,34 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let mut generator = Generator::new(&config, params, device, max_seq)?;
     generator.set_eos(tokenizer.eos());
 
+    print!("{}", args.prompt);
+    let stats = stream_generation(
+        &mut generator,
+        tokenizer.as_ref(),
+        &prompt,
+        args.max_tokens,
+        options,
+    )?;
+    eprintln!(
+        "{} tokens, {:.1} tok/s (prefill {:.0} ms)",
+        stats.generated_tokens, stats.decode_tokens_per_s, stats.prefill_ms
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generates after `prompt`, printing the text to stdout as each token completes a character.
+pub fn stream_generation(
+    generator: &mut Generator,
+    tokenizer: &dyn Tokenizer,
+    prompt: &[u32],
+    max_tokens: usize,
+    options: SamplingOptions,
+) -> Result<GenerationStats> {
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", args.prompt)?;
     out.flush()?;
-    let mut decoder = StreamDecoder::new(tokenizer.as_ref());
+    let mut decoder = StreamDecoder::new(tokenizer);
     let mut failure: Option<anyhow::Error> = None;
-    let stats = generator.generate(&prompt, args.max_tokens, options, |id| {
+    let stats = generator.generate(prompt, max_tokens, options, |id| {
         let shown = decoder
             .push(id)
             .map_err(anyhow::Error::from)
@@ -138,9 +160,5 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         return Err(e);
     }
     writeln!(out, "{}", decoder.finish()?)?;
-    eprintln!(
-        "{} tokens, {:.1} tok/s (prefill {:.0} ms)",
-        stats.generated_tokens, stats.decode_tokens_per_s, stats.prefill_ms
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(stats)
 }

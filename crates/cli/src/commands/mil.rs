@@ -1,10 +1,12 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
-use crate::npy;
-use anetrain_device::compare::random_inputs;
 use super::device::select_device;
+use super::probe::measured_rules;
+use crate::npy;
+use anetrain_device::ane::capabilities::Capabilities;
+use anetrain_device::compare::random_inputs;
 use anetrain_device::Kernel;
-use anetrain_mil::check::{check, Chip};
+use anetrain_mil::check::{check, check_with, Chip};
 use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -20,6 +22,10 @@ pub enum MilCommand {
         /// Chip generation to check for: m1, m2, m3, m4, m5 (or h13..h16).
         #[arg(long, default_value = "m4")]
         chip: String,
+        /// A capability file from `anetrain doctor --probe`: rules measured on this chip
+        /// replace the catalog's guesses.
+        #[arg(long, value_name = "FILE")]
+        capabilities: Option<PathBuf>,
     },
     /// Parse a program and print it in canonical form.
     Fmt {
@@ -59,7 +65,11 @@ pub struct RunArgs {
 /// Runs one `anetrain mil` subcommand.
 pub fn run(cmd: MilCommand) -> Result<ExitCode> {
     match cmd {
-        MilCommand::Check { file, chip } => check_file(&file, &chip),
+        MilCommand::Check {
+            file,
+            chip,
+            capabilities,
+        } => check_file(&file, &chip, capabilities.as_deref()),
         MilCommand::Fmt { file } => {
             print!("{}", print_program(&load(&file)?));
             Ok(ExitCode::SUCCESS)
@@ -74,10 +84,24 @@ fn load(file: &Path) -> Result<Program> {
     parse_program(&text).map_err(|e| anyhow!("{}: {e}", file.display()))
 }
 
-fn check_file(file: &Path, chip: &str) -> Result<ExitCode> {
+fn check_file(file: &Path, chip: &str, capabilities: Option<&Path>) -> Result<ExitCode> {
     let chip = Chip::from_name(chip).map_err(|e| anyhow!("{e}"))?;
     let program = load(file)?;
-    let report = check(&program, chip);
+    let report = match capabilities {
+        None => check(&program, chip),
+        Some(path) => {
+            let caps = Capabilities::read(path)?;
+            let measured = measured_rules(&caps)?;
+            if measured.chip() != chip {
+                bail!(
+                    "{} was measured on {:?}, not {chip:?}; pass --chip to match it",
+                    path.display(),
+                    measured.chip()
+                );
+            }
+            check_with(&program, chip, &measured)
+        }
+    };
     print!("{report}");
     if report.is_clean() {
         println!("{}: no violations for {chip:?}", file.display());

@@ -9,4 +9,5 @@ pub mod export;
 pub mod generate;
 pub mod import;
 pub mod mil;
+pub mod probe;
 pub mod train;

@@ -2,15 +2,17 @@
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
 use super::device::select_device;
+use super::generate::stream_generation;
 use super::import::load_weights;
 use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
+use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
+use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::params::Params;
 use anetrain_model::train::checkpoint::{latest_checkpoint, resolve_checkpoint};
 use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::optimizer::parse_optimizer;
-use anetrain_model::train::sample::sample_tokens;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
     Checkpoint, DataProvenance, MetricsLog, OptimizerSpec, StepMetrics, TrainOptions, Trainer,
@@ -395,6 +397,16 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
         );
         bar
     });
+    let budget = CompileBudget::process();
+    // Everything compiled so far built the engine; a restarted process compiles it again.
+    let engine_compiles = budget.used();
+    if budget_check(budget, 0, engine_compiles) == BudgetCheck::Stay {
+        println!(
+            "warning: building the engine used {engine_compiles} of {} ANE compiles; a restart \
+             would spend them again, so training continues in this process",
+            budget.limit()
+        );
+    }
     let mut saved_at = None;
     while !trainer.is_done() {
         let m = trainer.step()?;
@@ -403,6 +415,22 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
         if trainer.save_due() {
             trainer.save(&args.out)?;
             saved_at = Some(m.step);
+        }
+        // A finished run has nothing left to compile for, so it never restarts.
+        if !trainer.is_done() && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart {
+            if saved_at != Some(m.step) {
+                trainer.save(&args.out)?;
+            }
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            println!(
+                "compile budget nearly spent ({} of {}): saved step {}, restarting with --resume",
+                budget.used(),
+                budget.limit(),
+                m.step
+            );
+            return Err(restart());
         }
         if stop.load(Ordering::SeqCst) {
             if saved_at != Some(m.step) {
@@ -425,6 +453,72 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
     }
     println!("done: step {total}, checkpoint in {}", args.out.display());
     Ok(true)
+}
+
+/// What the per-process ANE compile budget (ane-reference §1.10) asks of the training loop.
+#[derive(Debug, PartialEq, Eq)]
+enum BudgetCheck {
+    /// Compiles to spare; always so on the CPU, which charges nothing to the budget.
+    Continue,
+    /// Past the soft limit, but a fresh process (the engine's compiles, then the upcoming
+    /// ones) would fit: checkpoint and restart with `--resume`.
+    Restart,
+    /// Past the soft limit even in a fresh process: a restart would end up here again, so
+    /// training goes on (a compile past the hard limit fails with its own error).
+    Stay,
+}
+
+/// Whether `upcoming` more compiles fit the budget, given that `engine_compiles` of those used
+/// built the engine (and would be spent again by a restarted process).
+fn budget_check(budget: &CompileBudget, upcoming: usize, engine_compiles: usize) -> BudgetCheck {
+    if !budget.needs_restart(upcoming) {
+        BudgetCheck::Continue
+    } else if engine_compiles.saturating_add(upcoming) <= budget.limit() {
+        BudgetCheck::Restart
+    } else {
+        BudgetCheck::Stay
+    }
+}
+
+/// The command line of the restarted process: this one with `--resume`, and without
+/// `--init-from`, which a resumed run refuses (its weights are in the checkpoint now).
+fn restart_argv(args: &[String]) -> Vec<String> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let mut kept = Vec::with_capacity(args.len() + 1);
+    let mut skip_value = false;
+    for (i, arg) in args.iter().enumerate() {
+        if skip_value {
+            skip_value = false;
+        } else if i < end && arg == "--init-from" {
+            skip_value = true;
+        } else if !(i < end && arg.starts_with("--init-from=")) {
+            kept.push(arg.clone());
+        }
+    }
+    restart_command(&kept)
+}
+
+/// Replaces this process with `anetrain train ... --resume`; returns only the error of a
+/// failed restart.
+fn restart() -> anyhow::Error {
+    let args: std::result::Result<Vec<String>, _> =
+        std::env::args_os().map(|a| a.into_string()).collect();
+    let Ok(args) = args else {
+        return anyhow!(
+            "cannot restart: an argument is not valid UTF-8; rerun the same command with --resume"
+        );
+    };
+    exec(&restart_argv(&args))
+}
+
+#[cfg(unix)]
+fn exec(argv: &[String]) -> anyhow::Error {
+    anetrain_device::ane::budget::exec_restart(argv).into()
+}
+
+#[cfg(not(unix))]
+fn exec(_argv: &[String]) -> anyhow::Error {
+    anyhow!("this platform cannot replace a running process; rerun the same command with --resume")
 }
 
 fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {
@@ -467,24 +561,94 @@ fn print_sample(args: &TrainArgs, session: &Session) -> Result<()> {
         .bos()
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))
         .ok_or_else(|| anyhow!("the tokenizer has no BOS token to start a sample from"))?;
-    let ids = sample_tokens(
-        trainer.config(),
-        trainer.params(),
-        &[start],
-        args.sample_tokens,
-        args.temperature,
-        // Documents are separated by BOS in the training layout, so a BOS also ends a story.
-        &[tok.eos(), tok.bos()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>(),
-        trainer.options().seed,
-    )?;
-    let text = tok.decode(&ids)?;
-    println!(
-        "sample (temperature {}):\n{}",
-        args.temperature,
-        text.trim()
-    );
+    // The plain-Rust engine has no kernels; its samples come from the CPU device.
+    let device = if args.device == "reference" {
+        "cpu"
+    } else {
+        &args.device
+    };
+    let (device, _) = select_device(device)?;
+    let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
+    let mut generator =
+        Generator::new(trainer.config(), trainer.params().clone(), device, max_seq)?;
+    // Documents are separated by BOS in the training layout, so a BOS also ends a story.
+    generator.set_eos(tok.bos().or(tok.eos()));
+    let options = SamplingOptions {
+        temperature: args.temperature,
+        seed: trainer.options().seed,
+        ..SamplingOptions::default()
+    };
+    println!("sample (temperature {}):", args.temperature);
+    stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_budget_asks_for_a_restart_only_when_one_helps() {
+        let budget = CompileBudget::new(100);
+        for _ in 0..60 {
+            budget.charge().unwrap();
+        }
+        assert_eq!(budget_check(&budget, 0, 60), BudgetCheck::Continue);
+        assert_eq!(budget_check(&budget, 40, 60), BudgetCheck::Continue);
+        // 60 + 41 passes the limit in a fresh process too; 20 + 41 would not.
+        assert_eq!(budget_check(&budget, 41, 60), BudgetCheck::Stay);
+        assert_eq!(budget_check(&budget, 41, 20), BudgetCheck::Restart);
+        for _ in 0..41 {
+            budget.charge().unwrap();
+        }
+        assert_eq!(budget_check(&budget, 0, 60), BudgetCheck::Restart);
+        // The engine alone took all 101: a new process would spend them again.
+        assert_eq!(budget_check(&budget, 0, 101), BudgetCheck::Stay);
+    }
+
+    #[test]
+    fn the_cpu_never_restarts() {
+        assert_eq!(
+            budget_check(&CompileBudget::new(100), 0, 0),
+            BudgetCheck::Continue
+        );
+    }
+
+    #[test]
+    fn the_restart_resumes_and_drops_init_from() {
+        let argv = strings(&["anetrain", "train", "--init-from", "w.bin", "--out", "run"]);
+        assert_eq!(
+            restart_argv(&argv),
+            strings(&["anetrain", "train", "--out", "run", "--resume"])
+        );
+        let argv = strings(&[
+            "anetrain",
+            "train",
+            "--init-from=w.bin",
+            "--out",
+            "run",
+            "--resume",
+        ]);
+        assert_eq!(
+            restart_argv(&argv),
+            strings(&["anetrain", "train", "--out", "run", "--resume"])
+        );
+        let argv = strings(&["anetrain", "train", "--out", "run", "--", "--init-from"]);
+        assert_eq!(
+            restart_argv(&argv),
+            strings(&[
+                "anetrain",
+                "train",
+                "--out",
+                "run",
+                "--resume",
+                "--",
+                "--init-from"
+            ])
+        );
+    }
 }

@@ -12,6 +12,7 @@
 //! ```
 
 use crate::{DeviceError, Result};
+use anetrain_mil::check::{Chip, MeasuredRules};
 use anetrain_mil::DType;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -36,7 +37,7 @@ pub struct Capabilities {
 /// The outcome of compiling and running one small kernel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
-    /// The MIL op under test.
+    /// The MIL op under test, or the id of the probe kernel (`anetrain doctor --probe`).
     pub op: String,
     /// Its I/O dtype in MIL spelling (`fp16`, `fp32`).
     pub dtype: String,
@@ -168,6 +169,24 @@ impl Capabilities {
             .find(|p| p.key() == (op, dtype.name(), width))
     }
 
+    /// The catalog rules these results settle, for the constraint checker
+    /// (`anetrain_mil::check::check_with`). `rule_of` names the rule a probe's kernel breaks
+    /// (`None` for a baseline). A probe that compiled, ran and matched the CPU shows its rule
+    /// does not hold on this chip; any other outcome shows it does. Fails on a chip name or a
+    /// rule id this build does not know.
+    pub fn measured_rules(
+        &self,
+        rule_of: impl Fn(&Probe) -> Option<&'static str>,
+    ) -> Result<MeasuredRules> {
+        let mut measured = MeasuredRules::new(Chip::from_name(&self.chip)?);
+        for probe in &self.probes {
+            if let Some(rule) = rule_of(probe) {
+                measured.observe(rule, !(probe.compiled && probe.ran))?;
+            }
+        }
+        Ok(measured)
+    }
+
     /// Sorts probes and keeps the last result of each (op, dtype, width).
     fn normalize(&mut self) {
         // A stable sort keeps duplicates in file order, so the later one survives the dedup.
@@ -180,5 +199,57 @@ impl Capabilities {
             }
         }
         self.probes = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anetrain_mil::check::Applies;
+
+    fn probe(op: &str, compiled: bool, ran: bool) -> Probe {
+        Probe {
+            op: op.into(),
+            dtype: "fp16".into(),
+            width: 64,
+            compiled,
+            ran,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn only_probes_that_compiled_and_ran_refute_their_rule() {
+        let mut caps = Capabilities::new("H16G", "15.3");
+        caps.record(probe("gelu", true, true));
+        caps.record(probe("exp", true, false));
+        caps.record(probe("concat", false, false));
+        caps.record(probe("baseline", false, false));
+        let rule_of = |p: &Probe| match p.op.as_str() {
+            "gelu" => Some("gelu"),
+            "exp" => Some("transcendentals"),
+            "concat" => Some("concat"),
+            _ => None,
+        };
+        let m = caps.measured_rules(rule_of).unwrap();
+        assert_eq!(m.chip(), Chip::M4);
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            [
+                ("concat", Applies::Yes),
+                ("gelu", Applies::No),
+                ("transcendentals", Applies::Yes),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_chip_or_rule_is_an_error() {
+        let caps = Capabilities::new("Z9", "15.3");
+        let e = caps.measured_rules(|_| None).unwrap_err().to_string();
+        assert!(e.contains("unknown chip `Z9`"), "{e}");
+        let mut caps = Capabilities::new("H16G", "15.3");
+        caps.record(probe("gelu", true, true));
+        assert!(caps.measured_rules(|_| Some("no-such-rule")).is_err());
     }
 }

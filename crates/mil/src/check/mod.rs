@@ -4,16 +4,20 @@
 //! Checks are chip-independent and produce findings; the catalog's per-chip applicability then
 //! sorts each finding into violations (the rule holds on this chip), unknowns (nobody knows
 //! whether it holds: never reported as a pass) or warnings (performance and data-dependent
-//! hazards), and drops it where the rule is known not to hold.
+//! hazards), and drops it where the rule is known not to hold. [`check_with`] lets rules
+//! measured on the machine ([`MeasuredRules`], from `anetrain doctor --probe`) override that
+//! applicability.
 
 mod chip;
 mod graph;
 mod io;
+mod measured;
 mod ops;
 mod rules;
 mod sizes;
 
 pub use chip::Chip;
+pub use measured::MeasuredRules;
 pub use rules::{rule, rules, Applies, Enforcement, Rule, Severity, Source, RULES};
 
 use crate::program::{Function, Operation, Program};
@@ -111,6 +115,13 @@ impl Finding {
 /// Checks every function of `program` against the catalog for `chip`. Never fails: invalid IR
 /// (missing values, wrong argument kinds) is skipped here and left to [`crate::validate()`].
 pub fn check(program: &Program, chip: Chip) -> Report {
+    check_with(program, chip, &MeasuredRules::new(chip))
+}
+
+/// [`check`], with each rule that `measured` settled for `chip` sorted by the measurement
+/// instead of the catalog: a measured `Yes` reports an unknown finding as a violation (or
+/// warning), a measured `No` drops it.
+pub fn check_with(program: &Program, chip: Chip, measured: &MeasuredRules) -> Report {
     let mut findings = Vec::new();
     for function in &program.functions {
         check_function(function, &mut findings);
@@ -125,7 +136,7 @@ pub fn check(program: &Program, chip: Chip) -> Report {
     };
     for finding in findings {
         let (applies, severity, fix) = match rule(finding.rule) {
-            Some(r) => (r.applies_to(chip), r.severity, r.fix),
+            Some(r) => (measured.applies_to(r, chip), r.severity, r.fix),
             None => (
                 Applies::Yes,
                 Severity::Error,

@@ -9,7 +9,6 @@ pub mod loss_scale;
 pub mod metrics;
 pub mod optimizer;
 pub mod options;
-pub mod sample;
 pub mod schedule;
 pub mod trainer;
 
