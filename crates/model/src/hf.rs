@@ -205,18 +205,25 @@ pub fn save_hf_dir(dir: &Path, config: &ModelConfig, params: &Params) -> Result<
     std::fs::write(&config_path, config.to_hf_json())
         .map_err(|e| ModelError::io(&config_path, e))?;
 
-    let views: Vec<(String, F32View)> = params
-        .iter()
-        .into_iter()
-        .map(|(name, t)| (name, F32View(t)))
-        .collect();
+    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
+    write_safetensors(&tmp, params.iter())?;
+    let dst = dir.join(WEIGHTS_FILE);
+    std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ModelError::io(dir, e))
+}
+
+/// Writes `tensors` as an F32 safetensors file and makes it durable (fsync) before returning.
+pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<()> {
+    let views: Vec<(String, F32View)> = tensors.into_iter().map(|(n, t)| (n, F32View(t))).collect();
     // transformers refuses safetensors files whose metadata lacks a known `format`.
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    safetensors::serialize_to_file(views, Some(metadata), &tmp)
-        .map_err(|e| ModelError::format(&tmp, format!("could not write safetensors: {e}")))?;
-    let dst = dir.join(WEIGHTS_FILE);
-    std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| ModelError::format(path, format!("could not write safetensors: {e}")))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ModelError::io(path, e))
 }
 
 /// A parameter tensor as a safetensors F32 view; bytes are produced one tensor at a time.

@@ -12,12 +12,10 @@
 //! and never touches the previous ones. The latest checkpoint is the complete `ckpt-*` with the
 //! highest step, found by scanning; retention keeps the last N plus the best validation loss.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anetrain_data::SamplerState;
-use safetensors::{Dtype, View};
 use serde::{Deserialize, Serialize};
 
 use super::loss_scale::LossScaler;
@@ -25,8 +23,8 @@ use super::optimizer::Optimizer;
 use super::options::TrainOptions;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::hf::SafetensorsFile;
-use crate::params::{Params, Tensor};
+use crate::hf::{write_safetensors, SafetensorsFile};
+use crate::params::Params;
 
 /// Weights file inside a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -279,9 +277,9 @@ fn write_dir(
     meta: &CheckpointMeta,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
-    write_tensors(&tmp.join(MODEL_FILE), params.iter())?;
+    write_safetensors(&tmp.join(MODEL_FILE), params.iter())?;
     if let Some(opt) = optimizer {
-        write_tensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
+        write_safetensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
     }
     let meta_path = tmp.join(META_FILE);
     let text = serde_json::to_string_pretty(meta)
@@ -292,14 +290,6 @@ fn write_dir(
 }
 
 /// Writes named F32 tensors to a safetensors file and fsyncs it.
-fn write_tensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<()> {
-    let views: Vec<(String, F32View)> = tensors.into_iter().map(|(n, t)| (n, F32View(t))).collect();
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .map_err(|e| ModelError::format(path, format!("could not write safetensors: {e}")))?;
-    sync_file(path)
-}
-
 fn sync_file(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
@@ -311,27 +301,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| ModelError::io(dir, e))
-}
-
-/// A tensor as a safetensors F32 view.
-struct F32View<'a>(&'a Tensor);
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        self.0.shape()
-    }
-
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Owned(self.0.data().iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-
-    fn data_len(&self) -> usize {
-        self.0.len() * 4
-    }
 }
 
 /// The complete checkpoints of `run_dir` as `(step, dir)`, oldest first. Temporary directories
