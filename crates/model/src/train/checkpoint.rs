@@ -170,69 +170,30 @@ impl Checkpoint {
 
 /// Fields whose values differ between two configs, as `field: expected X, found Y`.
 pub fn config_differences(expected: &ModelConfig, found: &ModelConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cmp = |field: &str, a: String, b: String| {
-        if a != b {
-            out.push(format!("{field}: expected {a}, found {b}"));
-        }
-    };
-    cmp(
-        "family",
-        format!("{:?}", expected.family),
-        format!("{:?}", found.family),
-    );
-    cmp("dim", expected.dim.to_string(), found.dim.to_string());
-    cmp(
-        "n_layers",
-        expected.n_layers.to_string(),
-        found.n_layers.to_string(),
-    );
-    cmp(
-        "n_heads",
-        expected.n_heads.to_string(),
-        found.n_heads.to_string(),
-    );
-    cmp(
-        "n_kv_heads",
-        expected.n_kv_heads.to_string(),
-        found.n_kv_heads.to_string(),
-    );
-    cmp(
-        "head_dim",
-        expected.head_dim.to_string(),
-        found.head_dim.to_string(),
-    );
-    cmp(
-        "hidden_dim",
-        expected.hidden_dim.to_string(),
-        found.hidden_dim.to_string(),
-    );
-    cmp(
-        "vocab_size",
-        expected.vocab_size.to_string(),
-        found.vocab_size.to_string(),
-    );
-    cmp(
-        "max_seq_len",
-        expected.max_seq_len.to_string(),
-        found.max_seq_len.to_string(),
-    );
-    cmp(
-        "rope_theta",
-        expected.rope_theta.to_string(),
-        found.rope_theta.to_string(),
-    );
-    cmp(
-        "norm_eps",
-        expected.norm_eps.to_string(),
-        found.norm_eps.to_string(),
-    );
-    cmp(
-        "tied_embeddings",
-        expected.tied_embeddings.to_string(),
-        found.tied_embeddings.to_string(),
-    );
-    out
+    macro_rules! fields {
+        ($($field:ident),*) => {
+            [$((stringify!($field), format!("{:?}", expected.$field), format!("{:?}", found.$field))),*]
+        };
+    }
+    fields!(
+        family,
+        dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        hidden_dim,
+        vocab_size,
+        max_seq_len,
+        rope_theta,
+        norm_eps,
+        tied_embeddings,
+        qk_norm
+    )
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(field, a, b)| format!("{field}: expected {a}, found {b}"))
+    .collect()
 }
 
 /// The directory name of the checkpoint of `step`; zero-padded so names sort by step.
