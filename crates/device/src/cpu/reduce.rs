@@ -118,6 +118,22 @@ pub(crate) fn reduce(x: &Tensor, p: &ReduceParams, pool: &mut Pool) -> Tensor {
     Tensor::new(p.out_shape.clone(), data)
 }
 
+/// Below this, `exp(d)` is subnormal or zero in f32 (`exp(-87.3)` is the smallest normal).
+const EXP_FLUSH: f32 = -88.0;
+
+/// `exp(d)` for `d = x - max ≤ 0`, flushed to 0 below [`EXP_FLUSH`]. Masked attention scores
+/// (-1e4 or -inf) land there, and libm's `expf` takes a slow underflow path (errno handling)
+/// for them; the flushed values are at most ~1e-38, far below any softmax row sum's precision.
+/// NaN still propagates because the comparison is false for it.
+#[inline]
+fn exp_shifted(d: f32) -> f32 {
+    if d < EXP_FLUSH {
+        0.0
+    } else {
+        d.exp()
+    }
+}
+
 /// Numerically stable softmax along `axis`: `exp(x - max) / Σ exp(x - max)`.
 /// Cost: three passes over the input (max, exp and sum, scale), parallel over rows/blocks.
 pub(crate) fn softmax(x: &Tensor, axis: usize, pool: &mut Pool) -> Tensor {
@@ -145,7 +161,7 @@ pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out:
                 let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
                 let mut sum = 0.0f32;
                 for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = (v - m).exp();
+                    *d = exp_shifted(v - m);
                     sum += *d;
                 }
                 let inv = 1.0 / sum;
@@ -175,7 +191,7 @@ pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out:
                 let m = &max[c * COLUMN_BLOCK..];
                 for row in xb.chunks(inner) {
                     for ((s, &v), &m) in s.iter_mut().zip(&row[c * COLUMN_BLOCK..]).zip(m) {
-                        *s += (v - m).exp();
+                        *s += exp_shifted(v - m);
                     }
                 }
             });
@@ -183,7 +199,7 @@ pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out:
             .zip(xb.par_chunks(inner))
             .for_each(|(dst, row)| {
                 for (((d, &v), &m), &s) in dst.iter_mut().zip(row).zip(&max).zip(&sum) {
-                    *d = (v - m).exp() / s;
+                    *d = exp_shifted(v - m) / s;
                 }
             });
     }

@@ -1,12 +1,31 @@
 //! Next-token cross-entropy on logits `[S][V]` (one row per position), Hugging Face's
 //! `logsumexp(logits) − logits[target]`. Cost `O(S·V)`, one `exp` per logit; rows run in
 //! parallel, and the row losses are summed serially so the total is bit-reproducible.
+//!
+//! The exponentials use [`fast_exp::exp`] (vectorised, a few ulps) in a pass of their own, and
+//! the row sums use [`sum_f64`]'s fixed four-lane order: S·V is 8M exps per sequence for a
+//! 32000-token vocabulary, which as libm calls dominated the loss.
 
+use super::fast_exp;
 use rayon::prelude::*;
 
 /// The row's maximum, the input to a stable softmax.
 fn row_max(row: &[f32]) -> f32 {
     row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `Σ row` in f64 over four interleaved lanes, so the loop pipelines instead of waiting on one
+/// serial f64 add per element; the order is fixed, so results are reproducible.
+fn sum_f64(row: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let chunks = row.chunks_exact(4);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v as f64;
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
 /// The *sum* of the per-position losses (the caller divides by the batch's token count).
@@ -16,12 +35,17 @@ pub fn loss_sum(logits: &[f32], targets: &[u32], vocab: usize, row_loss: &mut [f
         .par_chunks_exact(vocab)
         .zip(targets)
         .zip(row_loss.par_iter_mut())
-        .for_each(|((row, &t), out)| {
-            let max = row_max(row);
-            // exp(x − max) ≤ 1 in f32; the sum is kept in f64 so long rows lose nothing.
-            let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
-            *out = sum.ln() + (max - row[t as usize]) as f64;
-        });
+        .for_each_init(
+            || vec![0.0f32; vocab],
+            |exps, ((row, &t), out)| {
+                let max = row_max(row);
+                for (e, &x) in exps.iter_mut().zip(row) {
+                    *e = fast_exp::exp(x - max);
+                }
+                // exp(x − max) ≤ 1 in f32; the sum is kept in f64 so long rows lose nothing.
+                *out = sum_f64(exps).ln() + (max - row[t as usize]) as f64;
+            },
+        );
     row_loss.iter().sum()
 }
 
@@ -41,11 +65,10 @@ pub fn loss_and_grad_in_place(
         .zip(row_loss.par_iter_mut())
         .for_each(|((row, &t), out)| {
             let (max, target) = (row_max(row), row[t as usize]);
-            let mut sum = 0.0f64;
             for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v as f64;
+                *v = fast_exp::exp(*v - max);
             }
+            let sum = sum_f64(row);
             *out = sum.ln() + (max - target) as f64;
             let k = (scale as f64 / sum) as f32;
             for v in row.iter_mut() {

@@ -16,6 +16,7 @@ mod checks;
 use std::sync::mpsc;
 
 use anetrain_device::{Device, DeviceError, Kernel};
+use rayon::prelude::*;
 
 use super::{Engine, PassStats};
 use crate::config::ModelConfig;
@@ -40,7 +41,8 @@ pub struct DeviceEngine {
     attention_fwd: Box<dyn Kernel>,
     attention_bwd: Box<dyn Kernel>,
     staged: bool,
-    stage_scratch: Vec<f32>,
+    /// Per layer, the transpose buffer of [`stage_weights`] (grown on first use).
+    stage_scratch: Vec<Vec<f32>>,
     rope: Rope,
     acts: Vec<LayerActs>,
     back: Vec<LayerBack>,
@@ -114,7 +116,7 @@ impl DeviceEngine {
             attention_fwd,
             attention_bwd,
             staged: false,
-            stage_scratch: Vec::new(),
+            stage_scratch: vec![Vec::new(); c.n_layers],
             rope: Rope::new(c.head_dim, seq, c.rope_theta),
             acts,
             back,
@@ -391,11 +393,18 @@ impl Engine for DeviceEngine {
     fn stage(&mut self, params: &Params) -> Result<()> {
         check_params(&self.config, params, "params")?;
         let s = self.dims.s;
-        for (kernels, layer) in self.layer_kernels.iter_mut().zip(&params.layers) {
-            for (kernel, role) in kernels.iter_mut().zip(WEIGHT_ROLES) {
-                stage_weights(role, layer, s, kernel.as_mut(), &mut self.stage_scratch)?;
-            }
-        }
+        // Layers stage independently (own kernels, own scratch), so they run in parallel; the
+        // pass is pure memory traffic over every weight, once per optimizer step.
+        self.layer_kernels
+            .par_iter_mut()
+            .zip(&mut self.stage_scratch)
+            .zip(&params.layers)
+            .try_for_each(|((kernels, scratch), layer)| {
+                for (kernel, role) in kernels.iter_mut().zip(WEIGHT_ROLES) {
+                    stage_weights(role, layer, s, kernel.as_mut(), scratch)?;
+                }
+                Ok::<(), ModelError>(())
+            })?;
         self.staged = true;
         Ok(())
     }
