@@ -103,6 +103,25 @@ fn type_err(op: Op, message: impl Into<String>) -> MilError {
     }
 }
 
+/// The tensor type of `shape`, checked to hold exactly `values.len()` elements.
+fn sized_type(
+    what: &str,
+    dtype: DType,
+    shape: impl Into<Vec<usize>>,
+    values: &[f32],
+) -> Result<TensorType> {
+    let ty = TensorType::new(dtype, shape);
+    if ty.numel() != values.len() {
+        return Err(MilError::Program(format!(
+            "{what} of shape {:?} needs {} values, got {}",
+            ty.shape,
+            ty.numel(),
+            values.len()
+        )));
+    }
+    Ok(ty)
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -264,15 +283,7 @@ impl Builder {
         shape: impl Into<Vec<usize>>,
         values: &[f32],
     ) -> Result<Var> {
-        let ty = TensorType::new(dtype, shape);
-        if ty.numel() != values.len() {
-            return Err(MilError::Program(format!(
-                "constant of shape {:?} needs {} values, got {}",
-                ty.shape,
-                ty.numel(),
-                values.len()
-            )));
-        }
+        let ty = sized_type("constant", dtype, shape, values)?;
         let data = match dtype {
             DType::Fp16 => TensorData::Fp16(values.iter().map(|&x| f16::from_f32(x)).collect()),
             DType::Fp32 => TensorData::Fp32(values.to_vec()),
@@ -293,15 +304,7 @@ impl Builder {
         shape: impl Into<Vec<usize>>,
         values: &[f32],
     ) -> Result<Var> {
-        let ty = TensorType::new(dtype, shape);
-        if ty.numel() != values.len() {
-            return Err(MilError::Program(format!(
-                "weight `{file}` of shape {:?} needs {} values, got {}",
-                ty.shape,
-                ty.numel(),
-                values.len()
-            )));
-        }
+        let ty = sized_type(&format!("weight `{file}`"), dtype, shape, values)?;
         let path = format!("@model_path/weights/{file}.bin");
         let writer = self.blobs.entry(path.clone()).or_default();
         let offset = match dtype {
