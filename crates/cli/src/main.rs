@@ -2,6 +2,7 @@
 
 mod commands;
 mod npy;
+mod sample;
 
 use clap::{Parser, Subcommand};
 
