@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use anetrain_data::Tokenizer;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ModelError, Result};
@@ -64,6 +65,44 @@ pub struct ModelConfig {
     pub tied_embeddings: bool,
     /// Whether queries and keys are RMS-normalised per head before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// The `bos_token_id` / `eos_token_id` of `config.json`, kept so exports and generation
+    /// stop where the model's tokenizer says; not part of the model's shape.
+    pub special_tokens: SpecialTokens,
+}
+
+/// The ids that start and end a sequence, as a Hugging Face config names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// `bos_token_id`.
+    pub bos: Option<u32>,
+    /// `eos_token_id` (a config may list several).
+    pub eos: Vec<u32>,
+}
+
+impl SpecialTokens {
+    /// The ids `tokenizer` starts and ends sequences with.
+    pub fn of(tokenizer: &dyn Tokenizer) -> Self {
+        SpecialTokens {
+            bos: tokenizer.bos(),
+            eos: tokenizer.eos().into_iter().collect(),
+        }
+    }
+
+    /// Whether the config names neither id.
+    pub fn is_empty(&self) -> bool {
+        self.bos.is_none() && self.eos.is_empty()
+    }
+
+    /// The `bos_token_id` and `eos_token_id` values of `config.json` and
+    /// `generation_config.json` (`null` when unknown, a list for several EOS ids).
+    pub fn to_hf_values(&self) -> (Value, Value) {
+        let eos = match self.eos.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        (self.bos.map_or(Value::Null, |b| json!(b)), eos)
+    }
 }
 
 /// Names accepted by [`ModelConfig::preset`].
@@ -78,6 +117,14 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl ModelConfig {
+    /// Takes `tokenizer`'s BOS/EOS ids when the config names none (a preset, a llama2.c
+    /// file), so checkpoints and exports carry them.
+    pub fn adopt_special_tokens(&mut self, tokenizer: &dyn Tokenizer) {
+        if self.special_tokens.is_empty() {
+            self.special_tokens = SpecialTokens::of(tokenizer);
+        }
+    }
+
     /// Query projection width, `n_heads * head_dim`.
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
@@ -116,6 +163,7 @@ impl ModelConfig {
             norm_eps: 1e-5,
             tied_embeddings: true,
             qk_norm: false,
+            special_tokens: SpecialTokens::default(),
         };
         let tiny = ModelConfig {
             family: Family::Llama,
@@ -131,6 +179,7 @@ impl ModelConfig {
             norm_eps: 1e-5,
             tied_embeddings: false,
             qk_norm: false,
+            special_tokens: SpecialTokens::default(),
         };
         let config = match name {
             "stories15M" => stories(288, 6, 6, 768),
@@ -151,6 +200,7 @@ impl ModelConfig {
                 norm_eps: 1e-6,
                 tied_embeddings: true,
                 qk_norm: true,
+                special_tokens: SpecialTokens::default(),
             },
             "tiny" => tiny,
             "tiny-gqa" => ModelConfig {
@@ -309,6 +359,10 @@ impl ModelConfig {
             norm_eps: optional_f64(obj, "rms_norm_eps")?.unwrap_or(1e-6),
             tied_embeddings: optional_bool(obj, "tie_word_embeddings")?.unwrap_or(false),
             qk_norm: family == Family::Qwen3,
+            special_tokens: SpecialTokens {
+                bos: optional_id(obj, "bos_token_id")?,
+                eos: optional_ids(obj, "eos_token_id")?,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -351,7 +405,10 @@ impl ModelConfig {
             "dtype": "float32",
             "use_cache": true,
         });
+        let (bos, eos) = self.special_tokens.to_hf_values();
         if let Some(obj) = config.as_object_mut() {
+            obj.insert("bos_token_id".into(), bos);
+            obj.insert("eos_token_id".into(), eos);
             match self.family {
                 Family::Llama => {
                     obj.insert("mlp_bias".into(), json!(false));
@@ -414,6 +471,36 @@ fn optional_usize(obj: &Map<String, Value>, field: &str) -> Result<Option<usize>
                     "`{field}` is {v}; it must be a non-negative integer"
                 ))
             }),
+    }
+}
+
+/// A token id field (`null` or absent is none).
+fn optional_id(obj: &Map<String, Value>, field: &str) -> Result<Option<u32>> {
+    optional_usize(obj, field)?
+        .map(|n| {
+            u32::try_from(n).map_err(|_| {
+                ModelError::Config(format!("`{field}` is {n}; a token id must fit in 32 bits"))
+            })
+        })
+        .transpose()
+}
+
+/// A token id field that may also be a list of ids (`eos_token_id`).
+fn optional_ids(obj: &Map<String, Value>, field: &str) -> Result<Vec<u32>> {
+    match obj.get(field) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        ModelError::Config(format!(
+                            "`{field}` lists {v}; token ids must be non-negative integers"
+                        ))
+                    })
+            })
+            .collect(),
+        _ => Ok(optional_id(obj, field)?.into_iter().collect()),
     }
 }
 

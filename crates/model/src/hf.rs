@@ -21,6 +21,8 @@ use crate::params::{Params, Tensor};
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Name of the shard index in a sharded Hugging Face directory.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The generation defaults (BOS/EOS ids) `transformers` reads beside `config.json`.
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// A memory-mapped safetensors file whose tensors are read as f32.
 pub struct SafetensorsFile {
@@ -209,12 +211,24 @@ pub fn save_hf_dir(
     config.validate()?;
     params.check_matches(config)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, config.to_hf_json())
-        .map_err(|e| ModelError::io(&config_path, e))?;
+    let mut config = config.clone();
     if let Some(tokenizer) = tokenizer {
+        // A model that never saw a config.json (a preset, a llama2.c file) takes its special
+        // ids from its tokenizer, so transformers' generate stops at EOS.
+        config.adopt_special_tokens(tokenizer.open()?.as_ref());
         tokenizer.copy_into(dir)?;
     }
+    let write = |name: &str, text: String| -> Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
+    };
+    write("config.json", config.to_hf_json())?;
+    let (bos, eos) = config.special_tokens.to_hf_values();
+    let generation = serde_json::json!({ "bos_token_id": bos, "eos_token_id": eos });
+    write(
+        GENERATION_CONFIG_FILE,
+        serde_json::to_string_pretty(&generation).unwrap_or_else(|_| generation.to_string()),
+    )?;
 
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
     write_safetensors(&tmp, params.iter())?;

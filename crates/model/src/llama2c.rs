@@ -16,7 +16,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use crate::config::{Family, ModelConfig};
+use crate::config::{Family, ModelConfig, SpecialTokens};
 use crate::error::{ModelError, Result};
 use crate::params::{LayerParams, Params, Tensor};
 
@@ -153,6 +153,7 @@ impl Header {
             norm_eps: LLAMA2C_EPS,
             tied_embeddings: self.shared_classifier,
             qk_norm: false,
+            special_tokens: SpecialTokens::default(),
         };
         config.validate().map_err(|e| {
             ModelError::format(path, format!("header describes an unusable model: {e}"))

@@ -232,6 +232,7 @@ fn tiny(
         norm_eps: 1e-5,
         tied_embeddings: tied,
         qk_norm: family == Family::Qwen3,
+        special_tokens: Default::default(),
     };
     config.validate().unwrap();
     config

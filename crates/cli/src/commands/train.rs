@@ -259,7 +259,10 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     if args.init_from.is_some() {
         println!("starting from {}", model.description);
     }
-    let (config, params) = (model.config, model.params);
+    let (mut config, params) = (model.config, model.params);
+    if let Some(t) = &tokenizer {
+        config.adopt_special_tokens(t.as_ref());
+    }
     let split = open_split(&provenance, tokenizer.as_deref(), &options)?;
     let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)

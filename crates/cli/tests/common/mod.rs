@@ -1,0 +1,144 @@
+//! Helpers shared by the end-to-end tests: running the built binary, and a tiny
+//! SentencePiece-style tokenizer written by the test itself.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the built `anetrain` with `args`.
+pub fn anetrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anetrain"))
+        .args(args)
+        .output()
+        .expect("the anetrain binary runs")
+}
+
+/// Runs `anetrain` and fails the test, showing stderr, unless it succeeds.
+pub fn ok(args: &[&str]) -> Output {
+    let o = anetrain(args);
+    assert!(
+        o.status.success(),
+        "anetrain {args:?} failed:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+/// Runs `anetrain`, expecting exit code 2 and an error naming `needle`, without a panic.
+pub fn fails_with(args: &[&str], needle: &str) -> String {
+    let o = anetrain(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "anetrain {args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "anetrain {args:?}: expected `{needle}` in:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `path` as a command-line argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// A shared fixture or data file, or `None` (after saying why) when `../shared` is absent.
+pub fn shared(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {} is absent", path.display());
+        None
+    }
+}
+
+/// The `loss` of `anetrain eval ... --json`.
+pub fn eval_loss(args: &[&str]) -> f64 {
+    let mut all = vec!["eval", "--json"];
+    all.extend_from_slice(args);
+    let o = ok(&all);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("eval prints JSON");
+    v["loss"].as_f64().expect("a loss")
+}
+
+/// Letters the test tokenizer has single tokens for; anything else falls back to bytes.
+const LETTERS: &str = "abcdefghijklmnopqrstuvwxyz.";
+
+/// Writes a small Llama-style `tokenizer.json` (SentencePiece BPE with byte fallback, BOS 1,
+/// EOS 2, a decoder that strips the leading space of a text) and a `tokenizer_config.json`
+/// into `dir`; returns the tokenizer.json path and its vocabulary size.
+pub fn write_tokenizer(dir: &Path) -> (PathBuf, usize) {
+    let mut vocab = serde_json::Map::new();
+    let mut add = |token: String| {
+        let id = vocab.len();
+        vocab.insert(token, id.into());
+    };
+    for special in ["<unk>", "<s>", "</s>"] {
+        add(special.into());
+    }
+    for byte in 0..=255u8 {
+        add(format!("<0x{byte:02X}>"));
+    }
+    add("▁".into());
+    for c in LETTERS.chars() {
+        add(c.to_string());
+    }
+    let merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("▁", "c"), ("a", "t")];
+    for (a, b) in merges {
+        add(format!("{a}{b}"));
+    }
+    let size = vocab.len();
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+    };
+    let tokenizer = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+        ]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+        ]},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": "<unk>",
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+            "byte_fallback": true, "ignore_merges": false,
+            "vocab": vocab,
+            "merges": merges.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()
+        }
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let config =
+        serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true});
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    (path, size)
+}
+
+/// A short English text that the test tokenizer covers, some ten thousand tokens long.
+pub fn write_text(path: &Path) {
+    let line = "the cat sat on the mat. the hat is that cat's hat.\n";
+    std::fs::write(path, line.repeat(250)).unwrap();
+}
