@@ -208,9 +208,23 @@ fn a_run_trained_on_text_carries_its_tokenizer_into_eval_generate_export_and_res
     ]);
     assert!(stdout(&o).starts_with("the cat"), "{}", stdout(&o));
 
-    // --resume finds the tokenizer in the run: the text data tokenizes the same way.
+    // --resume finds the tokenizer in the run: the text data tokenizes the same way; another
+    // tokenizer would silently change the data, so it is refused.
     let o = train(&["--resume", "--steps", "3"]);
     assert!(stdout(&o).contains("resuming"), "{}", stdout(&o));
+    fails_with(
+        &[
+            "train",
+            "--resume",
+            "--out",
+            arg(&run),
+            "--steps",
+            "4",
+            "--tokenizer",
+            "byte",
+        ],
+        "a resumed run keeps it",
+    );
 
     let hf = dir.path().join("hf");
     ok(&["export", arg(&run), "--out", arg(&hf)]);

@@ -58,6 +58,17 @@ impl TokenizerSource {
         path.is_file().then_some(TokenizerSource::File(path))
     }
 
+    /// Whether both name the same tokenizer: both `byte`, or files with the same content.
+    pub fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (TokenizerSource::Byte, TokenizerSource::Byte) => true,
+            (TokenizerSource::File(a), TokenizerSource::File(b)) => {
+                matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+            }
+            _ => false,
+        }
+    }
+
     /// How to spell this source back as a `--tokenizer` value.
     pub fn spec(&self) -> String {
         match self {

@@ -534,6 +534,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn special_token_ids_survive_config_json() {
+        let mut obj: Value =
+            serde_json::from_str(&ModelConfig::preset("tiny").unwrap().to_hf_json()).unwrap();
+        obj["bos_token_id"] = json!(1);
+        obj["eos_token_id"] = json!([2, 7]);
+        let config = ModelConfig::from_hf_json(&obj.to_string()).unwrap();
+        let want = SpecialTokens {
+            bos: Some(1),
+            eos: vec![2, 7],
+        };
+        assert_eq!(config.special_tokens, want);
+        let back = ModelConfig::from_hf_json(&config.to_hf_json()).unwrap();
+        assert_eq!(back.special_tokens, want);
+        obj["eos_token_id"] = json!(-1);
+        let e = ModelConfig::from_hf_json(&obj.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eos_token_id"), "{e}");
+    }
+
+    #[test]
     fn presets_have_the_documented_shapes() {
         let s = ModelConfig::preset("stories15M").unwrap();
         assert_eq!(

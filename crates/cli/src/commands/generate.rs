@@ -115,7 +115,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
                 options,
             )
         }
-        None => stream_ids(&mut generator, &prompt, args.max_tokens, options),
+        None => {
+            generator.set_eos(config.special_tokens.eos.first().copied());
+            stream_ids(&mut generator, &prompt, args.max_tokens, options)
+        }
     }
     .context("generating")?;
     eprintln!(

@@ -309,9 +309,15 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         val_data: args.val_data.clone().or(saved.val_data.clone()),
         val_fraction: args.val_fraction.or(saved.val_fraction),
     };
-    let chosen = match tokenizer_flag(args)? {
-        Some(flag) => Some(flag),
-        None => ModelSource::Checkpoint(dir.clone()).tokenizer()?,
+    let carried = ModelSource::Checkpoint(dir.clone()).tokenizer()?;
+    let chosen = match (tokenizer_flag(args)?, carried) {
+        (Some(flag), Some(own)) if !flag.same_as(&own) => bail!(
+            "the run in {} was trained with the tokenizer {}; a resumed run keeps it, so drop --tokenizer (or start a new run with --init-from {})",
+            args.out.display(),
+            own.spec(),
+            args.out.display()
+        ),
+        (flag, own) => flag.or(own),
     };
     let chosen = chosen.or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
     let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
