@@ -11,7 +11,7 @@
 //! Each benchmark compiles once, runs `--warmup` times untimed, then `--runs` timed runs and
 //! reports the best and the median.
 
-use super::device::select_device;
+use super::device::DeviceArgs;
 use anetrain_device::ane::self_test::SelfTest;
 use anetrain_device::{Device, Kernel};
 use anetrain_mil::{Builder, Bundle, ConvOptions, DType, WeightFiles};
@@ -36,9 +36,8 @@ pub enum BenchCommand {
 /// Options of the conv-stack benchmarks.
 #[derive(Args)]
 pub struct StackArgs {
-    /// Where to run: auto, cpu, cpu-f16 or ane.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Convs in the stack (shrink it for a quick run on the CPU).
     #[arg(long, default_value_t = 128)]
     layers: usize,
@@ -59,9 +58,8 @@ pub struct StackArgs {
 /// Options of the dispatch benchmark.
 #[derive(Args)]
 pub struct DispatchArgs {
-    /// Where to run: auto, cpu, cpu-f16 or ane.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 10)]
     warmup: usize,
@@ -83,7 +81,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
 
 fn peak(args: &StackArgs) -> Result<()> {
     check_stack(args)?;
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let bundle = conv_stack(args, Weights::Fp16)?;
     let t = time(device.as_ref(), &bundle, args.warmup, args.runs)?;
     print_stack("fp16", args, &t);
@@ -92,7 +90,7 @@ fn peak(args: &StackArgs) -> Result<()> {
 
 fn int8(args: &StackArgs) -> Result<()> {
     check_stack(args)?;
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let fp16 = time(
         device.as_ref(),
         &conv_stack(args, Weights::Fp16)?,
@@ -118,7 +116,7 @@ fn dispatch(args: &DispatchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs 0 measures nothing; pass --runs 100 or more");
     }
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let test = SelfTest::new();
     let bundle = Bundle {
         program: test.program,
@@ -138,8 +136,8 @@ fn dispatch(args: &DispatchArgs) -> Result<()> {
 }
 
 /// Opens the device and prints why it was chosen.
-fn open(name: &str) -> Result<Box<dyn Device>> {
-    let (device, why) = select_device(name)?;
+fn open(choice: DeviceArgs) -> Result<Box<dyn Device>> {
+    let (device, why) = choice.device.device()?;
     println!("device: {why}");
     Ok(device)
 }
@@ -319,7 +317,9 @@ mod tests {
         // W8A8 must compute the same function as fp16 up to quantization: a wiring mistake
         // (wrong scale axis, missing dequantize) moves outputs by their own size.
         let args = StackArgs {
-            device: "cpu".into(),
+            device: DeviceArgs {
+                device: anetrain_model::device_choice::DeviceChoice::Cpu,
+            },
             layers: 3,
             channels: 32,
             spatial: 8,

@@ -1,9 +1,9 @@
 //! `anetrain bench train`: the speed of one full training step (forward, backward, AdamW,
 //! restaging) for a preset, reported next to baselines measured in the same run.
 
-use anetrain_device::{CpuDevice, Device, Precision};
+use super::device::DeviceArgs;
 use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
+use anetrain_model::engine::{Engine, ReferenceEngine};
 use anetrain_model::params::Params;
 use anetrain_model::train::{Optimizer, OptimizerSpec};
 use anyhow::{bail, Result};
@@ -24,9 +24,8 @@ pub struct TrainBenchArgs {
     /// Timed steps after one warm-up step.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// `cpu` or `cpu-f16` (the MIL kernels on the CPU device).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Also time the plain-Rust reference engine as a baseline (slow for big models).
     #[arg(long)]
     reference: bool,
@@ -70,7 +69,6 @@ fn time_steps(
 ) -> Result<Vec<f64>> {
     let mut optimizer = Optimizer::new(OptimizerSpec::adamw(0.1), params);
     let mut grads = Params::zeros(config);
-    engine.stage(params)?;
     let mut times = Vec::with_capacity(steps);
     for i in 0..=steps {
         let start = Instant::now();
@@ -127,13 +125,6 @@ fn bare_gemm_gflops(config: &ModelConfig, seq: usize) -> f64 {
 
 /// Runs the benchmark and prints one line per engine.
 pub fn run(args: &TrainBenchArgs) -> Result<()> {
-    let precision = match args.device.as_str() {
-        "cpu" => Precision::F32,
-        "cpu-f16" => Precision::F16,
-        other => bail!(
-            "bench train runs on the CPU device here: use --device cpu or cpu-f16, not `{other}`"
-        ),
-    };
     if args.batch == 0 || args.seq == 0 || args.steps == 0 {
         bail!("--batch, --seq and --steps must be at least 1");
     }
@@ -172,22 +163,25 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         "baseline: bare GEMM {}x{}x{} at {gemm_gflops:.1} GFLOP/s",
         args.seq, config.dim, config.hidden_dim
     );
-    let device: Box<dyn Device> = Box::new(CpuDevice::new(precision));
-    let device_name = device.name();
-    let mut engine = DeviceEngine::new(&config, device, args.seq)?;
+    let (mut engine, why) = args.device.device.engine(&config, args.seq, &params)?;
+    println!("device: {why}");
     let ms = median(time_steps(
         &config,
-        &mut engine,
+        engine.as_mut(),
         &mut params,
         &rows,
         args.steps,
     )?);
     let gflops = flops / (ms / 1e3) / 1e9;
     println!(
-        "mil kernels on {device_name}: {ms:.1} ms/step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.2}x bare GEMM), peak RSS {}",
+        "{}: {ms:.1} ms/step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.2}x bare GEMM), peak RSS {}",
+        engine.describe(),
         tokens / (ms / 1e3),
         gflops / gemm_gflops,
-        peak_rss_bytes().map_or("n/a".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
+        peak_rss_bytes().map_or("n/a".to_string(), |b| format!(
+            "{:.0} MiB",
+            b as f64 / 1048576.0
+        ))
     );
     if args.reference {
         let mut reference = ReferenceEngine::new(&config);
