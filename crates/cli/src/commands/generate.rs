@@ -47,13 +47,20 @@ pub struct GenerateArgs {
     device: String,
 }
 
-/// Weights from disk, or seeded random weights when `--model` names a preset (its vocabulary
-/// is then sized to `vocab`, the tokenizer's, since random weights fit any tokenizer).
-fn load_model(spec: &str, seed: u64, vocab: usize) -> Result<(ModelConfig, Params, String)> {
+/// Weights from disk, or seeded random weights when `spec` names a preset (its vocabulary is
+/// then sized to `vocab` if given, e.g. the tokenizer's, since random weights fit any
+/// tokenizer).
+pub fn load_model(
+    spec: &str,
+    seed: u64,
+    vocab: Option<usize>,
+) -> Result<(ModelConfig, Params, String)> {
     let path = Path::new(spec);
     if !path.exists() {
         if let Ok(mut config) = ModelConfig::preset(spec) {
-            config.vocab_size = vocab;
+            if let Some(vocab) = vocab {
+                config.vocab_size = vocab;
+            }
             let params = Params::init(&config, seed)?;
             return Ok((config, params, format!("preset {spec} (random weights)")));
         }
@@ -82,7 +89,8 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     };
     options.validate()?;
     let tokenizer = choose_tokenizer(args.tokenizer.as_deref(), &args.model)?;
-    let (config, params, origin) = load_model(&args.model, args.seed, tokenizer.vocab_size())?;
+    let (config, params, origin) =
+        load_model(&args.model, args.seed, Some(tokenizer.vocab_size()))?;
     if tokenizer.vocab_size() > config.vocab_size {
         bail!(
             "the tokenizer has {} tokens but the model only {}; pass the --tokenizer the model was trained with",
