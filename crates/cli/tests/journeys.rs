@@ -386,12 +386,12 @@ fn bad_inputs_of_the_journeys_get_their_message_and_exit_code() {
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
 
+    // A bad --temperature or --tokenizer is refused before anything is written.
+    let args = train(&["--temperature=-1"]);
+    fails_with(&refs(&args), "--temperature");
     // A directory passed as --tokenizer names what it lacks.
     let args = train(&["--tokenizer", arg(&empty)]);
     fails_with(&refs(&args), "directory without a tokenizer.json");
-    // A bad --temperature is refused before the first step: nothing is written.
-    let args = train(&["--temperature=-1"]);
-    fails_with(&refs(&args), "--temperature");
     assert!(!run.exists(), "a refused run wrote {}", run.display());
     // An unknown device lists every name, reference included.
     let args = train(&["--device", "gpu"]);

@@ -8,6 +8,9 @@
 //! - `dispatch`: the self-test kernel (one 64-channel conv on 32 columns), timed per call, so
 //!   the figure is the fixed cost of a run.
 //!
+//! `train` and `generate` time the project's own training step and generator (their modules
+//! `bench_train` and `bench_generate`).
+//!
 //! Each benchmark compiles once, runs `--warmup` times untimed, then `--runs` timed runs and
 //! reports the best and the median.
 
@@ -23,8 +26,12 @@ use std::time::Instant;
 /// The benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Speed of one training step (forward, backward, AdamW, restaging) of a preset.
+    /// Speed of the real training step of a preset, against a bare GEMM measured in the same
+    /// run. GFLOP/s per token: 6 x params + 12 x layers x q_dim x seq.
     Train(super::bench_train::TrainBenchArgs),
+    /// Prefill and decode tokens/s (greedy, KV cache) after 1- and 200-token prompts, and
+    /// peak RSS.
+    Generate(super::bench_generate::GenerateBenchArgs),
     /// fp16 throughput of a stack of 1x1 convs (the published 128 x 512ch x 64x64 program).
     Peak(StackArgs),
     /// int8 weights and activations (W8A8) against fp16 on the same conv stack.
@@ -72,6 +79,7 @@ pub struct DispatchArgs {
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Peak(args) => peak(&args),
         BenchCommand::Int8(args) => int8(&args),
         BenchCommand::Dispatch(args) => dispatch(&args),
