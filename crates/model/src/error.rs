@@ -45,6 +45,18 @@ pub enum ModelError {
         /// Shape found.
         found: Vec<usize>,
     },
+    /// A weight that is NaN or infinite.
+    #[error("tensor `{name}` in {location} holds {value} at element {index}; the weights are corrupt or came from a diverged run: start from an earlier checkpoint or other weights")]
+    NonFinite {
+        /// Hugging Face name of the tensor.
+        name: String,
+        /// Index of the first non-finite element.
+        index: usize,
+        /// Its value.
+        value: f32,
+        /// Where the weights came from.
+        location: String,
+    },
     /// A kernel failed to compile or run on its device; carries the device's own message.
     #[error("kernel `{kernel}` failed on the device: {source}")]
     Device {
@@ -59,6 +71,32 @@ pub enum ModelError {
     /// A dataset or tokenizer problem; the data crate's message names the file and position.
     #[error(transparent)]
     Data(#[from] anetrain_data::DataError),
+    /// Another live process is writing the run directory.
+    #[error("{} is in use by another anetrain (pid {pid}); wait for it to finish or stop it, or choose another --out", dir.display())]
+    RunLocked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding its lock.
+        pid: u32,
+    },
+    /// Training overflowed step after step: the weights or the learning rate are unusable.
+    #[error("the run diverged: the last {steps} steps (up to step {step}) all had non-finite gradients (loss {loss}), so none was applied; lower --lr (now {lr:.2e}), check the data and the starting weights, or raise --max-skipped-steps; the last checkpoint is untouched")]
+    Diverged {
+        /// Steps skipped in a row.
+        steps: u64,
+        /// The last step run.
+        step: u64,
+        /// Its loss.
+        loss: f32,
+        /// Its learning rate.
+        lr: f32,
+    },
+    /// A training setting that cannot work; the message names the flag and the fix.
+    #[error("{0}")]
+    Options(String),
+    /// A bug in anetrain rather than in what it was given (e.g. a worker thread panicked).
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
     /// Tokens or batches the model cannot take (out-of-vocabulary ids, ragged rows, empty batch).
     #[error("invalid input: {0}")]
     Input(String),

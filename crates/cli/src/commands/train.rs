@@ -4,18 +4,21 @@
 use super::device::select_device;
 use super::generate::stream_generation;
 use super::import::load_weights;
+use crate::interrupt::{Signals, Stop};
 use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
 use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
 use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::params::Params;
-use anetrain_model::train::checkpoint::{latest_checkpoint, resolve_checkpoint};
+use anetrain_model::train::checkpoint::{
+    check_run_dir, latest_checkpoint, load_latest_intact, set_aside,
+};
 use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::optimizer::parse_optimizer;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    Checkpoint, DataProvenance, MetricsLog, OptimizerSpec, StepMetrics, TrainOptions, Trainer,
+    DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -23,8 +26,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The preset trained when neither --model nor --init-from is given: small enough that the
 /// quick start shows the loss falling within a couple of minutes on two cores.
@@ -86,7 +87,7 @@ pub struct TrainArgs {
     #[arg(long)]
     accum: Option<usize>,
     /// Peak learning rate [default: 3e-3; use 3e-4 for stories15M and larger].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Linear warmup steps [default: 20].
     #[arg(long)]
@@ -95,10 +96,10 @@ pub struct TrainArgs {
     #[arg(long)]
     optimizer: Option<String>,
     /// Decoupled weight decay on matrices and embeddings [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
     /// Global gradient-norm limit, 0 for none [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     clip: Option<f32>,
     /// Seed of initialisation, data order and the final sample [default: 42].
     #[arg(long)]
@@ -122,6 +123,10 @@ pub struct TrainArgs {
     /// Checkpoints to keep besides the best-validation one [default: 3].
     #[arg(long)]
     keep_last: Option<usize>,
+    /// Stop the run as diverged after this many skipped (overflowed) steps in a row, 0 for
+    /// never [default: 20].
+    #[arg(long)]
+    max_skipped_steps: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -129,7 +134,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
     /// Sampling temperature of the final sample (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Without a terminal, print a progress line every N steps (0: only the first step,
     /// evaluations and skipped steps).
@@ -156,21 +161,34 @@ pub fn make_engine(
 
 /// Runs `anetrain train`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
-        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    let signals = Signals::install();
+    if let Err(e) = &signals {
+        eprintln!("warning: Ctrl-C and SIGTERM will not save a checkpoint ({e})");
+    }
+    check_run_dir(&args.out)?;
+    let lock = RunLock::acquire(&args.out)?;
+    if let Some(pid) = lock.took_over_from() {
+        println!(
+            "note: {} was locked by process {pid}, which is no longer running; taking over",
+            args.out.display()
+        );
     }
     let mut session = if args.resume {
         resume_session(&args)?
     } else {
         new_session(&args)?
     };
-    let finished = train_loop(&args, &mut session, &stop)?;
-    // An interrupted user wants out, not a sample.
-    if finished && args.sample_tokens > 0 {
+    if let Ok(signals) = &signals {
+        signals.arm();
+    }
+    let stopped = train_loop(&args, &mut session, signals.as_ref().ok())?;
+    if let Some(stop) = stopped {
+        return Ok(stop.exit_code());
+    }
+    if args.sample_tokens > 0 {
         print_sample(&args, &session)?;
     }
+    drop(lock);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -248,8 +266,17 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
     }
-    let dir = resolve_checkpoint(&args.out)?;
-    let ckpt = Checkpoint::load(&dir)?;
+    let (ckpt, unusable) = load_latest_intact(&args.out)?;
+    for bad in &unusable {
+        let aside = set_aside(&bad.dir)?;
+        println!(
+            "skipping checkpoint {} ({}); moved it to {}",
+            bad.dir.display(),
+            bad.reason,
+            aside.display()
+        );
+    }
+    let dir = ckpt.dir.clone();
     let Some(state) = &ckpt.meta.train else {
         bail!(
             "{} holds imported weights without training state; start a new run with --init-from {}",
@@ -308,7 +335,8 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
         save_every,
         eval_every,
         eval_batches,
-        keep_last
+        keep_last,
+        max_skipped_steps
     );
     if args.optimizer.is_some() || args.weight_decay.is_some() {
         let (current, decay) = match o.optimizer {
@@ -338,14 +366,14 @@ fn open_split(
     tokenizer: &dyn Tokenizer,
     options: &TrainOptions,
 ) -> Result<Split> {
-    let open = |spec: &str| -> Result<_> {
-        DataSource::parse(spec)?
-            .open(tokenizer, options.seed)
-            .with_context(|| format!("opening --data {spec}"))
+    let open = |flag: &str, spec: &str| -> Result<_> {
+        DataSource::parse(spec)
+            .and_then(|source| source.open(tokenizer, options.seed))
+            .with_context(|| format!("{flag} {spec}"))
     };
-    let train = open(provenance.data.as_deref().unwrap_or("synthetic"))?;
+    let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
     Ok(match &provenance.val_data {
-        Some(spec) => Split::separate(train, open(spec)?),
+        Some(spec) => Split::separate(train, open("--val-data", spec)?),
         None => Split::by_fraction(
             train,
             provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
@@ -373,14 +401,18 @@ fn write_run_json(dir: &Path, trainer: &Trainer, provenance: &DataProvenance) ->
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Trains to the total step count, saving when due; returns `false` if Ctrl-C ended it early
-/// (after saving a checkpoint of the last completed step).
-fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Result<bool> {
+/// Trains to the total step count, saving when due; returns the signal that ended it early, if
+/// one did (after saving a checkpoint of the last completed step).
+fn train_loop(
+    args: &TrainArgs,
+    session: &mut Session,
+    signals: Option<&Signals>,
+) -> Result<Option<Stop>> {
     let trainer = &mut session.trainer;
     let total = trainer.options().steps;
     if trainer.is_done() {
         println!("the run is already at step {} of {total}; nothing to do (raise --steps to train further)", trainer.current_step());
-        return Ok(true);
+        return Ok(None);
     }
     println!(
         "training {} parameters for {} steps of {} tokens; metrics in {}",
@@ -409,7 +441,12 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
     }
     let mut saved_at = None;
     while !trainer.is_done() {
-        let m = trainer.step()?;
+        let m = trainer.step().with_context(|| {
+            format!(
+                "stopped in {}; it can continue from its last checkpoint with --resume",
+                args.out.display()
+            )
+        })?;
         session.log.append(&m)?;
         report(&bar, &m, args.log_every);
         if trainer.save_due() {
@@ -432,7 +469,7 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
             );
             return Err(restart());
         }
-        if stop.load(Ordering::SeqCst) {
+        if let Some(stop) = signals.and_then(Signals::stop) {
             if saved_at != Some(m.step) {
                 trainer.save(&args.out)?;
             }
@@ -440,19 +477,20 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
                 bar.abandon();
             }
             println!(
-                "interrupted: saved step {} in {}; continue with --resume --out {}",
+                "{}: saved step {} in {}; continue with --resume --out {}",
+                stop.describe(),
                 m.step,
                 args.out.display(),
                 args.out.display()
             );
-            return Ok(false);
+            return Ok(Some(stop));
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
     println!("done: step {total}, checkpoint in {}", args.out.display());
-    Ok(true)
+    Ok(None)
 }
 
 /// What the per-process ANE compile budget (ane-reference §1.10) asks of the training loop.
