@@ -114,25 +114,6 @@ fn check_file(file: &Path, chip: &str, capabilities: Option<&Path>) -> Result<Ex
     }
 }
 
-/// Loads every weight file `program` references from `dir` (`@model_path/` maps to `dir`).
-fn load_weights(program: &Program, dir: &Path) -> Result<WeightFiles> {
-    let mut weights = WeightFiles::new();
-    for path in program.weight_paths() {
-        let rel = path
-            .strip_prefix("@model_path/")
-            .ok_or_else(|| anyhow!("BLOBFILE path `{path}` must start with @model_path/"))?;
-        let file = dir.join(rel);
-        let bytes = std::fs::read(&file).with_context(|| {
-            format!(
-                "the program references {path}, but {} cannot be read (use --weights DIR to say where @model_path/ is)",
-                file.display()
-            )
-        })?;
-        weights.insert(path, bytes);
-    }
-    Ok(weights)
-}
-
 fn run_file(args: &RunArgs) -> Result<ExitCode> {
     let program = load(&args.file)?;
     let dir = match &args.weights {
@@ -143,7 +124,8 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
             .map(Path::to_path_buf)
             .unwrap_or_default(),
     };
-    let weights = load_weights(&program, &dir)?;
+    let weights = WeightFiles::load_dir(&program, &dir)
+        .context("loading weights (pass --weights DIR to say where @model_path/ is)")?;
     let (device, _) = args.device.device.device()?;
     let mut kernel = device.compile(&program, &weights)?;
     let mut given = vec![false; kernel.inputs().len()];
