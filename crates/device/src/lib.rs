@@ -11,38 +11,15 @@ pub mod compare;
 pub mod cpu;
 mod error;
 pub mod host;
+mod spec;
 
 pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
+pub use spec::TensorSpec;
 
-use anetrain_mil::{Program, TensorType, WeightFiles};
+use anetrain_mil::{Program, WeightFiles};
 use std::ops::Range;
-
-/// A named, typed kernel input or output.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub ty: TensorType,
-}
-
-impl TensorSpec {
-    /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.ty.numel()
-    }
-
-    /// Elements per channel (product of the axes after axis 1) of a rank-4 `[1, C, H, W]` tensor.
-    pub fn channel_stride(&self) -> Result<usize> {
-        match self.ty.shape.as_slice() {
-            [1, _, h, w] => Ok(h * w),
-            _ => Err(DeviceError::Layout(format!(
-                "`{}` has shape {:?}; channel access needs [1, C, H, W]",
-                self.name, self.ty.shape
-            ))),
-        }
-    }
-}
 
 /// Something that can compile and run MIL programs.
 pub trait Device {

@@ -376,29 +376,15 @@ pub fn write_llama2c(path: &Path, config: &ModelConfig, params: &Params) -> Resu
         }
     }
     write_f32s(&mut w, params.norm.data()).map_err(io)?;
-    let (cos, sin) = freq_cis(config);
+    // llama2.c's legacy `freq_cis_real` / `freq_cis_imag`, `[seq_len, head_dim/2]` each.
+    let (cos, sin) =
+        crate::cpu_ops::rope::angle_table(config.head_dim, config.max_seq_len, config.rope_theta);
     write_f32s(&mut w, &cos).map_err(io)?;
     write_f32s(&mut w, &sin).map_err(io)?;
     if let Some(t) = &params.lm_head {
         write_f32s(&mut w, t.data()).map_err(io)?;
     }
     w.flush().map_err(io)
-}
-
-/// The `freq_cis_real` / `freq_cis_imag` tables llama2.c's legacy export writes,
-/// `cos`/`sin` of `pos · theta^(-2i/head_dim)`, `[seq_len, head_dim/2]` each.
-fn freq_cis(c: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
-    let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(c.max_seq_len * half);
-    let mut sin = Vec::with_capacity(c.max_seq_len * half);
-    for pos in 0..c.max_seq_len {
-        for i in 0..half {
-            let a = pos as f64 * c.rope_theta.powf(-2.0 * i as f64 / c.head_dim as f64);
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
-        }
-    }
-    (cos, sin)
 }
 
 fn write_f32s(w: &mut impl Write, values: &[f32]) -> std::io::Result<()> {

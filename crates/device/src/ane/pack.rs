@@ -61,7 +61,7 @@ pub fn write_tensor<E: SurfaceElement>(
     data: &[f32],
 ) -> Result<()> {
     let n = spec.numel();
-    expect_len(spec, "data", data.len(), n)?;
+    spec.check_len("data", data.len())?;
     let dst = payload_mut(spec, dst, n)?;
     // One conversion per element; the surface is written once, front to back.
     for (d, &v) in dst.iter_mut().zip(data) {
@@ -79,12 +79,9 @@ pub fn write_region<E: SurfaceElement>(
     columns: Range<usize>,
     data: &[f32],
 ) -> Result<()> {
-    let (c, s) = channels_by_columns(spec)?;
-    check_range(spec, "channel", &channels, c)?;
-    check_range(spec, "column", &columns, s)?;
+    let s = spec.check_region(&channels, &columns, data.len())?;
     let width = columns.len();
-    expect_len(spec, "region data", data.len(), channels.len() * width)?;
-    let dst = payload_mut(spec, dst, c * s)?;
+    let dst = payload_mut(spec, dst, spec.numel())?;
     if width == 0 {
         return Ok(());
     }
@@ -101,7 +98,7 @@ pub fn write_region<E: SurfaceElement>(
 /// Reads all of the tensor stored at the start of `src` into `out` (row-major).
 pub fn read_tensor<E: SurfaceElement>(spec: &TensorSpec, src: &[E], out: &mut [f32]) -> Result<()> {
     let n = spec.numel();
-    expect_len(spec, "output buffer", out.len(), n)?;
+    spec.check_len("the output buffer", out.len())?;
     let src = payload(spec, src, n)?;
     for (o, &v) in out.iter_mut().zip(src) {
         *o = v.load();
@@ -116,9 +113,7 @@ pub fn read_channels<E: SurfaceElement>(
     channels: Range<usize>,
     out: &mut [f32],
 ) -> Result<()> {
-    let stride = spec.channel_stride()?;
-    check_range(spec, "channel", &channels, spec.ty.shape[1])?;
-    expect_len(spec, "output buffer", out.len(), channels.len() * stride)?;
+    let stride = spec.check_channels(&channels, out.len())?;
     let src = payload(spec, src, spec.numel())?;
     // Channels are contiguous, so a channel range is one contiguous run.
     let run = &src[channels.start * stride..channels.end * stride];
@@ -222,37 +217,6 @@ fn unsupported_dtype(spec: &TensorSpec, dtype: DType) -> DeviceError {
         "`{}` is {dtype}; ANE surfaces hold fp16 or fp32 (cast inside the program)",
         spec.name
     ))
-}
-
-/// `(C, S)` of a `[1, C, 1, S]` tensor.
-fn channels_by_columns(spec: &TensorSpec) -> Result<(usize, usize)> {
-    match spec.ty.shape.as_slice() {
-        [1, c, 1, s] => Ok((*c, *s)),
-        _ => Err(DeviceError::Layout(format!(
-            "`{}` has shape {:?}; region writes need [1, C, 1, S]",
-            spec.name, spec.ty.shape
-        ))),
-    }
-}
-
-fn check_range(spec: &TensorSpec, what: &str, range: &Range<usize>, len: usize) -> Result<()> {
-    if range.start > range.end || range.end > len {
-        return Err(DeviceError::Layout(format!(
-            "{what} range {range:?} is outside `{}` ({len} {what}s, shape {:?})",
-            spec.name, spec.ty.shape
-        )));
-    }
-    Ok(())
-}
-
-fn expect_len(spec: &TensorSpec, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(DeviceError::Layout(format!(
-            "{what} for `{}` has {got} elements; shape {:?} needs {want}",
-            spec.name, spec.ty.shape
-        )));
-    }
-    Ok(())
 }
 
 fn payload_mut<'a, E>(spec: &TensorSpec, buf: &'a mut [E], n: usize) -> Result<&'a mut [E]> {

@@ -1,16 +1,17 @@
-//! A bounds-checked front to `gemm::gemm`, which takes arbitrary row and column strides, so
-//! transposed and sliced views are multiplied in place without packing copies here.
+//! The one bounds-checked front to `gemm::gemm` (the CPU device and the model's host-side
+//! products both call it). gemm takes arbitrary row and column strides, so transposed and
+//! sliced views are multiplied in place without packing copies.
 
 use crate::error::{DeviceError, Result};
 use gemm::Parallelism;
 
 /// Multiply-adds (m·n·k) above which one product is worth spreading over rayon threads;
 /// below it thread start-up costs more than it saves.
-pub(crate) const PAR_MACS: usize = 1 << 18;
+pub const PAR_MACS: usize = 1 << 18;
 
 /// A strided matrix inside a slice: element `(i, j)` is `data[offset + i*rs + j*cs]`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MatRef<'a> {
+pub struct MatRef<'a> {
     pub data: &'a [f32],
     pub offset: isize,
     pub rs: isize,
@@ -32,7 +33,7 @@ fn in_bounds(len: usize, offset: isize, rows: usize, cols: usize, rs: isize, cs:
 /// `accumulate` the product is added to `dst`'s contents, else it overwrites them.
 /// Cost: 2·m·n·k flops in gemm's packed microkernels.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_into(
+pub fn matmul_into(
     dst: &mut [f32],
     dst_rs: usize,
     lhs: MatRef<'_>,

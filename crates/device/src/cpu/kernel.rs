@@ -83,16 +83,6 @@ impl CpuKernel {
     }
 }
 
-fn check_range(what: &str, r: &Range<usize>, len: usize, name: &str) -> Result<()> {
-    if r.start > r.end || r.end > len {
-        return Err(DeviceError::Layout(format!(
-            "{what} {}..{} is outside `{name}`, which has {len}",
-            r.start, r.end
-        )));
-    }
-    Ok(())
-}
-
 impl Kernel for CpuKernel {
     fn inputs(&self) -> &[TensorSpec] {
         &self.input_specs
@@ -111,15 +101,7 @@ impl Kernel for CpuKernel {
 
     fn write_input(&mut self, index: usize, data: &[f32]) -> Result<()> {
         let spec = self.input_spec(index)?;
-        if data.len() != spec.numel() {
-            return Err(DeviceError::Layout(format!(
-                "input `{}` is {} ({} elements) but {} values were given",
-                spec.name,
-                spec.ty,
-                spec.numel(),
-                data.len()
-            )));
-        }
+        spec.check_len("input data", data.len())?;
         let round = self.rounds_input(index);
         let buf = Arc::make_mut(&mut self.inputs[index]);
         buf.copy_from_slice(data);
@@ -137,24 +119,8 @@ impl Kernel for CpuKernel {
         data: &[f32],
     ) -> Result<()> {
         let spec = self.input_spec(index)?;
-        let &[1, c, 1, s] = spec.ty.shape.as_slice() else {
-            return Err(DeviceError::Layout(format!(
-                "input `{}` is {}; region writes need a [1, C, 1, S] input",
-                spec.name, spec.ty
-            )));
-        };
-        check_range("channels", &channels, c, &spec.name)?;
-        check_range("columns", &columns, s, &spec.name)?;
+        let s = spec.check_region(&channels, &columns, data.len())?;
         let width = columns.len();
-        if data.len() != channels.len() * width {
-            return Err(DeviceError::Layout(format!(
-                "a region of {} channels × {width} columns of `{}` needs {} values, got {}",
-                channels.len(),
-                spec.name,
-                channels.len() * width,
-                data.len()
-            )));
-        }
         let round = self.rounds_input(index);
         let buf = Arc::make_mut(&mut self.inputs[index]);
         if width > 0 {
@@ -196,15 +162,7 @@ impl Kernel for CpuKernel {
 
     fn read_output(&self, index: usize, out: &mut [f32]) -> Result<()> {
         let (spec, value) = self.output(index)?;
-        if out.len() != spec.numel() {
-            return Err(DeviceError::Layout(format!(
-                "output `{}` is {} ({} elements) but the buffer holds {}",
-                spec.name,
-                spec.ty,
-                spec.numel(),
-                out.len()
-            )));
-        }
+        spec.check_len("the output buffer", out.len())?;
         value.copy_to(out);
         Ok(())
     }
@@ -216,18 +174,7 @@ impl Kernel for CpuKernel {
         out: &mut [f32],
     ) -> Result<()> {
         let (spec, value) = self.output(index)?;
-        let per_channel = spec.channel_stride()?;
-        check_range("channels", &channels, spec.ty.shape[1], &spec.name)?;
-        if out.len() != channels.len() * per_channel {
-            return Err(DeviceError::Layout(format!(
-                "channels {}..{} of `{}` hold {} values but the buffer holds {}",
-                channels.start,
-                channels.end,
-                spec.name,
-                channels.len() * per_channel,
-                out.len()
-            )));
-        }
+        spec.check_channels(&channels, out.len())?;
         let mut shape = value.shape().to_vec();
         shape[1] = channels.len();
         let offset = value.offset() as isize + channels.start as isize * value.strides()[1];

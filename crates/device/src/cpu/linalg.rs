@@ -205,11 +205,16 @@ pub(crate) fn conv(
     let wt = weight.contiguous(pool);
     let mut out = pool.take(n * cout * hw_out);
     let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pad == [(0, 0); 2];
-    let lhs_for = |gi: usize| MatRef {
-        data: wt.storage(),
-        offset: (wt.offset() + gi * cout_g * kdim) as isize,
-        rs: kdim as isize,
-        cs: 1,
+    // Output channels of group `gi` for image `b`: the group's weight rows times `rhs`.
+    let product = |out: &mut [f32], b: usize, gi: usize, rhs: MatRef<'_>| {
+        let lhs = MatRef {
+            data: wt.storage(),
+            offset: (wt.offset() + gi * cout_g * kdim) as isize,
+            rs: kdim as isize,
+            cs: 1,
+        };
+        let dst = &mut out[(b * cout + gi * cout_g) * hw_out..][..cout_g * hw_out];
+        matmul_into(dst, hw_out, lhs, rhs, cout_g, hw_out, kdim, false, true)
     };
     if pointwise {
         let xv = reshape(x, &[n, cin, h * wd], pool);
@@ -222,18 +227,7 @@ pub(crate) fn conv(
                     rs: s[1],
                     cs: s[2],
                 };
-                let dst = &mut out[(b * cout + gi * cout_g) * hw_out..][..cout_g * hw_out];
-                matmul_into(
-                    dst,
-                    hw_out,
-                    lhs_for(gi),
-                    rhs,
-                    cout_g,
-                    hw_out,
-                    kdim,
-                    false,
-                    true,
-                )?;
+                product(&mut out, b, gi, rhs)?;
             }
         }
     } else {
@@ -258,18 +252,7 @@ pub(crate) fn conv(
                     rs: hw_out as isize,
                     cs: 1,
                 };
-                let dst = &mut out[(b * cout + gi * cout_g) * hw_out..][..cout_g * hw_out];
-                matmul_into(
-                    dst,
-                    hw_out,
-                    lhs_for(gi),
-                    rhs,
-                    cout_g,
-                    hw_out,
-                    kdim,
-                    false,
-                    true,
-                )?;
+                product(&mut out, b, gi, rhs)?;
             }
         }
         pool.put(col);

@@ -8,7 +8,7 @@
 mod attention;
 mod compile;
 mod elementwise;
-mod gemm;
+pub mod gemm;
 mod kernel;
 mod linalg;
 mod pool;

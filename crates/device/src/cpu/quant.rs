@@ -32,8 +32,13 @@ impl AffineParams {
     }
 }
 
-/// `clamp(round_half_even(x / scale) + zero_point, lo, hi)`.
-pub(crate) fn quantize(x: &Tensor, p: &AffineParams, lo: f32, hi: f32, pool: &mut Pool) -> Tensor {
+/// `f([x, scale, zero_point])` per element, scale and zero point broadcast as `p` lays them out.
+fn affine_map(
+    x: &Tensor,
+    p: &AffineParams,
+    pool: &mut Pool,
+    f: impl Fn([f32; 3]) -> f32 + Sync,
+) -> Tensor {
     let shape = x.shape().to_vec();
     let mut out = pool.take(x.numel());
     let ops = [
@@ -41,21 +46,18 @@ pub(crate) fn quantize(x: &Tensor, p: &AffineParams, lo: f32, hi: f32, pool: &mu
         p.scale.operand(&shape),
         p.zero_point.operand(&shape),
     ];
-    map_into(&mut out, &shape, ops, |[v, s, z]| {
-        ((v / s).round_ties_even() + z).clamp(lo, hi)
-    });
+    map_into(&mut out, &shape, ops, f);
     Tensor::new(shape, out)
+}
+
+/// `clamp(round_half_even(x / scale) + zero_point, lo, hi)`.
+pub(crate) fn quantize(x: &Tensor, p: &AffineParams, lo: f32, hi: f32, pool: &mut Pool) -> Tensor {
+    affine_map(x, p, pool, |[v, s, z]| {
+        ((v / s).round_ties_even() + z).clamp(lo, hi)
+    })
 }
 
 /// `(q - zero_point) * scale`.
 pub(crate) fn dequantize(x: &Tensor, p: &AffineParams, pool: &mut Pool) -> Tensor {
-    let shape = x.shape().to_vec();
-    let mut out = pool.take(x.numel());
-    let ops = [
-        x.operand(&shape),
-        p.scale.operand(&shape),
-        p.zero_point.operand(&shape),
-    ];
-    map_into(&mut out, &shape, ops, |[q, s, z]| (q - z) * s);
-    Tensor::new(shape, out)
+    affine_map(x, p, pool, |[q, s, z]| (q - z) * s)
 }

@@ -3,6 +3,7 @@
 
 use super::graph::Values;
 use super::Finding;
+use crate::infer::reduction_axes;
 use crate::ops::Op;
 use crate::program::{Function, Operation};
 use crate::types::DType;
@@ -165,28 +166,23 @@ fn check_slice_concat(op: &Operation, values: &Values, findings: &mut Vec<Findin
     }
 }
 
-/// The number of elements summed into each result: the product of the reduced extents
-/// (every axis when `axes` is absent; negative axes count from the end).
+/// The number of elements summed into each result: the product of the extents of the axes
+/// [`reduction_axes`] resolves.
 fn check_reduce_sum(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
     let Some(x) = values.arg_tensor(op, "x") else {
         return;
     };
-    let rank = x.rank() as i64;
-    let axes: Vec<i64> = match op.arg("axes") {
+    let axes = match op.arg("axes") {
         Some(_) => match values.ints(op, "axes") {
-            Some(axes) => axes,
+            Some(axes) => Some(axes),
             None => return,
         },
-        None => (0..rank).collect(),
+        None => None,
     };
-    let mut reduced: Vec<usize> = axes
-        .iter()
-        .map(|&a| if a < 0 { a + rank } else { a })
-        .filter(|a| (0..rank).contains(a))
-        .map(|a| a as usize)
-        .collect();
-    reduced.sort_unstable();
-    reduced.dedup();
+    // Out-of-range axes are validation's to report; this rule has nothing to add.
+    let Ok(reduced) = reduction_axes(axes.as_deref(), x.rank()) else {
+        return;
+    };
     let k = reduced
         .iter()
         .fold(1usize, |acc, &a| acc.saturating_mul(x.shape[a]));

@@ -1,13 +1,8 @@
-//! Matrix products on strided views through the `gemm` crate, so transposed operands (the
-//! `[C][S]` activations read as `[S][C]`, weights read as `Wᵀ`) cost no copies.
-
-use gemm::{gemm, Parallelism};
+//! Matrix products on strided views through the CPU device's `gemm` front, so transposed
+//! operands (the `[C][S]` activations read as `[S][C]`, weights read as `Wᵀ`) cost no copies.
 
 use crate::error::{ModelError, Result};
-
-/// Below this many multiply-adds a product runs on the calling thread: splitting it over
-/// rayon would cost more than it saves.
-const PARALLEL_MACS: usize = 1 << 18;
+use anetrain_device::cpu::gemm::{matmul_into, MatRef as Strided};
 
 /// A read-only strided matrix: element `(r, c)` is `data[r·rs + c·cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +37,16 @@ impl<'a> MatRef<'a> {
         MatRef::new(data, rows, cols, cols, 1)
     }
 
+    /// The same view in the device gemm front's terms.
+    fn strided(self) -> Strided<'a> {
+        Strided {
+            data: self.data,
+            offset: 0,
+            rs: self.rs as isize,
+            cs: self.cs as isize,
+        }
+    }
+
     /// The transpose, as a view (no copy).
     pub fn t(self) -> Self {
         MatRef {
@@ -66,47 +71,8 @@ pub fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result
             dst.len()
         )));
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
-        return Ok(());
-    }
-    let parallelism = if m * n * k >= PARALLEL_MACS {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: `MatRef::new` keeps every `r·rs + c·cs` (r < rows, c < cols) inside its slice,
-    // `dst` holds exactly m·n values written at `i·n + j`, and `dst` is a unique borrow
-    // disjoint from the shared operands.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
+    matmul_into(dst, n, a.strided(), b.strided(), m, n, k, accumulate, true)
+        .map_err(|e| ModelError::Input(e.to_string()))
 }
 
 /// `dw [out][in] += dy [out][S] · xᵀ` for activations `x [in][S]`: the weight gradient of

@@ -14,22 +14,37 @@ pub struct Rope {
     sin: Vec<f32>,
 }
 
+/// `cos a` and `sin a` for `a = pos · theta^(-2i/D)`, `[positions][D/2]` each: the one RoPE
+/// angle table, which training, generation and llama2.c's `freq_cis` export all read. Angles
+/// are formed in f64 and rounded once, as in [`crate::reference::rope`].
+pub fn angle_table(head_dim: usize, positions: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for pos in 0..positions {
+        for i in 0..half {
+            let a = pos as f64 * theta.powf(-2.0 * i as f64 / head_dim as f64);
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
 impl Rope {
-    /// Tables for head size `head_dim` (even), positions `0..s` and base `theta`. Angles are
-    /// formed in f64 and rounded once, as in [`crate::reference::rope`].
+    /// Tables for head size `head_dim` (even), positions `0..s` and base `theta`, from
+    /// [`angle_table`] laid out `[D/2][S]`.
     pub fn new(head_dim: usize, s: usize, theta: f64) -> Rope {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(half * s);
-        let mut sin = Vec::with_capacity(half * s);
-        for i in 0..half {
-            let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
-            for t in 0..s {
-                let a = t as f64 * inv_freq;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
+        let (by_pos_cos, by_pos_sin) = angle_table(head_dim, s, theta);
+        let transpose =
+            |t: &[f32]| -> Vec<f32> { (0..half * s).map(|k| t[(k % s) * half + k / s]).collect() };
+        Rope {
+            half,
+            s,
+            cos: transpose(&by_pos_cos),
+            sin: transpose(&by_pos_sin),
         }
-        Rope { half, s, cos, sin }
     }
 
     /// Rotates every head of `x [heads·D][S]` in place.

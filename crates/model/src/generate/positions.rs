@@ -14,20 +14,15 @@ pub struct RotaryTable {
 }
 
 impl RotaryTable {
-    /// Tables for head size `head_dim` (even), positions `0..positions` and base `theta`.
-    /// Angles are formed in f64 and rounded once, as in the reference.
+    /// Tables for head size `head_dim` (even), positions `0..positions` and base `theta`
+    /// ([`crate::cpu_ops::rope::angle_table`]).
     pub fn new(head_dim: usize, positions: usize, theta: f64) -> RotaryTable {
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for pos in 0..positions {
-            for i in 0..half {
-                let a = pos as f64 * theta.powf(-2.0 * i as f64 / head_dim as f64);
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
+        let (cos, sin) = crate::cpu_ops::rope::angle_table(head_dim, positions, theta);
+        RotaryTable {
+            half: head_dim / 2,
+            cos,
+            sin,
         }
-        RotaryTable { half, cos, sin }
     }
 
     /// Number of positions the table covers.
