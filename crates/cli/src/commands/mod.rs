@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_train;
+pub mod child;
 pub mod device;
 pub mod doctor;
 pub mod eval;
@@ -10,4 +11,5 @@ pub mod generate;
 pub mod import;
 pub mod mil;
 pub mod probe;
+pub mod restart;
 pub mod train;

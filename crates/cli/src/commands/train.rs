@@ -4,8 +4,9 @@
 use super::device::select_device;
 use super::generate::stream_generation;
 use super::import::load_weights;
+use super::restart::{exec_restart, restart_command};
 use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
-use anetrain_device::ane::budget::{restart_command, CompileBudget};
+use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
 use anetrain_model::generate::{Generator, SamplingOptions};
@@ -508,17 +509,7 @@ fn restart() -> anyhow::Error {
             "cannot restart: an argument is not valid UTF-8; rerun the same command with --resume"
         );
     };
-    exec(&restart_argv(&args))
-}
-
-#[cfg(unix)]
-fn exec(argv: &[String]) -> anyhow::Error {
-    anetrain_device::ane::budget::exec_restart(argv).into()
-}
-
-#[cfg(not(unix))]
-fn exec(_argv: &[String]) -> anyhow::Error {
-    anyhow!("this platform cannot replace a running process; rerun the same command with --resume")
+    exec_restart(&restart_argv(&args))
 }
 
 fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {
