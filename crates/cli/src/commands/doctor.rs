@@ -22,7 +22,7 @@ use super::probe::{matrix, measured_rules, parse_outcome, port, probe_one, Probe
 use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
 use anetrain_device::ane::capabilities::{Capabilities, Probe};
 use anetrain_device::ane::self_test::SelfTest;
-use anetrain_device::ane::AneInfo;
+use anetrain_device::ane::{AneInfo, ConstraintCheck};
 use anetrain_device::compare::{
     all_pass, compare_on, KernelComparison, Tolerance, Verdict, INPUT_RANGE,
 };
@@ -337,14 +337,28 @@ fn kernel_one(args: &DoctorArgs, kernels: &[(String, Bundle)], name: &str) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ANE for a kernel child.
+/// The ANE for a kernel child, holding programs to the rules this machine's capability file
+/// measured when `anetrain doctor --probe` wrote one, else to the catalog's.
 // Off Apple silicon `AneDevice` is uninhabited, so everything after `new()` is statically dead.
 #[cfg_attr(
     not(all(target_os = "macos", target_arch = "aarch64")),
     allow(unreachable_code)
 )]
 fn ane_device() -> Result<Box<dyn Device>> {
-    Ok(Box::new(AneDevice::new()?))
+    let ane = AneDevice::new()?;
+    let info = ane.info().clone();
+    let measured = default_path(info.chip(), &info.macos)
+        .ok()
+        .filter(|path| path.is_file())
+        .map(|path| -> Result<_> { measured_rules(&Capabilities::read(&path)?) });
+    Ok(Box::new(match measured {
+        Some(Ok(rules)) => ane.with_constraint_check(ConstraintCheck::Measured(rules)),
+        Some(Err(e)) => {
+            eprintln!("warning: the capability file is not used ({e}); checking the catalog");
+            ane
+        }
+        None => ane,
+    }))
 }
 
 /// The failure `--inject-failure NAME:HOW` asks of kernel `name`, if any.
