@@ -100,7 +100,7 @@ fn ane_is_a_clear_error_off_apple_silicon() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("--device ane is not usable here"),
+        stderr.contains("device `ane` is not usable here"),
         "{stderr}"
     );
     assert!(stderr.contains("only available on macOS"), "{stderr}");

@@ -165,6 +165,6 @@ fn the_dump_never_writes_into_a_used_directory() {
 
     let out = dump("no-such-model", "32", &tmp.path().join("x"));
     assert!(!out.status.success());
-    assert!(text(&out).contains("neither a preset"), "{}", text(&out));
+    assert!(text(&out).contains("preset name"), "{}", text(&out));
     assert!(!tmp.path().join("x").exists());
 }

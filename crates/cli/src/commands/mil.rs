@@ -1,6 +1,6 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
-use super::device::select_device;
+use super::device::DeviceArgs;
 use super::doctor::{kernel_seq, load_config};
 use super::probe::measured_rules;
 use crate::npy;
@@ -61,10 +61,8 @@ pub struct DumpArgs {
 pub struct RunArgs {
     /// The .mil file.
     file: PathBuf,
-    /// Where to run: `cpu` (fp32), `cpu-f16` (every fp16 op rounded like the ANE), `ane`, or
-    /// `auto` (the ANE when it works here, else the CPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Directory that BLOBFILE paths are relative to (`@model_path/` = this directory);
     /// defaults to the directory of FILE.
     #[arg(long)]
@@ -168,7 +166,7 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
             .unwrap_or_default(),
     };
     let weights = load_weights(&program, &dir)?;
-    let (device, _) = select_device(&args.device)?;
+    let (device, _) = args.device.device.device()?;
     let mut kernel = device.compile(&program, &weights)?;
     let mut given = vec![false; kernel.inputs().len()];
     for spec in &args.inputs {
