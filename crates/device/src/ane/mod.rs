@@ -3,10 +3,11 @@
 //!
 //! Everything that does not need the framework is plain Rust, compiled and tested on every
 //! platform: surface sizing and shape rules ([`surface_layout`]), what the loaded model reports
-//! about its ports ([`attributes`]), fp32 ↔ fp16 packing ([`pack`]), the weights dictionary and model directory ([`weights_dict`]), the compile budget
-//! and restart ([`budget`]), kernel identity and caching ([`cache`]), the capability file
-//! ([`capabilities`]), request port order ([`port_order`]) and the self-test kernel
-//! ([`self_test`]). The framework calls live in `macos` and exist only on
+//! about its ports ([`attributes`]), fp32 ↔ fp16 packing ([`pack`]), the weights dictionary
+//! and model directory ([`weights_dict`]), the compile budget ([`budget`]), the constraint
+//! check run before every compile ([`constraints`]), kernel identity and caching ([`cache`]),
+//! the capability file ([`capabilities`]), request port order ([`port_order`]) and the
+//! self-test kernel ([`self_test`]). The framework calls live in `macos` and exist only on
 //! `aarch64-apple-darwin`; elsewhere [`AneDevice::new`] returns
 //! [`DeviceError::Unavailable`](crate::DeviceError::Unavailable).
 //!
