@@ -100,7 +100,7 @@ fn ane_is_a_clear_error_off_apple_silicon() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("--device ane is not usable here"),
+        stderr.contains("device `ane` is not usable here"),
         "{stderr}"
     );
     assert!(stderr.contains("only available on macOS"), "{stderr}");
@@ -147,4 +147,69 @@ fn bench_int8_compares_with_fp16_on_a_small_stack() {
         "{stdout}"
     );
     assert!(stdout.contains("GFLOPS"), "{stdout}");
+}
+
+/// Each kernel runs in a child process, so a child that crashes, hangs or prints garbage costs
+/// exactly its own row: every other kernel still compares (here on the fp16 CPU, with the
+/// failures injected through a hidden test flag).
+#[test]
+fn a_crashing_hanging_or_garbled_kernel_process_fails_only_its_own_row() {
+    for (kernel, how, expected) in [
+        ("wo_fwd", "crash", "crashed"),
+        ("decode_ffn", "garble", "without a result"),
+        ("attention_bwd", "hang", "hung and was killed after 3 s"),
+    ] {
+        let inject = format!("{kernel}:{how}");
+        let out = anetrain(&[
+            "doctor",
+            "--model",
+            "tiny",
+            "--seq",
+            "32",
+            "--json",
+            "--device",
+            "cpu-f16",
+            "--inject-failure",
+            &inject,
+            "--child-timeout",
+            "3",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{how}: {}", text(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(report["ok"], Value::Bool(false));
+        let kernels = report["kernels"].as_array().unwrap();
+        assert_eq!(kernels.len(), KERNELS.len());
+        for k in kernels {
+            if k["name"] == kernel {
+                assert_eq!(k["verdict"], "failed", "{k}");
+                let error = k["error"].as_str().unwrap();
+                assert!(error.contains(expected), "{how}: {error}");
+            } else {
+                assert_eq!(k["verdict"], "pass", "{how}: {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_injection_is_refused_with_the_accepted_forms() {
+    let out = anetrain(&[
+        "doctor",
+        "--model",
+        "tiny",
+        "--seq",
+        "32",
+        "--kernel-one",
+        "wo_fwd",
+        "--device",
+        "cpu",
+        "--inject-failure",
+        "wo_fwd:explode",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("NAME:crash, NAME:hang or NAME:garble"),
+        "{}",
+        text(&out.stderr)
+    );
 }

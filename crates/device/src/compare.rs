@@ -11,7 +11,7 @@
 use crate::{Device, Kernel};
 use anetrain_mil::Bundle;
 use half::f16;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Instant;
 
@@ -57,7 +57,7 @@ impl fmt::Display for Tolerance {
 }
 
 /// The outcome of one comparison.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", content = "error", rename_all = "lowercase")]
 pub enum Verdict {
     /// Every output within tolerance.
@@ -81,7 +81,7 @@ impl Verdict {
 }
 
 /// One kernel run on a reference and a candidate device.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KernelComparison {
     /// The kernel's name, e.g. `qkv_fwd`.
     pub name: String,

@@ -13,6 +13,7 @@ mod error;
 pub mod host;
 mod spec;
 
+pub use ane::budget::CompileBudget;
 pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
@@ -28,6 +29,12 @@ pub trait Device {
 
     /// Compiles the `main` function of `program`, resolving its BLOBFILE constants from `weights`.
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>>;
+
+    /// The per-process compile budget this device charges (the ANE's ~119 compiles,
+    /// ane-reference §1.10); `None` for devices that compile without limit.
+    fn compile_budget(&self) -> Option<&'static CompileBudget> {
+        None
+    }
 }
 
 /// A compiled program with device-resident input and output buffers.

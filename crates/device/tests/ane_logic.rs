@@ -1,16 +1,22 @@
 //! The platform-independent logic of the ANE device, checked against hand-computed numbers and
 //! naive reference loops. Nothing here needs a Mac.
 
-use anetrain_device::ane::budget::{restart_command, CompileBudget, HARD_LIMIT};
-use anetrain_device::ane::cache::{stamped_text, Fnv128, KernelCache, KernelKey, NONCE_KEY};
+use anetrain_device::ane::attributes::{AttrValue, ModelPorts, PortAttributes};
+use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
+use anetrain_device::ane::cache::{
+    instance_id, stamped_text, Fnv128, KernelCache, KernelKey, INSTANCE_KEY, NONCE_KEY,
+};
 use anetrain_device::ane::capabilities::{Capabilities, Probe};
 use anetrain_device::ane::pack::{self, F16_MAX};
 use anetrain_device::ane::port_order::{kernel_ports, IoSchema, OrderSource, PortOrder};
 use anetrain_device::ane::self_test::{SelfTest, CHANNELS, WIDTH};
-use anetrain_device::ane::surface_layout::{SurfaceLayout, SurfacePolicy, SurfaceProperties};
+use anetrain_device::ane::surface_layout::{
+    RowLayout, SurfaceLayout, SurfacePolicy, SurfaceProperties,
+};
 use anetrain_device::ane::weights_dict::{model_dir_files, weight_entries, ModelDir};
+use anetrain_device::ane::ConstraintCheck;
 use anetrain_device::{CpuDevice, DeviceError, TensorSpec};
-use anetrain_mil::{DType, Literal, Op, Program, TensorData, TensorType, WeightFiles};
+use anetrain_mil::{DType, Literal, Op, Program, TensorType, WeightFiles};
 use half::f16;
 use std::path::{Path, PathBuf};
 use std::slice::from_ref;
@@ -55,20 +61,21 @@ fn scratch(tag: &str) -> PathBuf {
 // ---------------------------------------------------------------- surface_layout
 
 #[test]
-fn small_surfaces_are_raised_to_48_kib_in_4096_byte_rows() {
+fn small_surfaces_are_raised_to_48_kib_in_one_row() {
     let x = spec("x", DType::Fp16, &[1, 64, 1, 32]); // 4096 bytes of payload
     let layout =
         SurfaceLayout::plan(from_ref(&x), from_ref(&x), &SurfacePolicy::CONSERVATIVE).unwrap();
     assert_eq!(layout.input_payloads, vec![4096]);
     assert_eq!(layout.input_alloc, 49152);
+    assert_eq!(layout.rows, RowLayout::SingleRow);
     let p = layout.input_properties();
     assert_eq!(
         p,
         SurfaceProperties {
-            width: 4096,
-            height: 12,
+            width: 49152,
+            height: 1,
             bytes_per_element: 1,
-            bytes_per_row: 4096,
+            bytes_per_row: 49152,
             alloc_size: 49152,
             pixel_format: 0,
         }
@@ -76,14 +83,19 @@ fn small_surfaces_are_raised_to_48_kib_in_4096_byte_rows() {
 }
 
 #[test]
-fn large_surfaces_round_up_to_whole_rows() {
+fn the_multi_row_retry_rounds_up_to_whole_4096_byte_rows() {
     // 100 * 288 * 4 = 115200 bytes = 28.125 rows of 4096 -> 29 rows = 118784 bytes.
     let x = spec("x", DType::Fp32, &[1, 100, 1, 288]);
     let layout =
         SurfaceLayout::plan(from_ref(&x), from_ref(&x), &SurfacePolicy::CONSERVATIVE).unwrap();
     assert_eq!(layout.input_payloads, vec![115200]);
-    assert_eq!(layout.input_alloc, 118784);
-    assert_eq!(layout.input_properties().height, 29);
+    assert_eq!(layout.input_alloc, 115200);
+    assert_eq!(layout.input_properties().height, 1);
+    let wide = layout.with_rows(RowLayout::MultiRow);
+    assert_eq!(wide.input_alloc, 118784);
+    let p = wide.input_properties();
+    assert_eq!((p.width, p.height, p.bytes_per_row), (4096, 29, 4096));
+    assert_eq!(p.alloc_size, 118784);
 }
 
 #[test]
@@ -101,25 +113,46 @@ fn every_input_and_every_output_gets_the_largest_allocation_of_its_side() {
     assert_eq!(layout.input_alloc, 393216);
     assert_eq!(layout.output_payloads, vec![4096, 65536]);
     assert_eq!(layout.output_alloc, 65536);
-    assert_eq!(layout.output_properties().height, 16);
+    assert_eq!(layout.output_properties().height, 1);
+    let wide = layout.with_rows(RowLayout::MultiRow);
+    assert_eq!(wide.output_properties().height, 16);
 }
 
 #[test]
-fn without_a_minimum_small_surfaces_are_one_row() {
-    let policy = SurfacePolicy {
-        min_bytes: 0,
-        ..SurfacePolicy::CONSERVATIVE
-    };
-    let x = spec("x", DType::Fp16, &[1, 4, 1, 32]); // 256 bytes
-    let layout = SurfaceLayout::plan(from_ref(&x), from_ref(&x), &policy).unwrap();
-    let p = layout.output_properties();
+fn surfaces_grow_to_the_batch_stride_the_model_reports() {
+    let x = spec("x", DType::Fp16, &[1, 768, 1, 64]); // 98304 B
+    let mut layout =
+        SurfaceLayout::plan(from_ref(&x), from_ref(&x), &SurfacePolicy::CONSERVATIVE).unwrap();
+    layout.reserve(&[100_000], &[50_000]);
+    assert_eq!(layout.input_alloc, 100_000);
     assert_eq!(
-        (p.width, p.height, p.bytes_per_row, p.alloc_size),
-        (256, 1, 256, 256)
+        layout.output_alloc, 98304,
+        "never shrinks below the payload"
     );
-    // 16 KiB is still one row; one byte more switches to 4096-byte rows.
-    assert_eq!(SurfaceProperties::for_allocation(16384).height, 1);
-    assert_eq!(policy.allocation(16385), 20480);
+    assert_eq!(layout.with_rows(RowLayout::MultiRow).input_alloc, 102_400);
+}
+
+#[test]
+fn only_a_size_error_on_the_single_row_layout_retries_with_rows() {
+    let status = "ANE evaluate failed: ANEProgramProcessRequestDirect() Failed with \
+                  status=0x1d : statusType=0x9: Program Inference error";
+    assert_eq!(
+        RowLayout::SingleRow.retry_after(status),
+        Some(RowLayout::MultiRow)
+    );
+    assert_eq!(
+        RowLayout::SingleRow.retry_after("IOSurfaceCreate refused a 9-byte surface"),
+        Some(RowLayout::MultiRow)
+    );
+    assert_eq!(
+        RowLayout::MultiRow.retry_after(status),
+        None,
+        "retried once"
+    );
+    assert_eq!(
+        RowLayout::SingleRow.retry_after("ANECCompile() FAILED: InvalidMILProgram"),
+        None
+    );
 }
 
 #[test]
@@ -339,8 +372,6 @@ fn keys_that_escape_the_model_directory_are_refused() {
 fn model_dir_holds_exact_files_and_is_removed_on_drop() {
     let w = two_files();
     let path = scratch("dir");
-    std::fs::create_dir_all(&path).unwrap();
-    std::fs::write(path.join("stale.txt"), b"old").unwrap();
     let files = model_dir_files("MIL TEXT", &w).unwrap();
     let dir = ModelDir::create(path.clone(), &files).unwrap();
     assert_eq!(std::fs::read(path.join("model.mil")).unwrap(), b"MIL TEXT");
@@ -352,12 +383,50 @@ fn model_dir_holds_exact_files_and_is_removed_on_drop() {
         std::fs::read(path.join("weights/masks/causal.bin")).unwrap(),
         vec![9; 70]
     );
-    assert!(
-        !path.join("stale.txt").exists(),
-        "leftovers of a crashed run are cleared"
-    );
     drop(dir);
     assert!(!path.exists());
+}
+
+#[test]
+fn a_model_dir_that_exists_belongs_to_another_compile_and_is_left_alone() {
+    let path = scratch("taken");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("model.mil"), b"THEIRS").unwrap();
+    let none = WeightFiles::new();
+    let files = model_dir_files("MINE", &none).unwrap();
+    let msg = message(ModelDir::create(path.clone(), &files));
+    assert!(
+        msg.contains("already exists") && msg.contains("another"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(path.join("model.mil")).unwrap(), b"THEIRS");
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
+#[test]
+fn two_compiles_of_one_program_get_their_own_text_and_directory() {
+    // The framework names the directory after a hash of the MIL text, so distinct texts mean
+    // distinct directories; the cache key stays the same, so one device still compiles once.
+    let program = SelfTest::new().unwrap().bundle.program;
+    let w = two_files();
+    let (a, b) = (instance_id(), instance_id());
+    assert_ne!(a, b);
+    let (key_a, text_a) = stamped_text(&program, &w, &a, fake_print);
+    let (key_b, text_b) = stamped_text(&program, &w, &b, fake_print);
+    assert_eq!(key_a, key_b);
+    assert_ne!(text_a, text_b);
+    assert!(
+        text_a.contains(&format!("(\"{INSTANCE_KEY}\", \"{a}\")")),
+        "{text_a}"
+    );
+    // Each instance's directory goes when it is dropped, never the other's.
+    let files = model_dir_files("MIL", &w).unwrap();
+    let (pa, pb) = (scratch(&key_a.to_string()), scratch(&key_b.to_string()));
+    let dir_a = ModelDir::create(pa.clone(), &files).unwrap();
+    let dir_b = ModelDir::create(pb.clone(), &files).unwrap();
+    drop(dir_a);
+    assert!(!pa.exists() && pb.join("model.mil").is_file());
+    drop(dir_b);
 }
 
 // ---------------------------------------------------------------- budget
@@ -387,32 +456,10 @@ fn compiles_past_the_hard_limit_are_refused() {
     }
     let msg = message(b.charge());
     assert!(
-        msg.contains("--resume") && msg.contains(&HARD_LIMIT.to_string()),
+        msg.contains("new process") && msg.contains(&HARD_LIMIT.to_string()),
         "{msg}"
     );
     assert_eq!(b.used(), HARD_LIMIT);
-}
-
-#[test]
-fn restart_command_adds_resume_exactly_once() {
-    let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    assert_eq!(
-        restart_command(&args(&["anetrain", "train", "--steps", "10"])),
-        args(&["anetrain", "train", "--steps", "10", "--resume"])
-    );
-    let already = args(&["anetrain", "train", "--resume", "--steps", "10"]);
-    assert_eq!(restart_command(&already), already);
-    let valued = args(&["anetrain", "train", "--resume=ckpt"]);
-    assert_eq!(restart_command(&valued), valued);
-    assert_eq!(
-        restart_command(&args(&["anetrain", "run", "--", "--resume"])),
-        args(&["anetrain", "run", "--resume", "--", "--resume"]),
-        "a positional `--resume` after `--` is not the flag"
-    );
-    assert_eq!(
-        restart_command(&restart_command(&args(&["a"]))),
-        args(&["a", "--resume"])
-    );
 }
 
 // ---------------------------------------------------------------- cache
@@ -454,9 +501,9 @@ fn fake_print(p: &Program) -> String {
 
 #[test]
 fn stamping_adds_one_nonce_keyed_by_content() {
-    let program = SelfTest::new().program;
+    let program = SelfTest::new().unwrap().bundle.program;
     let w = two_files();
-    let (key, text) = stamped_text(&program, &w, fake_print);
+    let (key, text) = stamped_text(&program, &w, "i", fake_print);
     assert!(
         text.contains(&format!("(\"{NONCE_KEY}\", \"{key}\")")),
         "{text}"
@@ -464,9 +511,12 @@ fn stamping_adds_one_nonce_keyed_by_content() {
     // Restamping a stamped program changes nothing.
     let mut stamped = program.clone();
     stamped.build_info.push((NONCE_KEY.into(), key.to_string()));
-    assert_eq!(stamped_text(&stamped, &w, fake_print), (key, text.clone()));
+    assert_eq!(
+        stamped_text(&stamped, &w, "i", fake_print),
+        (key, text.clone())
+    );
     // The same program with other weights gets other text, so the compiles never collide.
-    let (key2, text2) = stamped_text(&program, &WeightFiles::new(), fake_print);
+    let (key2, text2) = stamped_text(&program, &WeightFiles::new(), "i", fake_print);
     assert_ne!(key, key2);
     assert_ne!(text, text2);
     assert_eq!(
@@ -588,7 +638,7 @@ fn merging_keeps_newer_results_and_refuses_other_machines() {
 
 #[test]
 fn without_a_schema_ports_are_alphabetical() {
-    let order = PortOrder::resolve(&["x", "a", "m"], &["wo_out", "k"], None).unwrap();
+    let order = PortOrder::resolve(&["x", "a", "m"], &["wo_out", "k"], None);
     assert_eq!(order.inputs, vec![1, 2, 0]);
     assert_eq!(order.outputs, vec![1, 0]);
     assert_eq!(order.source, OrderSource::Alphabetical);
@@ -601,32 +651,57 @@ fn a_schema_decides_the_order_and_output_suffixes_are_ignored() {
         inputs: vec!["b".into(), "a".into()],
         outputs: vec!["power@output".into(), "audio@output".into()],
     };
-    let order = PortOrder::resolve(&["a", "b"], &["audio", "power"], Some(&schema)).unwrap();
+    let order = PortOrder::resolve(&["a", "b"], &["audio", "power"], Some(&schema));
     assert_eq!(order.inputs, vec![1, 0]);
     assert_eq!(order.outputs, vec![1, 0]);
     assert_eq!(order.source, OrderSource::Schema);
+    assert!(order.warnings.is_empty());
 }
 
 #[test]
-fn a_schema_that_does_not_match_the_program_is_an_error() {
+fn a_single_port_needs_no_name_match() {
+    // The framework may rename a lone port (`x` → `x_1`); there is only one slot for it.
+    let schema = IoSchema {
+        inputs: vec!["x_1".into()],
+        outputs: vec!["renamed@output".into()],
+    };
+    for schema in [Some(&schema), None] {
+        let order = PortOrder::resolve(&["x"], &["y"], schema);
+        assert_eq!((order.inputs, order.outputs), (vec![0], vec![0]));
+        assert_eq!(order.source, OrderSource::Single);
+        assert!(order.warnings.is_empty());
+    }
+}
+
+#[test]
+fn a_schema_that_does_not_match_falls_back_to_declaration_order_with_a_warning() {
     let schema = |i: &[&str], o: &[&str]| IoSchema {
         inputs: i.iter().map(|s| s.to_string()).collect(),
         outputs: o.iter().map(|s| s.to_string()).collect(),
     };
     for s in [
-        schema(&["a"], &["y@output"]),
-        schema(&["a", "c"], &["y@output"]),
-        schema(&["a", "a"], &["y@output"]),
-        schema(&["a", "b"], &["z@output"]),
+        schema(&["b"], &["z@output", "y@output"]),
+        schema(&["b", "c"], &["z@output", "y@output"]),
+        schema(&["b", "b"], &["z@output", "y@output"]),
+        schema(&["b", "a", "c"], &["z@output", "y@output"]),
     ] {
-        let msg = message(PortOrder::resolve(&["a", "b"], &["y"], Some(&s)));
-        assert!(msg.contains("cannot be matched"), "{s:?}: {msg}");
+        let order = PortOrder::resolve(&["b", "a"], &["z", "y"], Some(&s));
+        assert_eq!(order.inputs, vec![0, 1], "{s:?}");
+        assert_eq!(order.source, OrderSource::Declaration, "{s:?}");
+        assert_eq!(order.warnings.len(), 1, "{s:?}");
+        assert!(
+            order.note().contains("declaration order") && order.note().contains("[\"b\", \"a\"]"),
+            "{}",
+            order.note()
+        );
+        // The outputs matched, so they follow the schema.
+        assert_eq!(order.outputs, vec![0, 1], "{s:?}");
     }
 }
 
 #[test]
 fn kernel_ports_follow_the_signature_and_return_list() {
-    let (inputs, outputs) = kernel_ports(&SelfTest::new().program).unwrap();
+    let (inputs, outputs) = kernel_ports(&SelfTest::new().unwrap().bundle.program).unwrap();
     assert_eq!(
         inputs,
         vec![spec("x", DType::Fp16, &[1, CHANNELS, 1, WIDTH])]
@@ -641,21 +716,23 @@ fn kernel_ports_follow_the_signature_and_return_list() {
 
 #[test]
 fn the_self_test_expectation_is_the_conv_of_its_own_weights() {
-    let t = SelfTest::new();
-    anetrain_mil::validate(&t.program).unwrap();
-    let main = t.program.main().unwrap();
-    let w_op = main
-        .ops
-        .iter()
-        .find(|o| o.op == Op::Const && o.label == "W")
-        .unwrap();
-    let Some(Literal::Tensor {
-        data: TensorData::Fp16(w),
-        ..
-    }) = w_op.attr("val")
-    else {
-        panic!("W is not an inline fp16 tensor");
-    };
+    let t = SelfTest::new().unwrap();
+    anetrain_mil::validate(&t.bundle.program).unwrap();
+    // The weight lives in the one BLOBFILE, as the last C·C fp16 values of the file (one
+    // record, payload after the 64-byte header and the 64-byte record).
+    let files: Vec<(&str, &[u8])> = t.bundle.weights.iter().collect();
+    assert_eq!(files.len(), 1, "one weight file");
+    let bytes = files[0].1;
+    let payload = &bytes[bytes.len() - 2 * CHANNELS * CHANNELS..];
+    let w: Vec<f16> = payload
+        .chunks_exact(2)
+        .map(|b| f16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert!(
+        !t.bundle.program.main().unwrap().ops.iter().any(|o| o.op == Op::Const
+            && matches!(o.attr("val"), Some(Literal::Tensor { ty, .. }) if ty.shape.len() == 4)),
+        "no inline weight tensor"
+    );
     // Naive 1x1 conv: y[o][s] = sum_i W[o][i] x[i][s].
     for o in 0..CHANNELS {
         for s in 0..WIDTH {
@@ -670,7 +747,7 @@ fn the_self_test_expectation_is_the_conv_of_its_own_weights() {
 
 #[test]
 fn the_self_test_check_rejects_wrong_and_nan_outputs() {
-    let t = SelfTest::new();
+    let t = SelfTest::new().unwrap();
     assert!(t.check(&t.expected).is_ok());
     let mut wrong = t.expected.clone();
     wrong[3 * WIDTH + 5] += 0.5;
@@ -686,7 +763,7 @@ fn the_self_test_check_rejects_wrong_and_nan_outputs() {
 
 #[test]
 fn the_self_test_passes_on_the_cpu_device() {
-    SelfTest::new().run(&CpuDevice::default()).unwrap();
+    SelfTest::new().unwrap().run(&CpuDevice::default()).unwrap();
 }
 
 #[cfg(not(all(target_os = "macos", target_arch = "aarch64")))]
@@ -701,4 +778,238 @@ fn off_apple_silicon_the_ane_is_unavailable_with_the_fix() {
         anetrain_device::AneDevice::probe(),
         Err(DeviceError::Unavailable(_))
     ));
+}
+
+// ---------------------------------------------------------------- attributes
+
+fn num(n: i64) -> AttrValue {
+    AttrValue::Int(n)
+}
+
+fn text_value(s: &str) -> AttrValue {
+    AttrValue::Str(s.into())
+}
+
+fn dict(entries: &[(&str, AttrValue)]) -> AttrValue {
+    AttrValue::Dict(
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// One `LiveInputList` entry shaped like the ones AB and libane print for `[1, C, 1, W]`.
+fn port_entry(name: &str, ty: &str, c: i64, w: i64, row: i64, plane: i64, batch: i64) -> AttrValue {
+    dict(&[
+        ("Batches", num(1)),
+        ("BatchStride", num(batch)),
+        ("Channels", num(c)),
+        ("Depth", num(1)),
+        ("Height", num(1)),
+        ("Name", text_value(name)),
+        ("PlaneStride", num(plane)),
+        ("RowStride", num(row)),
+        ("Symbol", text_value(name)),
+        ("Type", text_value(ty)),
+        ("Width", num(w)),
+    ])
+}
+
+fn attributes(key: &str, inputs: Vec<AttrValue>, outputs: Vec<AttrValue>) -> AttrValue {
+    dict(&[
+        ("ModelIdentifier", text_value("0A1B")),
+        (
+            key,
+            AttrValue::List(vec![dict(&[
+                ("LiveInputList", AttrValue::List(inputs)),
+                ("LiveOutputList", AttrValue::List(outputs)),
+                ("ProcedureName", text_value("main")),
+            ])]),
+        ),
+    ])
+}
+
+#[test]
+fn port_attributes_are_read_from_either_spelling_of_the_procedure_list() {
+    for key in ["NetworkStatusList", "networkStatusList"] {
+        let attrs = attributes(
+            key,
+            vec![port_entry("x", "Float16", 768, 288, 576, 576, 442368)],
+            vec![port_entry("y@output", "Float16", 288, 32, 64, 64, 18432)],
+        );
+        let ports = ModelPorts::parse(&attrs).unwrap();
+        assert_eq!(
+            ports.inputs,
+            vec![PortAttributes {
+                name: "x".into(),
+                ty: Some("Float16".into()),
+                batches: Some(1),
+                channels: Some(768),
+                depth: Some(1),
+                height: Some(1),
+                width: Some(288),
+                row_stride: Some(576),
+                plane_stride: Some(576),
+                batch_stride: Some(442368),
+            }]
+        );
+        assert_eq!(ports.outputs[0].name, "y@output");
+        assert_eq!(ports.schema().outputs, vec!["y@output".to_string()]);
+    }
+}
+
+#[test]
+fn numbers_given_as_strings_are_read_and_missing_levels_give_no_ports() {
+    let entry = dict(&[
+        ("Name", text_value("x")),
+        ("Width", text_value("64")),
+        ("RowStride", text_value(" 128 ")),
+    ]);
+    let ports = ModelPorts::parse(&attributes("NetworkStatusList", vec![entry], vec![])).unwrap();
+    assert_eq!(ports.inputs[0].width, Some(64));
+    assert_eq!(ports.inputs[0].row_stride, Some(128));
+    assert_eq!(ports.inputs[0].channels, None);
+    assert!(ModelPorts::parse(&dict(&[("ModelIdentifier", text_value("0A"))])).is_none());
+    let no_outputs = dict(&[(
+        "NetworkStatusList",
+        AttrValue::List(vec![dict(&[("LiveInputList", AttrValue::List(vec![]))])]),
+    )]);
+    assert!(ModelPorts::parse(&no_outputs).is_none());
+    let nameless = attributes(
+        "NetworkStatusList",
+        vec![dict(&[("Width", num(3))])],
+        vec![],
+    );
+    assert!(ModelPorts::parse(&nameless).is_none());
+}
+
+#[test]
+fn packed_ports_pass_and_padded_rows_fail_naming_the_port() {
+    let x = spec("x", DType::Fp16, &[1, 768, 1, 288]);
+    let packed = |row, plane, batch| {
+        let ports = ModelPorts::parse(&attributes(
+            "NetworkStatusList",
+            vec![port_entry("x", "Float16", 768, 288, row, plane, batch)],
+            vec![],
+        ))
+        .unwrap();
+        ports.inputs[0].clone()
+    };
+    packed(576, 576, 442368).check_packed("input", &x).unwrap();
+    // AB's M5 finding: a width that is not a multiple of 32 comes back with rows padded to the
+    // next multiple, which a dense packer would misread.
+    let odd = spec("x", DType::Fp16, &[1, 100, 1, 4082]);
+    let padded = ModelPorts::parse(&attributes(
+        "NetworkStatusList",
+        vec![port_entry("x", "Float16", 100, 4082, 8192, 8192, 819200)],
+        vec![],
+    ))
+    .unwrap();
+    let msg = message(padded.inputs[0].check_packed("input", &odd));
+    assert!(
+        msg.contains("input `x`") && msg.contains("RowStride 8192") && msg.contains("8164"),
+        "{msg}"
+    );
+    let msg = message(packed(576, 640, 491520).check_packed("input", &x));
+    assert!(msg.contains("PlaneStride 640"), "{msg}");
+    let msg = message(packed(576, 576, 1000).check_packed("input", &x));
+    assert!(msg.contains("BatchStride 1000"), "{msg}");
+    let as_fp32 = spec("x", DType::Fp32, &[1, 768, 1, 288]);
+    let msg = message(packed(1152, 1152, 884736).check_packed("input", &as_fp32));
+    assert!(
+        msg.contains("type Float16") && msg.contains("Float32"),
+        "{msg}"
+    );
+    let narrower = spec("x", DType::Fp16, &[1, 768, 1, 320]);
+    let msg = message(packed(640, 640, 491520).check_packed("input", &narrower));
+    assert!(msg.contains("Width 288"), "{msg}");
+}
+
+#[test]
+fn surfaces_are_sized_from_the_batch_stride_of_the_port_they_are_bound_to() {
+    let a = spec("a", DType::Fp16, &[1, 64, 1, 32]); // 4096 B
+    let b = spec("b", DType::Fp16, &[1, 64, 1, 64]); // 8192 B
+    let y = spec("y", DType::Fp16, &[1, 64, 1, 32]);
+    // The framework lists b before a, and reports a larger batch stride for a.
+    let ports = ModelPorts::parse(&attributes(
+        "NetworkStatusList",
+        vec![
+            port_entry("b", "Float16", 64, 64, 128, 128, 8192),
+            port_entry("a", "Float16", 64, 32, 64, 64, 6000),
+        ],
+        vec![port_entry("y@output", "Float16", 64, 32, 64, 64, 4096)],
+    ))
+    .unwrap();
+    let order = PortOrder::resolve(&["a", "b"], &["y"], Some(&ports.schema()));
+    assert_eq!(order.inputs, vec![1, 0]);
+    let (inputs, outputs) = ports
+        .check(
+            (&[a.clone(), b.clone()], from_ref(&y)),
+            (&order.inputs, &order.outputs),
+        )
+        .unwrap();
+    assert_eq!((inputs, outputs), (vec![6000, 8192], vec![4096]));
+    // Bound the wrong way round, the shapes disagree and the port is named.
+    let msg = message(ports.check((&[a, b], from_ref(&y)), (&[0, 1], &[0])));
+    assert!(
+        msg.contains("input `a`") && msg.contains("Width 64"),
+        "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------- constraints
+
+/// A conv-anchored program with a gelu, whose rule is disputed (unknown in the M4 catalog).
+fn gelu_program() -> Program {
+    let mut b = anetrain_mil::Builder::new();
+    let x = b.input("x", DType::Fp16, [1, 384, 1, 64]).unwrap();
+    let w = b
+        .weight("w", DType::Fp16, [384, 384, 1, 1], &vec![0.01; 384 * 384])
+        .unwrap();
+    let h = b.conv(x, w, &anetrain_mil::ConvOptions::default()).unwrap();
+    let y = b.gelu(h, "EXACT").unwrap();
+    b.output(y, "y").unwrap();
+    b.finish().unwrap().program
+}
+
+/// The same conv computed in fp32, which every chip rejects.
+fn fp32_program() -> Program {
+    let mut b = anetrain_mil::Builder::new();
+    let x = b.input("x", DType::Fp32, [1, 384, 1, 64]).unwrap();
+    let w = b
+        .weight("w", DType::Fp32, [384, 384, 1, 1], &vec![0.01; 384 * 384])
+        .unwrap();
+    let y = b.conv(x, w, &anetrain_mil::ConvOptions::default()).unwrap();
+    b.output(y, "y").unwrap();
+    b.finish().unwrap().program
+}
+
+#[test]
+fn the_compile_check_refuses_violations_with_rule_and_fix_before_compiling() {
+    let catalog = ConstraintCheck::for_chip("H16G");
+    assert_eq!(catalog, ConstraintCheck::Catalog(anetrain_mil::Chip::M4));
+    catalog
+        .check(&SelfTest::new().unwrap().bundle.program)
+        .unwrap();
+    catalog.check(&gelu_program()).unwrap();
+    let msg = message(catalog.check(&fp32_program()));
+    assert!(
+        msg.contains("not sent to Apple's compiler") && msg.contains("fp16"),
+        "{msg}"
+    );
+    ConstraintCheck::Off.check(&fp32_program()).unwrap();
+}
+
+#[test]
+fn measured_rules_turn_a_disputed_rule_into_a_refusal() {
+    let mut measured = anetrain_mil::check::MeasuredRules::new(anetrain_mil::Chip::M4);
+    measured.observe("gelu", true).unwrap();
+    let msg = message(ConstraintCheck::Measured(measured).check(&gelu_program()));
+    assert!(msg.contains("gelu"), "{msg}");
+    // A chip this build does not know is checked as the newest it does.
+    assert_eq!(
+        ConstraintCheck::for_chip("H99X"),
+        ConstraintCheck::Catalog(anetrain_mil::Chip::M5)
+    );
 }

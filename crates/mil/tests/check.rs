@@ -244,9 +244,10 @@ fn width_rule_is_a_violation_on_m5_and_unknown_elsewhere() {
 }
 
 #[test]
-fn small_buffers_are_a_violation_on_m4_and_unknown_elsewhere() {
+fn small_ports_are_a_warning_on_m4_and_unknown_elsewhere() {
+    // A warning, not a violation: the minimum is on the buffer, which the device pads.
     let small = conv_program(64, 64, 32, 1); // 64 * 32 * 2 = 4096 bytes
-    assert_eq!(across(&small, "io-min-bytes"), [U, U, U, V, U]);
+    assert_eq!(across(&small, "io-min-bytes"), [U, U, U, W, U]);
     assert!(finding(&check(&small, Chip::M4), "io-min-bytes")
         .message
         .contains("4096 bytes"));

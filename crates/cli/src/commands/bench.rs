@@ -17,7 +17,7 @@
 use super::device::DeviceArgs;
 use anetrain_device::ane::self_test::SelfTest;
 use anetrain_device::{Device, Kernel};
-use anetrain_mil::{Builder, Bundle, ConvOptions, DType, WeightFiles};
+use anetrain_mil::{Builder, Bundle, ConvOptions, DType};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -125,11 +125,7 @@ fn dispatch(args: &DispatchArgs) -> Result<()> {
         bail!("--runs 0 measures nothing; pass --runs 100 or more");
     }
     let device = open(args.device)?;
-    let test = SelfTest::new();
-    let bundle = Bundle {
-        program: test.program,
-        weights: WeightFiles::new(),
-    };
+    let bundle = SelfTest::new()?.bundle;
     let t = time(device.as_ref(), &bundle, args.warmup, args.runs)?;
     println!(
         "dispatch ({}: conv 64->64 on [1, 64, 1, 32], {} runs): min {:.1} us, median {:.1} us, \

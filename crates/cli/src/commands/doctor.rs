@@ -2,41 +2,50 @@
 //! computes the same numbers on it as on the CPU.
 //!
 //! The reference is always the fp32 CPU interpreter. The candidate is the ANE when its
-//! framework loads; elsewhere it is `cpu-f16`, so the fp16 error of every kernel is still
-//! measured and the table has the same shape on every machine. The exit status is 1 when any
-//! kernel fails or disagrees beyond [`Tolerance::FP16`], so scripts and CI can gate on it.
+//! framework loads; off Apple silicon it is `cpu-f16`, so the fp16 error of every kernel is
+//! still measured and the table has the same shape on every machine. On Apple silicon a
+//! framework that does not load is itself the finding: exit 1 with the reason. The exit status
+//! is 1 when any kernel fails or disagrees beyond [`Tolerance::FP16`], so scripts and CI can
+//! gate on it.
+//!
+//! Every kernel compiles and runs in a child process (`--kernel-one`, like the probes'
+//! `--probe-one`): a failed `ANECCompile` cannot be recovered in-process (ane-reference §1.7),
+//! so a crash, hang or rejected compile costs its own row and no other.
 //!
 //! `--probe` measures instead which disputed ANE rules hold on this machine: it runs every
 //! kernel of the probe matrix ([`super::probe`]) in a child process of its own and records the
 //! outcomes in a capability file.
 
+use super::child::{ended_without_result, run_with_timeout};
 use super::probe::{matrix, measured_rules, parse_outcome, port, probe_one, ProbeSpec};
 use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
 use anetrain_device::ane::capabilities::{Capabilities, Probe};
 use anetrain_device::ane::self_test::SelfTest;
-use anetrain_device::ane::AneInfo;
+use anetrain_device::ane::{AneInfo, ConstraintCheck};
 use anetrain_device::compare::{
     all_pass, compare_on, KernelComparison, Tolerance, Verdict, INPUT_RANGE,
 };
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 use anetrain_mil::check::Applies;
-use anetrain_mil::{Bundle, WeightFiles};
+use anetrain_mil::Bundle;
 use anetrain_model::config::ModelConfig;
-use anetrain_model::generate::kernels::round_up_32;
-use anetrain_model::generate::DecodeKernels;
 use anetrain_model::kernels;
 use anetrain_model::source::ModelSource;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 /// How long one probe process may take (compile, load, four runs on each device) before it is
 /// killed and its probe recorded as hung; the largest probe compiles a 6 MB weight.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long one kernel's process may take by default: the largest presets' kernels take
+/// seconds to compile and run on each device.
+const KERNEL_TIMEOUT_SECS: u64 = 600;
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -64,9 +73,21 @@ pub struct DoctorArgs {
     /// Runs one probe and prints its result as a JSON line: what --probe runs in each child.
     #[arg(long, value_name = "ID", hide = true, conflicts_with = "probe")]
     probe_one: Option<String>,
-    /// The device of --probe-one: ane, or cpu / cpu-f16 to test the probe machinery anywhere.
+    /// The device of --probe-one and --kernel-one: ane, or cpu / cpu-f16 to test the
+    /// machinery anywhere.
     #[arg(long, default_value = "ane", hide = true)]
     device: String,
+    /// Compares one kernel and prints its row as a JSON line: what the doctor runs in each
+    /// child.
+    #[arg(long, value_name = "NAME", hide = true, conflicts_with = "probe")]
+    kernel_one: Option<String>,
+    /// Test hook: make the child of kernel NAME `crash`, `hang` or `garble` its output, to
+    /// check that the other rows survive it.
+    #[arg(long, value_name = "NAME:HOW", hide = true)]
+    inject_failure: Option<String>,
+    /// Seconds a kernel's child may run before it is killed and its row marked hung.
+    #[arg(long, value_name = "SECS", default_value_t = KERNEL_TIMEOUT_SECS, hide = true)]
+    child_timeout: u64,
 }
 
 /// Runs `anetrain doctor`.
@@ -78,17 +99,35 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         return probe_all(args.capabilities.as_deref());
     }
     let config = load_config(&args.model)?;
-    let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
+    let seq = kernel_seq(&config, args.seq);
     let kernels = kernel_list(&config, seq)?;
-    // The framework is loaded once: its facts go into the report, the device into the table.
+    if let Some(name) = &args.kernel_one {
+        return kernel_one(&args, &kernels, name);
+    }
+    // The parent only loads the framework for its facts; every compile happens in a child.
     let ane = AneDevice::new().map_err(|e| e.to_string());
+    if let (true, Err(why)) = (ON_APPLE_SILICON, &ane) {
+        eprintln!(
+            "error: this is a Mac with Apple silicon, but the Neural Engine framework cannot be \
+             used: {why}\nanetrain cannot run on the ANE here; please report this with the \
+             macOS version, and use --device cpu meanwhile"
+        );
+        return Ok(ExitCode::from(1));
+    }
     let system = System {
         os: os_description(),
         ane: ane.as_ref().map(|a| a.info().clone()).map_err(Clone::clone),
     };
     let reference = CpuDevice::new(Precision::F32);
     let tolerance = Tolerance::FP16;
-    let (candidate, note) = candidate(ane);
+    let (candidate, child_device, note) = candidate(ane);
+    let exe = std::env::current_exe().context("cannot find this executable to run kernels")?;
+    let child = KernelChild {
+        exe: &exe,
+        args: &args,
+        device: child_device,
+        devices: [reference.name(), candidate.name()],
+    };
 
     if !args.json {
         system.print();
@@ -102,15 +141,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         print_header(&reference.name(), &candidate.name());
     }
     let mut results = Vec::with_capacity(kernels.len());
-    for (name, bundle) in &kernels {
-        let r = compare_on(
-            &reference,
-            candidate.as_ref(),
-            name,
-            bundle,
-            args.seed,
-            tolerance,
-        );
+    for (name, _) in &kernels {
+        let r = child.compare(name)?;
         if !args.json {
             print_row(&r);
         }
@@ -155,7 +187,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
 
 /// A preset name, or a model on disk in any form `anetrain` reads. A Hugging Face directory is
 /// read for its config alone; the other forms load their weights to find it.
-fn load_config(model: &str) -> Result<ModelConfig> {
+pub(super) fn load_config(model: &str) -> Result<ModelConfig> {
     Ok(match ModelSource::parse(model)? {
         ModelSource::Preset { name, .. } => ModelConfig::preset(&name)?,
         ModelSource::HuggingFace(dir) => ModelConfig::from_hf_dir(&dir)?,
@@ -163,46 +195,179 @@ fn load_config(model: &str) -> Result<ModelConfig> {
     })
 }
 
+/// The sequence length kernels are built at: `seq` when given, else the model's
+/// `max_seq_len` capped at 256 (the training default).
+pub(super) fn kernel_seq(config: &ModelConfig, seq: Option<usize>) -> usize {
+    seq.unwrap_or(config.max_seq_len.min(256))
+}
+
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in
-/// fp16, so it isolates layout and port-order faults), then every training kernel, then the
-/// generation decode kernels.
+/// fp16, so it isolates layout and port-order faults), then every training and decode kernel.
 fn kernel_list(config: &ModelConfig, seq: usize) -> Result<Vec<(String, Bundle)>> {
-    let self_test = Bundle {
-        program: SelfTest::new().program,
-        weights: WeightFiles::new(),
-    };
-    let mut list = vec![("self_test".to_string(), self_test)];
+    let mut list = vec![("self_test".to_string(), SelfTest::new()?.bundle)];
     list.extend(
-        kernels::all(config, seq)?
+        kernels::training_and_decode(config, seq)?
             .into_iter()
             .map(|k| (k.name.to_string(), k.bundle)),
-    );
-    // The decode kernels attend over a cache whose length is a multiple of 32.
-    let decode = DecodeKernels::build(config, round_up_32(seq))?;
-    list.extend(
-        decode
-            .named()
-            .into_iter()
-            .map(|(name, bundle)| (name.to_string(), bundle.clone())),
     );
     Ok(list)
 }
 
-/// The device compared with the fp32 CPU, and a sentence saying which and why.
-fn candidate(ane: std::result::Result<AneDevice, String>) -> (Box<dyn Device>, String) {
+/// Whether this build runs where the ANE exists, so failing to load it is a finding.
+const ON_APPLE_SILICON: bool = cfg!(all(target_os = "macos", target_arch = "aarch64"));
+
+/// The device compared with the fp32 CPU, its `--device` name for the children, and a
+/// sentence saying which and why.
+fn candidate(
+    ane: std::result::Result<AneDevice, String>,
+) -> (Box<dyn Device>, &'static str, String) {
     match ane {
         Ok(ane) => {
-            let note = format!("comparing {} with cpu (f32)", ane.name());
-            (Box::new(ane), note)
+            let note = format!(
+                "comparing {} with cpu (f32), each kernel in a process of its own",
+                ane.name()
+            );
+            (Box::new(ane), "ane", note)
         }
         Err(e) => (
             Box::new(CpuDevice::new(Precision::F16)),
+            "cpu-f16",
             format!(
                 "no Apple Neural Engine here ({e}): running the CPU half only, comparing \
                  cpu (f32) with cpu-f16 so the fp16 error of every kernel is still reported"
             ),
         ),
     }
+}
+
+/// How the doctor runs one kernel's comparison in a child process.
+struct KernelChild<'a> {
+    exe: &'a Path,
+    args: &'a DoctorArgs,
+    /// `--device` of the child: `ane` or `cpu-f16`.
+    device: &'static str,
+    /// Reference and candidate names, for rows of children that gave no result.
+    devices: [String; 2],
+}
+
+impl KernelChild<'_> {
+    /// The row of kernel `name`: the child's own, or a failed one saying how the child ended.
+    fn compare(&self, name: &str) -> Result<KernelComparison> {
+        let a = self.args;
+        let mut command = Command::new(self.exe);
+        command.args(["doctor", "--model", &a.model, "--kernel-one", name]);
+        command.args(["--device", self.device, "--seed", &a.seed.to_string()]);
+        if let Some(seq) = a.seq {
+            command.args(["--seq", &seq.to_string()]);
+        }
+        if let Some(inject) = &a.inject_failure {
+            command.args(["--inject-failure", inject]);
+        }
+        let timeout = Duration::from_secs(a.child_timeout);
+        let ended = run_with_timeout(&mut command, timeout)
+            .with_context(|| format!("cannot run the process for kernel `{name}`"))?;
+        let failed = |why: String| KernelComparison {
+            name: name.to_string(),
+            devices: self.devices.clone(),
+            compile_ms: [None, None],
+            run_ms: [None, None],
+            max_abs: None,
+            max_rel: None,
+            worst_output: None,
+            verdict: Verdict::Failed(why),
+        };
+        let Some((status, stdout, stderr)) = ended else {
+            return Ok(failed(format!(
+                "its process hung and was killed after {} s",
+                a.child_timeout
+            )));
+        };
+        let row = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str::<KernelComparison>(line).ok())
+            .filter(|r| r.name == name);
+        Ok(match row {
+            Some(row) if status.success() => row,
+            _ => failed(ended_without_result(status, &stderr)),
+        })
+    }
+}
+
+/// `anetrain doctor --kernel-one NAME`: compares kernel `name` on `--device` with the fp32
+/// CPU and prints the row as one JSON line. A failure on either device is the row's verdict.
+fn kernel_one(args: &DoctorArgs, kernels: &[(String, Bundle)], name: &str) -> Result<ExitCode> {
+    let (_, bundle) = kernels
+        .iter()
+        .find(|(n, _)| n == name)
+        .ok_or_else(|| anyhow!("the model has no kernel `{name}`"))?;
+    if let Some(how) = injected(args.inject_failure.as_deref(), name)? {
+        match how {
+            "crash" => std::process::abort(),
+            "hang" => loop {
+                std::thread::sleep(Duration::from_secs(60));
+            },
+            _ => {
+                println!("not a result");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    let candidate: Box<dyn Device> = match args.device.as_str() {
+        "ane" => ane_device()?,
+        "cpu" => Box::new(CpuDevice::new(Precision::F32)),
+        "cpu-f16" => Box::new(CpuDevice::new(Precision::F16)),
+        other => bail!("unknown doctor device `{other}`; choose ane, cpu or cpu-f16"),
+    };
+    let reference = CpuDevice::new(Precision::F32);
+    let row = compare_on(
+        &reference,
+        candidate.as_ref(),
+        name,
+        bundle,
+        args.seed,
+        Tolerance::FP16,
+    );
+    println!("{}", serde_json::to_string(&row)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The ANE for a kernel child, holding programs to the rules this machine's capability file
+/// measured when `anetrain doctor --probe` wrote one, else to the catalog's.
+// Off Apple silicon `AneDevice` is uninhabited, so everything after `new()` is statically dead.
+#[cfg_attr(
+    not(all(target_os = "macos", target_arch = "aarch64")),
+    allow(unreachable_code)
+)]
+fn ane_device() -> Result<Box<dyn Device>> {
+    let ane = AneDevice::new()?;
+    let info = ane.info().clone();
+    let measured = default_path(info.chip(), &info.macos)
+        .ok()
+        .filter(|path| path.is_file())
+        .map(|path| -> Result<_> { measured_rules(&Capabilities::read(&path)?) });
+    Ok(Box::new(match measured {
+        Some(Ok(rules)) => ane.with_constraint_check(ConstraintCheck::Measured(rules)),
+        Some(Err(e)) => {
+            eprintln!("warning: the capability file is not used ({e}); checking the catalog");
+            ane
+        }
+        None => ane,
+    }))
+}
+
+/// The failure `--inject-failure NAME:HOW` asks of kernel `name`, if any.
+fn injected<'a>(spec: Option<&'a str>, name: &str) -> Result<Option<&'a str>> {
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let (target, how) = spec
+        .split_once(':')
+        .filter(|(_, how)| ["crash", "hang", "garble"].contains(how))
+        .ok_or_else(|| {
+            anyhow!("--inject-failure `{spec}` must be NAME:crash, NAME:hang or NAME:garble")
+        })?;
+    Ok((target == name).then_some(how))
 }
 
 /// What the machine says about itself and its ANE.
@@ -405,50 +570,6 @@ fn run_child(exe: &Path, spec: &ProbeSpec) -> Result<Option<Probe>> {
     }))
 }
 
-/// Runs `command` to its end and returns its status, stdout and stderr, or `None` when it
-/// was still running after `timeout` (it is killed then).
-fn run_with_timeout(
-    command: &mut Command,
-    timeout: Duration,
-) -> std::io::Result<Option<(ExitStatus, String, String)>> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Drained on threads so a chatty framework cannot fill a pipe and stall the child.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > timeout {
-            // Already exited or unkillable: either way there is no result to wait for.
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    Ok(status.map(|status| (status, stdout, stderr)))
-}
-
-/// Reads `pipe` to its end on a thread of its own.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            // A pipe that breaks mid-read leaves what arrived, which is all there is to report.
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
 /// `~/.anetrain/capabilities-<chip>-<macos>.json`, with the names made file-name safe.
 fn default_path(chip: &str, macos: &str) -> Result<PathBuf> {
     let home = std::env::var_os("HOME").ok_or_else(|| {
@@ -472,39 +593,6 @@ fn slug(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    fn shell(script: &str, timeout: Duration) -> Option<(ExitStatus, String, String)> {
-        run_with_timeout(Command::new("sh").args(["-c", script]), timeout).unwrap()
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_child_that_finishes_gives_its_status_and_output() {
-        let (status, out, err) = shell(
-            "echo '{\"id\":1}'; echo oops >&2; exit 3",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-        assert_eq!(status.code(), Some(3));
-        assert_eq!(out, "{\"id\":1}\n");
-        assert_eq!(err, "oops\n");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_crashed_child_has_no_exit_code() {
-        let (status, _, _) = shell("kill -SEGV $$", Duration::from_secs(10)).unwrap();
-        assert_eq!(status.code(), None);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_hung_child_is_killed_at_the_timeout() {
-        let started = Instant::now();
-        assert!(shell("exec sleep 30", Duration::from_millis(200)).is_none());
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
 
     #[test]
     fn file_names_keep_only_safe_characters() {

@@ -1,13 +1,16 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
 use super::device::DeviceArgs;
+use super::doctor::{kernel_seq, load_config};
 use super::probe::measured_rules;
 use crate::npy;
 use anetrain_device::ane::capabilities::Capabilities;
+use anetrain_device::ane::weights_dict::model_dir_files;
 use anetrain_device::compare::random_inputs;
 use anetrain_device::Kernel;
 use anetrain_mil::check::{check, check_with, Chip};
 use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
+use anetrain_model::kernels;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -34,6 +37,24 @@ pub enum MilCommand {
     },
     /// Run a program and print its outputs' shapes and statistics.
     Run(RunArgs),
+    /// Write every training and decode kernel of a model as DIR/<kernel>/model.mil plus its
+    /// weight files, exactly what goes to Apple's compiler, to read, check or diff.
+    Dump(DumpArgs),
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// The model: a preset (stories15M, qwen3-0.6b, ...), a Hugging Face directory, a run or
+    /// checkpoint directory, or a llama2.c .bin.
+    #[arg(long)]
+    model: String,
+    /// Sequence length of the training kernels (the decode cache is this rounded up to 32)
+    /// [default: the model's max_seq_len, at most 256].
+    #[arg(long)]
+    seq: Option<usize>,
+    /// The directory to write; it must not exist yet or be empty.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -73,6 +94,7 @@ pub fn run(cmd: MilCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         MilCommand::Run(args) => run_file(&args),
+        MilCommand::Dump(args) => dump(&args),
     }
 }
 
@@ -187,6 +209,56 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
             npy::write(&path, &spec.ty.shape, &data)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `anetrain mil dump`: every kernel of the model laid out as the compiler's model directory
+/// (`model.mil`, `weights/*.bin`), so `anetrain mil check` and `anetrain mil run` read it as is.
+fn dump(args: &DumpArgs) -> Result<ExitCode> {
+    let config = load_config(&args.model)?;
+    let seq = kernel_seq(&config, args.seq);
+    // Built before anything is written, so a bad model or seq leaves no directory behind.
+    let kernels = kernels::training_and_decode(&config, seq)?;
+    let occupied = std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied || args.out.is_file() {
+        bail!(
+            "--out {} already exists and is not an empty directory; choose a new directory \
+             (dump never overwrites files)",
+            args.out.display()
+        );
+    }
+    for k in &kernels {
+        let dir = args.out.join(k.name);
+        let text = print_program(&k.bundle.program);
+        for (relative, bytes) in model_dir_files(&text, &k.bundle.weights)? {
+            let path = dir.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let input = k
+            .bundle
+            .program
+            .main()
+            .and_then(|f| f.inputs.first())
+            .map(|(_, ty)| ty.to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<18} input {input}, {} weight file(s) -> {}",
+            k.name,
+            k.bundle.weights.iter().count(),
+            dir.join("model.mil").display()
+        );
+    }
+    println!(
+        "wrote {} kernels of {} (seq {seq}) to {}",
+        kernels.len(),
+        args.model,
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

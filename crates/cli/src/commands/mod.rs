@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_generate;
 pub mod bench_train;
+pub mod child;
 pub mod device;
 pub mod doctor;
 pub mod eval;
@@ -12,4 +13,5 @@ pub mod import;
 pub mod measure;
 pub mod mil;
 pub mod probe;
+pub mod restart;
 pub mod train;

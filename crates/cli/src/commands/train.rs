@@ -2,12 +2,13 @@
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
 use super::device::DeviceArgs;
+use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{
     DataSource, Sampling, Split, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
 };
-use anetrain_device::ane::budget::{restart_command, CompileBudget};
+use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
@@ -606,17 +607,7 @@ fn restart() -> anyhow::Error {
             "cannot restart: an argument is not valid UTF-8; rerun the same command with --resume"
         );
     };
-    exec(&restart_argv(&args))
-}
-
-#[cfg(unix)]
-fn exec(argv: &[String]) -> anyhow::Error {
-    anetrain_device::ane::budget::exec_restart(argv).into()
-}
-
-#[cfg(not(unix))]
-fn exec(_argv: &[String]) -> anyhow::Error {
-    anyhow!("this platform cannot replace a running process; rerun the same command with --resume")
+    exec_restart(&restart_argv(&args))
 }
 
 fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {

@@ -1,11 +1,12 @@
 //! Kernel identity: a content hash of (MIL text, weight files) that keys the compiled-kernel
 //! cache and goes into the program's `buildInfo` as a nonce (ane-reference §1.9).
 //!
-//! `aned` caches compiled programs by a hash of the MIL and the framework names the model's temp
-//! directory after a content id that may ignore weight bytes, so two programs with equal text
-//! and different weights could share a compile or a directory. Stamping our own key into
-//! `buildInfo` makes the text differ whenever the weights do; identical (text, weights) pairs
-//! still get identical text, so they share one compile and one directory.
+//! `aned` caches compiled programs by a hash of the MIL, and the framework names the model's
+//! temp directory after a hash of the MIL text, the weights and the options (§1.9,
+//! correction). Stamping our own key into `buildInfo` makes the text differ whenever the
+//! weights do. A second entry, unique to each compiled instance ([`instance_id`]), makes every
+//! compile's directory its own: `unloadWithQoS:` deletes that directory, so two devices or two
+//! processes compiling the same program must never share it.
 
 use crate::Result;
 use anetrain_mil::{Program, WeightFiles};
@@ -14,6 +15,20 @@ use std::fmt;
 
 /// The `buildInfo` entry that carries the kernel key.
 pub const NONCE_KEY: &str = "anetrain-kernel";
+
+/// The `buildInfo` entry that makes each compiled instance's text, and so its directory, unique.
+pub const INSTANCE_KEY: &str = "anetrain-instance";
+
+/// An id no other compile in this or any concurrent process gets: the process id, a counter
+/// and the start time in nanoseconds (so a recycled pid after a crash differs too).
+pub fn instance_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{n}-{nanos}", std::process::id())
+}
 
 const FNV128_OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
 const FNV128_PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
@@ -78,21 +93,28 @@ impl fmt::Display for KernelKey {
     }
 }
 
-/// The text to compile and its key: `program` is printed without any earlier nonce, hashed
-/// with `weights`, stamped with the key, and printed again. `print` is the MIL printer
-/// ([`anetrain_mil::print_program`] in the device).
+/// The text to compile and its key: `program` is printed without any earlier stamps, hashed
+/// with `weights` (the key, which ignores `instance`), stamped with the key and `instance`,
+/// and printed again. `print` is the MIL printer ([`anetrain_mil::print_program`] in the
+/// device); `instance` comes from [`instance_id`].
 pub fn stamped_text(
     program: &Program,
     weights: &WeightFiles,
+    instance: &str,
     print: impl Fn(&Program) -> String,
 ) -> (KernelKey, String) {
     let mut unstamped = program.clone();
-    unstamped.build_info.retain(|(k, _)| k != NONCE_KEY);
+    unstamped
+        .build_info
+        .retain(|(k, _)| k != NONCE_KEY && k != INSTANCE_KEY);
     let key = KernelKey::new(&print(&unstamped), weights);
     let mut stamped = unstamped;
     stamped
         .build_info
         .push((NONCE_KEY.to_string(), key.to_string()));
+    stamped
+        .build_info
+        .push((INSTANCE_KEY.to_string(), instance.to_string()));
     (key, print(&stamped))
 }
 

@@ -2,9 +2,12 @@
 //!
 //! The framework does not keep the MIL signature or return order. After load it can describe
 //! its ports (`modelAttributes` → `NetworkStatusList[0]` → `LiveInputList` / `LiveOutputList`,
-//! output names ending in `@output`), and that order is the one to use. Without a schema the
-//! fallback is Orion's finding, alphabetical by name, which is right for every case it tested
-//! but not proven: the order's source is recorded so the device can say which it used.
+//! output names ending in `@output`), and that order is the one to use. A single port needs no
+//! name at all (every anetrain kernel has one input and one output). When the schema's names
+//! do not match the program's, the request falls back to declaration order, the order every
+//! peer that ignores the schema uses, with a warning; without a schema it falls back to
+//! Orion's finding, alphabetical by name. The order's source is recorded so the device and the
+//! doctor can say which was used.
 
 use crate::{DeviceError, Result, TensorSpec};
 use anetrain_mil::{MilError, Program, Type};
@@ -21,13 +24,17 @@ pub struct IoSchema {
     pub outputs: Vec<String>,
 }
 
-/// Where a [`PortOrder`] came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a [`PortOrder`] came from (the least certain source of its two roles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrderSource {
+    /// One input and one output: there is nothing to order.
+    Single,
     /// The framework's own schema of the loaded model.
     Schema,
     /// Alphabetical by name, because the framework exposed no schema.
     Alphabetical,
+    /// Declaration order, because the schema's names did not match the program's.
+    Declaration,
 }
 
 /// The request slot of every port: `inputs[slot]` is the index of the MIL input (signature
@@ -40,38 +47,87 @@ pub struct PortOrder {
     pub outputs: Vec<usize>,
     /// How the order was decided.
     pub source: OrderSource,
+    /// Why a schema was not followed, when it was not.
+    pub warnings: Vec<String>,
 }
 
 impl PortOrder {
-    /// Orders the MIL ports by `schema` when there is one, else alphabetically. A schema that
-    /// does not name exactly the program's ports is an error (the slots would be guesses).
+    /// Orders the MIL ports: a lone port as it is, several by `schema` when it names exactly
+    /// the program's ports, in declaration order (with a warning) when it does not, and
+    /// alphabetically when there is no schema.
     pub fn resolve<S: AsRef<str>>(
         mil_inputs: &[S],
         mil_outputs: &[S],
         schema: Option<&IoSchema>,
-    ) -> Result<PortOrder> {
-        match schema {
-            Some(schema) => Ok(PortOrder {
-                inputs: match_schema("input", mil_inputs, &schema.inputs, "")?,
-                outputs: match_schema("output", mil_outputs, &schema.outputs, OUTPUT_SUFFIX)?,
-                source: OrderSource::Schema,
-            }),
-            None => Ok(PortOrder {
-                inputs: alphabetical(mil_inputs),
-                outputs: alphabetical(mil_outputs),
-                source: OrderSource::Alphabetical,
-            }),
+    ) -> PortOrder {
+        let mut warnings = Vec::new();
+        let (inputs, in_source) = order(
+            "input",
+            mil_inputs,
+            schema.map(|s| s.inputs.as_slice()),
+            "",
+            &mut warnings,
+        );
+        let (outputs, out_source) = order(
+            "output",
+            mil_outputs,
+            schema.map(|s| s.outputs.as_slice()),
+            OUTPUT_SUFFIX,
+            &mut warnings,
+        );
+        PortOrder {
+            inputs,
+            outputs,
+            source: in_source.max(out_source),
+            warnings,
         }
     }
 
     /// A sentence for logs and the doctor saying how the order was decided.
-    pub fn note(&self) -> &'static str {
-        match self.source {
+    pub fn note(&self) -> String {
+        let base = match self.source {
+            OrderSource::Single => "one input and one output, no port order to decide",
             OrderSource::Schema => "request port order taken from the model's schema",
             OrderSource::Alphabetical => {
                 "the framework exposed no port schema; request ports are in alphabetical order \
                  of their MIL names (Orion's finding, unverified on this machine)"
             }
+            OrderSource::Declaration => {
+                "request ports are in declaration order because the model's schema does not \
+                 match the program"
+            }
+        };
+        std::iter::once(base.to_string())
+            .chain(self.warnings.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+fn order<S: AsRef<str>>(
+    role: &str,
+    mil: &[S],
+    schema: Option<&[String]>,
+    suffix: &str,
+    warnings: &mut Vec<String>,
+) -> (Vec<usize>, OrderSource) {
+    let declared = || (0..mil.len()).collect::<Vec<_>>();
+    if mil.len() <= 1 {
+        return (declared(), OrderSource::Single);
+    }
+    let Some(schema) = schema else {
+        return (alphabetical(mil), OrderSource::Alphabetical);
+    };
+    match match_schema(mil, schema, suffix) {
+        Some(order) => (order, OrderSource::Schema),
+        None => {
+            let mil: Vec<&str> = mil.iter().map(AsRef::as_ref).collect();
+            warnings.push(format!(
+                "warning: the compiled model lists {role}s {schema:?} but the program declares \
+                 {mil:?}; using declaration order (if the doctor's numbers disagree, this is \
+                 why: please report it)"
+            ));
+            (declared(), OrderSource::Declaration)
         }
     }
 }
@@ -82,39 +138,24 @@ fn alphabetical<S: AsRef<str>>(names: &[S]) -> Vec<usize> {
     order
 }
 
-fn match_schema<S: AsRef<str>>(
-    role: &str,
-    mil: &[S],
-    schema: &[String],
-    suffix: &str,
-) -> Result<Vec<usize>> {
-    let listed: Vec<&str> = schema
-        .iter()
-        .map(|n| n.strip_suffix(suffix).unwrap_or(n))
-        .collect();
-    let mismatch = || {
-        let mil: Vec<&str> = mil.iter().map(AsRef::as_ref).collect();
-        DeviceError::Runtime(format!(
-            "the compiled model lists {role}s {listed:?} but the program declares {mil:?}; \
-             the surfaces cannot be matched to request slots (is a port unused and optimised \
-             away? every {role} must be used)"
-        ))
-    };
-    if listed.len() != mil.len() {
-        return Err(mismatch());
+/// The program index of each schema entry, or `None` unless the schema names every program
+/// port exactly once.
+fn match_schema<S: AsRef<str>>(mil: &[S], schema: &[String], suffix: &str) -> Option<Vec<usize>> {
+    if schema.len() != mil.len() {
+        return None;
     }
     let mut taken = vec![false; mil.len()];
     let mut order = Vec::with_capacity(mil.len());
-    for name in &listed {
+    for listed in schema {
+        let name = listed.strip_suffix(suffix).unwrap_or(listed);
         let index = mil
             .iter()
-            .position(|m| m.as_ref() == *name)
-            .filter(|&i| !taken[i])
-            .ok_or_else(mismatch)?;
+            .position(|m| m.as_ref() == name)
+            .filter(|&i| !taken[i])?;
         taken[index] = true;
         order.push(index);
     }
-    Ok(order)
+    Some(order)
 }
 
 /// The kernel's ports from `main`'s signature and return list, the specs every device exposes.

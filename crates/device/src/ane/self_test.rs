@@ -6,11 +6,7 @@
 //! multiples of 1/8 in [-1, 1], so every product and sum is exact in fp16.
 
 use crate::{Device, DeviceError, Result};
-use anetrain_mil::{
-    Argument, DType, Function, Literal, Op, Operation, Output, Program, TensorData, TensorType,
-    Type, WeightFiles,
-};
-use half::f16;
+use anetrain_mil::{Builder, Bundle, ConvOptions, DType};
 
 /// Channels of the self-test tensors.
 pub const CHANNELS: usize = 64;
@@ -23,8 +19,8 @@ pub const TOLERANCE: f32 = 1e-3;
 /// The self-test program, its input and its expected output.
 #[derive(Clone, Debug)]
 pub struct SelfTest {
-    /// `main(x) -> y`, the conv above, weights inline (no weight files).
-    pub program: Program,
+    /// `main(x) -> y`, the conv above, its weight in a BLOBFILE as every peer's conv has it.
+    pub bundle: Bundle,
     /// `x`, row-major `[1, 64, 1, 32]`.
     pub input: Vec<f32>,
     /// `y`, from the closed form.
@@ -33,7 +29,7 @@ pub struct SelfTest {
 
 impl SelfTest {
     /// Builds the program and data.
-    pub fn new() -> SelfTest {
+    pub fn new() -> Result<SelfTest> {
         let input: Vec<f32> = (0..CHANNELS * WIDTH)
             .map(|i| {
                 let (c, s) = (i / WIDTH, i % WIDTH);
@@ -46,11 +42,11 @@ impl SelfTest {
                 input[o * WIDTH + s] / 4.0 + input[((o + 1) % CHANNELS) * WIDTH + s] / 2.0
             })
             .collect();
-        SelfTest {
-            program: Program::new(conv_function()),
+        Ok(SelfTest {
+            bundle: conv_bundle()?,
             input,
             expected,
-        }
+        })
     }
 
     /// Compares a device's output with the expected one, naming the first wrong element.
@@ -85,7 +81,7 @@ impl SelfTest {
 
     /// Compiles and runs the self-test on `device` and checks the result.
     pub fn run(&self, device: &dyn Device) -> Result<()> {
-        let mut kernel = device.compile(&self.program, &WeightFiles::new())?;
+        let mut kernel = device.compile(&self.bundle.program, &self.bundle.weights)?;
         kernel.write_input(0, &self.input)?;
         kernel.run()?;
         let mut output = vec![0.0; self.expected.len()];
@@ -94,78 +90,21 @@ impl SelfTest {
     }
 }
 
-impl Default for SelfTest {
-    fn default() -> SelfTest {
-        SelfTest::new()
-    }
-}
-
-/// `W[o][i] = 1/4 if i == o, 1/2 if i == (o + 1) mod C, else 0`.
-fn weight() -> Vec<f16> {
-    let mut w = vec![f16::ZERO; CHANNELS * CHANNELS];
+/// `W[o][i] = 1/4 if i == o, 1/2 if i == (o + 1) mod C, else 0`, row-major `[C][C]`.
+pub fn weight() -> Vec<f32> {
+    let mut w = vec![0.0; CHANNELS * CHANNELS];
     for o in 0..CHANNELS {
-        w[o * CHANNELS + o] = f16::from_f32(0.25);
-        w[o * CHANNELS + (o + 1) % CHANNELS] = f16::from_f32(0.5);
+        w[o * CHANNELS + o] = 0.25;
+        w[o * CHANNELS + (o + 1) % CHANNELS] = 0.5;
     }
     w
 }
 
-fn conv_function() -> Function {
-    let io = TensorType::new(DType::Fp16, [1, CHANNELS, 1, WIDTH]);
-    let w_ty = TensorType::new(DType::Fp16, [CHANNELS, CHANNELS, 1, 1]);
-    let ops = vec![
-        constant(
-            "W",
-            Literal::Tensor {
-                ty: w_ty,
-                data: TensorData::Fp16(weight()),
-            },
-        ),
-        constant("strides", Literal::int32_tensor(&[1, 1])),
-        constant("pad_type", Literal::string("valid")),
-        constant("pad", Literal::int32_tensor(&[0, 0, 0, 0])),
-        constant("dilations", Literal::int32_tensor(&[1, 1])),
-        constant("groups", Literal::int32(1)),
-        Operation {
-            op: Op::Conv,
-            args: [
-                ("dilations", "dilations"),
-                ("groups", "groups"),
-                ("pad", "pad"),
-                ("pad_type", "pad_type"),
-                ("strides", "strides"),
-                ("weight", "W"),
-                ("x", "x"),
-            ]
-            .into_iter()
-            .map(|(arg, value)| (arg.to_string(), Argument::Value(value.to_string())))
-            .collect(),
-            attrs: Vec::new(),
-            label: "y".into(),
-            outputs: vec![Output {
-                name: "y".into(),
-                ty: Type::Tensor(io.clone()),
-            }],
-        },
-    ];
-    Function {
-        name: "main".into(),
-        target: "ios18".into(),
-        inputs: vec![("x".into(), io)],
-        ops,
-        outputs: vec!["y".into()],
-    }
-}
-
-fn constant(name: &str, value: Literal) -> Operation {
-    Operation {
-        op: Op::Const,
-        args: Vec::new(),
-        label: name.into(),
-        outputs: vec![Output {
-            name: name.into(),
-            ty: value.ty(),
-        }],
-        attrs: vec![("val".into(), value)],
-    }
+fn conv_bundle() -> Result<Bundle> {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Fp16, [1, CHANNELS, 1, WIDTH])?;
+    let w = b.weight("W", DType::Fp16, [CHANNELS, CHANNELS, 1, 1], &weight())?;
+    let y = b.conv(x, w, &ConvOptions::default())?;
+    b.output(y, "y")?;
+    Ok(b.finish()?)
 }

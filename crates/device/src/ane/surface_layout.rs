@@ -4,16 +4,40 @@
 //! The rules conflict between chips, so they live in a [`SurfacePolicy`] whose default is the
 //! conservative reading: every last axis a multiple of 32 and at least 32, every buffer at least
 //! 48 KiB, all inputs at one allocation size and all outputs at another.
+//!
+//! Surfaces are one row of bytes (width = bytes, height = 1), the layout maderix and Orion run
+//! on M1–M5. AB's layout of 4096-byte rows is kept only as a retry ([`RowLayout::retry_after`])
+//! when the first one fails with the framework's size error.
 
 use crate::{DeviceError, Result, TensorSpec};
 use anetrain_mil::DType;
 
-/// Surfaces up to this many bytes are one row; larger ones use [`WIDE_ROW_BYTES`] rows (§2.1).
-pub const SINGLE_ROW_LIMIT: usize = 16 * 1024;
-
 /// Row pitch of multi-row surfaces: a power of two, so IOSurface never pads between rows and the
 /// payload stays contiguous from the base address, which is how the ANE reads it.
 pub const WIDE_ROW_BYTES: usize = 4096;
+
+/// Error texts that mean the framework or IOSurface rejected a surface's size or shape: eval
+/// status 0x1d (§1.7, §2.4) and a refused `IOSurfaceCreate`.
+pub const SIZE_ERROR_MARKERS: [&str; 2] = ["status=0x1d", "IOSurfaceCreate refused"];
+
+/// How a surface's bytes are arranged into IOSurface rows (§2.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RowLayout {
+    /// One row of `N` bytes (maderix, Orion): what every surface gets first.
+    #[default]
+    SingleRow,
+    /// Rows of [`WIDE_ROW_BYTES`] (AB above 16 KiB): the retry.
+    MultiRow,
+}
+
+impl RowLayout {
+    /// The layout to retry with after `error`, or `None` when the error is not about sizes
+    /// or the multi-row layout already failed too.
+    pub fn retry_after(self, error: &str) -> Option<RowLayout> {
+        let size_error = SIZE_ERROR_MARKERS.iter().any(|m| error.contains(m));
+        (self == RowLayout::SingleRow && size_error).then_some(RowLayout::MultiRow)
+    }
+}
 
 /// The shape and size rules a kernel's ports must follow on one chip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,14 +83,13 @@ impl SurfacePolicy {
         Ok(())
     }
 
-    /// The allocation for a payload of `bytes`: at least the minimum, and a whole number of rows
-    /// once it is wider than one row.
-    pub fn allocation(&self, bytes: usize) -> usize {
+    /// The allocation for a payload of `bytes` in `rows`: at least the minimum, and a whole
+    /// number of rows in the multi-row layout.
+    pub fn allocation(&self, bytes: usize, rows: RowLayout) -> usize {
         let n = bytes.max(self.min_bytes).max(1);
-        if n <= SINGLE_ROW_LIMIT {
-            n
-        } else {
-            round_up(n, WIDE_ROW_BYTES)
+        match rows {
+            RowLayout::SingleRow => n,
+            RowLayout::MultiRow => round_up(n, WIDE_ROW_BYTES),
         }
     }
 }
@@ -96,14 +119,12 @@ pub struct SurfaceProperties {
 }
 
 impl SurfaceProperties {
-    /// Properties for an allocation of `alloc` bytes, one row up to [`SINGLE_ROW_LIMIT`] and
-    /// rows of [`WIDE_ROW_BYTES`] beyond. `alloc` must come from [`SurfacePolicy::allocation`]
-    /// (or be a multiple of the row when wide) so that `width * height == alloc`.
-    pub fn for_allocation(alloc: usize) -> SurfaceProperties {
-        let (width, height) = if alloc <= SINGLE_ROW_LIMIT {
-            (alloc, 1)
-        } else {
-            (WIDE_ROW_BYTES, alloc.div_ceil(WIDE_ROW_BYTES))
+    /// Properties for an allocation of `alloc` bytes in `rows`. A multi-row `alloc` should
+    /// come from [`SurfacePolicy::allocation`] (whole rows); otherwise it is rounded up.
+    pub fn for_allocation(alloc: usize, rows: RowLayout) -> SurfaceProperties {
+        let (width, height) = match rows {
+            RowLayout::SingleRow => (alloc, 1),
+            RowLayout::MultiRow => (WIDE_ROW_BYTES, alloc.div_ceil(WIDE_ROW_BYTES)),
         };
         SurfaceProperties {
             width,
@@ -127,6 +148,9 @@ pub struct SurfaceLayout {
     pub input_alloc: usize,
     /// The one allocation every output surface gets (the largest output's).
     pub output_alloc: usize,
+    /// How the surfaces are arranged in rows.
+    pub rows: RowLayout,
+    policy: SurfacePolicy,
 }
 
 impl SurfaceLayout {
@@ -149,23 +173,52 @@ impl SurfaceLayout {
         }
         let input_payloads: Vec<usize> = inputs.iter().map(|s| s.ty.size_bytes()).collect();
         let output_payloads: Vec<usize> = outputs.iter().map(|s| s.ty.size_bytes()).collect();
-        let largest = |sizes: &[usize]| sizes.iter().copied().max().unwrap_or(0);
-        Ok(SurfaceLayout {
-            input_alloc: policy.allocation(largest(&input_payloads)),
-            output_alloc: policy.allocation(largest(&output_payloads)),
+        let mut layout = SurfaceLayout {
+            input_alloc: 0,
+            output_alloc: 0,
+            rows: RowLayout::SingleRow,
+            policy: *policy,
             input_payloads,
             output_payloads,
-        })
+        };
+        layout.size(&[], &[]);
+        Ok(layout)
+    }
+
+    /// Raises the allocations to hold what the loaded model says each port needs (its
+    /// `BatchStride`, in signature / return order), which may exceed the packed payload.
+    pub fn reserve(&mut self, inputs: &[usize], outputs: &[usize]) {
+        self.size(inputs, outputs);
+    }
+
+    /// The same surfaces arranged in `rows`.
+    pub fn with_rows(&self, rows: RowLayout) -> SurfaceLayout {
+        let mut layout = self.clone();
+        layout.rows = rows;
+        let (inputs, outputs) = (vec![self.input_alloc], vec![self.output_alloc]);
+        layout.size(&inputs, &outputs);
+        layout
+    }
+
+    fn size(&mut self, inputs: &[usize], outputs: &[usize]) {
+        let largest = |a: &[usize], b: &[usize], floor: usize| {
+            a.iter().chain(b).copied().max().unwrap_or(0).max(floor)
+        };
+        let (rows, policy) = (self.rows, self.policy);
+        let input = largest(&self.input_payloads, inputs, self.input_alloc);
+        let output = largest(&self.output_payloads, outputs, self.output_alloc);
+        self.input_alloc = policy.allocation(input, rows);
+        self.output_alloc = policy.allocation(output, rows);
     }
 
     /// Creation properties of the input surfaces.
     pub fn input_properties(&self) -> SurfaceProperties {
-        SurfaceProperties::for_allocation(self.input_alloc)
+        SurfaceProperties::for_allocation(self.input_alloc, self.rows)
     }
 
     /// Creation properties of the output surfaces.
     pub fn output_properties(&self) -> SurfaceProperties {
-        SurfaceProperties::for_allocation(self.output_alloc)
+        SurfaceProperties::for_allocation(self.output_alloc, self.rows)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The ANE device on platforms without one: it cannot be constructed, and every constructor
 //! says why and what to use instead.
 
+use super::constraints::ConstraintCheck;
 use super::info::AneInfo;
 use super::surface_layout::SurfacePolicy;
 use crate::{Device, DeviceError, Kernel, Result};
@@ -34,6 +35,11 @@ impl AneDevice {
     pub fn with_surface_policy(self, _policy: SurfacePolicy) -> AneDevice {
         match self {}
     }
+
+    /// Replaces the constraint check (unreachable here).
+    pub fn with_constraint_check(self, _constraints: ConstraintCheck) -> AneDevice {
+        match self {}
+    }
 }
 
 impl Device for AneDevice {
@@ -42,6 +48,10 @@ impl Device for AneDevice {
     }
 
     fn compile(&self, _program: &Program, _weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
+        match *self {}
+    }
+
+    fn compile_budget(&self) -> Option<&'static crate::CompileBudget> {
         match *self {}
     }
 }

@@ -82,14 +82,17 @@ pub fn relative_path(key: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A model directory that is deleted, with everything in it, when dropped.
+/// A model directory owned by one compiled instance, deleted with everything in it when
+/// dropped. It is never shared: its name comes from text stamped with an
+/// [`instance_id`](crate::ane::cache::instance_id), so another compile never has the same one.
 #[derive(Debug)]
 pub struct ModelDir {
     path: PathBuf,
 }
 
 impl ModelDir {
-    /// Creates `path` (replacing whatever a crashed earlier run left there) and writes `files`.
+    /// Creates `path` and writes `files`. Refuses a directory that already exists, because
+    /// it belongs to another compile (deleting it would break that model).
     pub fn create(path: PathBuf, files: &[(PathBuf, &[u8])]) -> Result<ModelDir> {
         let io = |what: &str, p: &Path, e: std::io::Error| {
             DeviceError::Runtime(format!(
@@ -98,10 +101,21 @@ impl ModelDir {
                 p.display()
             ))
         };
-        if path.exists() {
-            fs::remove_dir_all(&path).map_err(|e| io("clear the old model directory", &path, e))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
         }
-        fs::create_dir_all(&path).map_err(|e| io("create the model directory", &path, e))?;
+        fs::create_dir(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                DeviceError::Runtime(format!(
+                    "the ANE model directory `{}` already exists and belongs to another \
+                     compile, which it is left to; compile again (every compile gets a new \
+                     directory)",
+                    path.display()
+                ))
+            } else {
+                io("create the model directory", &path, e)
+            }
+        })?;
         // From here on, an early return drops `dir` and removes what was written.
         let dir = ModelDir { path };
         for (relative, bytes) in files {

@@ -6,18 +6,19 @@
 //! §5 #11–#12). Prefill fills all columns of each chunk; a decode step uses column 0 only and
 //! wastes the other 31 (the zeros are multiplied like real tokens, so a decode step costs as
 //! much device work as a 32-token chunk; on the ANE that work is far below the dispatch floor).
-//! Ports still smaller than 48 KiB are widened with unused columns (inputs) or zero channels
-//! (outputs) — see [`port_width`] and [`pad_channels`].
+//! Inputs still smaller than 48 KiB are widened with unused columns ([`port_width`]); outputs
+//! are declared at their real size, because the device allocates every surface at 48 KiB or
+//! more anyway (no peer pads an output with a concatenated constant, so neither does this).
 //!
 //! Notation: D dim, Q = heads·head_dim, KV = kv_heads·head_dim, H hidden, B = [`BUCKET`],
 //! T the cache length (a multiple of 32). Activations are channel-major `[C][B]`.
 //!
 //! | kernel | input `[1, C, 1, W]` | output |
 //! |---|---|---|
-//! | `decode_qkv` | C = D: `a [D][B]`, then `[Wq; Wk; Wv]ᵀ` | `[1, ≥Q+2KV, 1, B]` q, k, v |
-//! | `decode_attention` | C = Q+2KV+B: `q [Q][B]` (pre-scaled), `K [KV][T]`, `V [KV][T]`, mask `[B][T]` | `[1, ≥Q, 1, B]` |
-//! | `decode_wo` | C = Q: `attn [Q][B]`, then `Woᵀ` | `[1, ≥D, 1, B]` |
-//! | `decode_ffn` | C = D: `hn [D][B]`, then `W1ᵀ`, `W3ᵀ`, `W2` | `[1, ≥D, 1, B]`, `W2 (silu(W1 hn) ⊙ W3 hn)` |
+//! | `decode_qkv` | C = D: `a [D][B]`, then `[Wq; Wk; Wv]ᵀ` | `[1, Q+2KV, 1, B]` q, k, v |
+//! | `decode_attention` | C = Q+2KV+B: `q [Q][B]` (pre-scaled), `K [KV][T]`, `V [KV][T]`, mask `[B][T]` | `[1, Q, 1, B]` |
+//! | `decode_wo` | C = Q: `attn [Q][B]`, then `Woᵀ` | `[1, D, 1, B]` |
+//! | `decode_ffn` | C = D: `hn [D][B]`, then `W1ᵀ`, `W3ᵀ`, `W2` | `[1, D, 1, B]`, `W2 (silu(W1 hn) ⊙ W3 hn)` |
 //!
 //! The K and V channels of `decode_attention`'s input **are** the KV cache: each layer has its
 //! own copy of the kernel (a fork), new keys and values are written into their columns once,
@@ -27,7 +28,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::kernels::{dynamic_matmul_into, INPUT, OUTPUT};
+use crate::kernels::{dynamic_matmul_into, INPUT, OUTPUT, SWAP_LAST};
 
 /// Spatial columns of every decode kernel: one chunk of up to this many tokens per run.
 pub const BUCKET: usize = 32;
@@ -47,12 +48,6 @@ pub fn round_up_32(n: usize) -> usize {
 pub fn port_width(channels: usize, used: usize) -> usize {
     let min_width = MIN_PORT_BYTES.div_ceil(channels.max(1) * FP16_BYTES);
     round_up_32(used.max(min_width))
-}
-
-/// Output channels for `channels` real ones at width `width`: enough zero channels are added
-/// that the buffer reaches the 48 KiB minimum.
-pub fn padded_channels(channels: usize, width: usize) -> usize {
-    channels.max(MIN_PORT_BYTES.div_ceil(width.max(1) * FP16_BYTES))
 }
 
 /// The four decode kernels of one config.
@@ -103,33 +98,18 @@ impl DecodeKernels {
     }
 }
 
-/// Returns `y` `[1, c, 1, w]` as the output, with zero channels appended when the buffer would
-/// be under 48 KiB. Callers read only the first `c` channels.
-fn pad_channels(b: &mut Builder, y: Var) -> Result<()> {
-    let (c, w) = (b.shape(y)[1], b.shape(y)[3]);
-    let total = padded_channels(c, w);
-    let y = if total > c {
-        let zeros = vec![0.0; (total - c) * w];
-        let z = b.weight("pad", DType::Fp16, [1, total - c, 1, w], &zeros)?;
-        b.concat(&[y, z], 1)?
-    } else {
-        y
-    };
-    b.output(y, OUTPUT).map_err(ModelError::from)
-}
-
-/// `decode_qkv` / `decode_wo`: input `[1, ic, 1, W ≥ B+oc]` (activation, then the staged
-/// `M [ic][oc]`), output `[1, ≥oc, 1, B]`, `y = Mᵀ a`.
+/// `decode_qkv` / `decode_wo`: input `[1, ic, 1, W  B+oc]` (activation, then the staged
+/// `M [ic][oc]`), output `[1, oc, 1, B]`, `y = Mᵀ a`.
 pub fn decode_matmul(ic: usize, oc: usize) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b.input(INPUT, DType::Fp16, [1, ic, 1, port_width(ic, BUCKET + oc)])?;
     let y = dynamic_matmul_into(&mut b, x, ic, oc, BUCKET)?;
-    pad_channels(&mut b, y)?;
+    b.output(y, OUTPUT)?;
     b.finish().map_err(ModelError::from)
 }
 
-/// `decode_ffn`: input `[1, D, 1, W ≥ B+3H]` holding `hn [D][B]`, `W1ᵀ [D][H]`, `W3ᵀ [D][H]`
-/// and `W2 [D][H]` (not transposed: `W2 act` reads it as it is), output `[1, ≥D, 1, B]`.
+/// `decode_ffn`: input `[1, D, 1, W  B+3H]` holding `hn [D][B]`, `W1ᵀ [D][H]`, `W3ᵀ [D][H]`
+/// and `W2 [D][H]` (not transposed: `W2 act` reads it as it is), output `[1, D, 1, B]`.
 /// SiLU is spelled `mul(sigmoid)`, the form every ANE project compiles.
 pub fn decode_ffn(d: usize, h: usize) -> Result<Bundle> {
     let mut b = Builder::new();
@@ -146,7 +126,7 @@ pub fn decode_ffn(d: usize, h: usize) -> Result<Bundle> {
     // [D][H] · [H][B]: already channel-major.
     let y = b.matmul(w2, act)?;
     let y = b.reshape(y, &[1, d, 1, BUCKET])?;
-    pad_channels(&mut b, y)?;
+    b.output(y, OUTPUT)?;
     b.finish().map_err(ModelError::from)
 }
 
@@ -182,7 +162,7 @@ impl AttentionLayout {
 /// values `[KV][T]`; an additive mask `[B][T]` whose row `j` is 0 at the cache positions query
 /// column `j` may see and `MASK_VALUE` elsewhere (unused slots and the future). The CPU writes
 /// the mask because it changes every step; an in-kernel constant could not. Output
-/// `[1, ≥Q, 1, B]`: `softmax(qᵀK + mask) V` per head, heads in order, query head `h` reading kv
+/// `[1, Q, 1, B]`: `softmax(qᵀK + mask) V` per head, heads in order, query head `h` reading kv
 /// head `h / (heads / kv_heads)`.
 pub fn decode_attention(config: &ModelConfig, t: usize) -> Result<Bundle> {
     let (nh, hd) = (config.n_heads, config.head_dim);
@@ -196,13 +176,16 @@ pub fn decode_attention(config: &ModelConfig, t: usize) -> Result<Bundle> {
     let mask = b.slice(x, &[0, layout.mask, 0, 0], &[1, BUCKET, 1, t])?;
     let mask = b.reshape(mask, &[1, 1, BUCKET, t])?;
     // scores[h, j, t2] = Σ_i q[h, i, j] k[h, i, t2]
-    let scores = b.matmul_t(q, k, true, false)?;
+    let q = b.transpose(q, &SWAP_LAST)?;
+    let scores = b.matmul(q, k)?;
     let masked = b.add(scores, mask)?;
     let p = b.softmax(masked, -1)?;
     // out[h, i, j] = Σ_t2 v[h, i, t2] p[h, j, t2]
-    let out = b.matmul_t(v, p, false, true)?;
+    // p is [B][T], not square, so it is transposed explicitly rather than by a matmul flag.
+    let p = b.transpose(p, &SWAP_LAST)?;
+    let out = b.matmul(v, p)?;
     let y = b.reshape(out, &[1, nh * hd, 1, BUCKET])?;
-    pad_channels(&mut b, y)?;
+    b.output(y, OUTPUT)?;
     b.finish().map_err(ModelError::from)
 }
 

@@ -1,8 +1,11 @@
 //! Causal grouped-query attention as MIL, forward and backward, for one sequence of `s` tokens.
 //!
 //! Heads stay channel-major the whole way: a `[1, C, 1, S]` block reshapes for free to
-//! `[1, heads, head_dim, S]`, and every product is arranged (with matmul transpose flags) so
-//! that its result is again `[head_dim, S]` per head, so no explicit transpose is needed.
+//! `[1, heads, head_dim, S]`, and every product is arranged so that its result is again
+//! `[head_dim, S]` per head. Only the forms peers run on hardware are emitted: a matmul
+//! transpose flag only on a square `[S, S]` operand (scores, probabilities), an explicit
+//! `transpose` for the rectangular `[head_dim, S]` ones (ane-reference §3.7), row sums as
+//! `reduce_sum`, and no matmul with a constant operand.
 //! Scores are `[1, heads, S(query), S(key)]`. No `scaled_dot_product_attention` op: the ANE
 //! ignores its mask (ane-reference §5 #13), so the mask is added explicitly.
 //!
@@ -16,7 +19,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 use crate::config::ModelConfig;
 use crate::error::Result;
 
-use super::matmul::{INPUT, OUTPUT};
+use super::matmul::{INPUT, OUTPUT, SWAP_LAST};
 use crate::error::ModelError;
 
 /// What the causal mask adds above the diagonal: large enough that `exp` underflows to 0
@@ -99,7 +102,9 @@ impl Heads {
     fn probabilities(&self, b: &mut Builder, q_scaled: Var, k: Var) -> Result<Var> {
         let s = self.s;
         let mask = b.weight("mask", DType::Fp16, [1, 1, s, s], &causal_mask(s))?;
-        let scores = b.matmul_t(q_scaled, k, true, false)?;
+        // scores[t, t2] = Σ_i q[i, t] k[i, t2]
+        let q_rows = b.transpose(q_scaled, &SWAP_LAST)?;
+        let scores = b.matmul(q_rows, k)?;
         let masked = b.add(scores, mask)?;
         b.softmax(masked, -1).map_err(ModelError::from)
     }
@@ -145,17 +150,13 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     // dv[i, t2] = Σ_t dO[i, t] p[t, t2]
     let dv = b.matmul(d_out, p)?;
     // dp[t, t2] = Σ_i dO[i, t] v[i, t2]
-    let dp = b.matmul_t(d_out, v, true, false)?;
-    // Row sums over S keys as a matmul with ones: matmul accumulates wide, reduce_sum would
-    // accumulate in fp16 (§5 #23).
-    let ones = b.weight(
-        "ones",
-        DType::Fp16,
-        [1, g.n_heads, s, 1],
-        &vec![1.0; g.n_heads * s],
-    )?;
+    let d_rows = b.transpose(d_out, &SWAP_LAST)?;
+    let dp = b.matmul(d_rows, v)?;
+    // Row sums over the S keys with reduce_sum, as maderix's sdpaBwd2 does on hardware. Its
+    // fp16 accumulator (§5 #23) is tolerable here: P ⊙ dP is a probability-weighted sum whose
+    // terms share the scale of dP, not a long signed sum of unrelated magnitudes.
     let p_dp = b.mul(p, dp)?;
-    let row = b.matmul(p_dp, ones)?;
+    let row = b.reduce_sum(p_dp, &[3], true)?;
     let centred = b.sub(dp, row)?;
     let ds = b.mul(p, centred)?;
     // dq[i, t] = Σ_t2 k[i, t2] ds[t, t2]; dk[i, t2] = Σ_t q[i, t] ds[t, t2]

@@ -12,6 +12,10 @@ use crate::error::Result;
 
 use crate::error::ModelError;
 
+/// The permutation that swaps the last two axes of a rank-4 tensor, the only transpose the
+/// kernels use (ane-reference §3.7).
+pub(crate) const SWAP_LAST: [usize; 4] = [0, 1, 3, 2];
+
 /// Name of the single input of every kernel in this crate.
 pub const INPUT: &str = "x";
 /// Name of the single output of every kernel in this crate.
@@ -30,9 +34,11 @@ pub(crate) fn dynamic_matmul_into(
     let m = b.slice(x, &[0, 0, 0, s], &[1, ic, 1, oc])?;
     let a = b.reshape(a, &[1, 1, ic, s])?;
     let m = b.reshape(m, &[1, 1, ic, oc])?;
-    // [oc][ic] · [ic][s]: the staged matrix is read transposed by the matmul itself, so the
-    // result is already channel-major and needs no transpose back.
-    let y = b.matmul_t(m, a, true, false)?;
+    // The form maderix's `gen_dyn_matmul` runs on M1–M5: explicit transposes around a plain
+    // matmul, `[s][ic] · [ic][oc]`, rather than a transpose flag on a rectangular operand.
+    let a = b.transpose(a, &SWAP_LAST)?;
+    let y = b.matmul(a, m)?;
+    let y = b.transpose(y, &SWAP_LAST)?;
     b.reshape(y, &[1, oc, 1, s]).map_err(ModelError::from)
 }
 

@@ -23,8 +23,8 @@ mod matmul;
 mod stage;
 
 pub use attention::{attention_bwd, attention_fwd, causal_mask, MASK_VALUE};
-pub(crate) use matmul::dynamic_matmul_into;
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
+pub(crate) use matmul::{dynamic_matmul_into, SWAP_LAST};
 pub(crate) use stage::device_error;
 pub use stage::stage_weights;
 
@@ -138,4 +138,23 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
             })
         })
         .collect()
+}
+
+/// Every kernel a config sends to a device at training length `seq`: the training kernels in
+/// [`Role::ALL`] order, then the decode kernels for a cache of `seq` rounded up to 32. What
+/// `anetrain mil dump` writes and `anetrain doctor` compares.
+pub fn training_and_decode(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
+    let mut list = all(config, seq)?;
+    let decode =
+        crate::generate::DecodeKernels::build(config, crate::generate::kernels::round_up_32(seq))?;
+    list.extend(
+        decode
+            .named()
+            .into_iter()
+            .map(|(name, bundle)| NamedKernel {
+                name,
+                bundle: bundle.clone(),
+            }),
+    );
+    Ok(list)
 }

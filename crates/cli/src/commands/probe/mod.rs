@@ -18,7 +18,7 @@
 //! [`measured_rules`] insists on.
 
 use anetrain_device::ane::capabilities::{Capabilities, Probe};
-use anetrain_device::ane::SurfacePolicy;
+use anetrain_device::ane::{ConstraintCheck, SurfacePolicy};
 use anetrain_device::compare::{compare_on, Tolerance, Verdict};
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 use anetrain_mil::check::MeasuredRules;
@@ -110,7 +110,11 @@ pub fn probe_one(id: &str, device: &str) -> Result<ExitCode> {
 )]
 fn probe_ane() -> Result<Box<dyn Device>> {
     let ane = AneDevice::new().context("--device ane cannot run probes here")?;
-    Ok(Box::new(ane.with_surface_policy(PROBE_POLICY)))
+    // Probes break catalog rules on purpose: that is what they measure.
+    Ok(Box::new(
+        ane.with_surface_policy(PROBE_POLICY)
+            .with_constraint_check(ConstraintCheck::Off),
+    ))
 }
 
 /// The dtype and last-axis width of a probe's first input, the key of its record.

@@ -4,7 +4,8 @@ use super::kernel::AneKernel;
 use super::model::CompiledModel;
 use super::runtime::AneRuntime;
 use crate::ane::budget::CompileBudget;
-use crate::ane::cache::{stamped_text, KernelCache};
+use crate::ane::cache::{instance_id, stamped_text, KernelCache};
+use crate::ane::constraints::ConstraintCheck;
 use crate::ane::info::AneInfo;
 use crate::ane::port_order::kernel_ports;
 use crate::ane::self_test::SelfTest;
@@ -19,6 +20,7 @@ pub struct AneDevice {
     runtime: AneRuntime,
     info: AneInfo,
     policy: SurfacePolicy,
+    constraints: ConstraintCheck,
     budget: &'static CompileBudget,
     /// Compiled models by (MIL text, weights), so that nothing compiles twice; held until the
     /// device is dropped.
@@ -38,6 +40,7 @@ impl AneDevice {
             )));
         }
         Ok(AneDevice {
+            constraints: ConstraintCheck::for_chip(info.chip()),
             runtime,
             info,
             policy: SurfacePolicy::default(),
@@ -50,7 +53,7 @@ impl AneDevice {
     /// says why the ANE is not used.
     pub fn probe() -> Result<AneDevice> {
         let device = AneDevice::new()?;
-        SelfTest::new().run(&device).map_err(|e| {
+        SelfTest::new()?.run(&device).map_err(|e| {
             DeviceError::Unavailable(format!("the ANE self-test kernel failed: {e}"))
         })?;
         Ok(device)
@@ -68,6 +71,13 @@ impl AneDevice {
         self
     }
 
+    /// Replaces the constraint check run before every compile, e.g. with the rules a
+    /// capability file measured, or off for probes that break rules on purpose.
+    pub fn with_constraint_check(mut self, constraints: ConstraintCheck) -> AneDevice {
+        self.constraints = constraints;
+        self
+    }
+
     /// The loaded framework.
     pub fn runtime(&self) -> &AneRuntime {
         &self.runtime
@@ -79,12 +89,17 @@ impl Device for AneDevice {
         format!("ane ({})", self.info.chip())
     }
 
+    fn compile_budget(&self) -> Option<&'static CompileBudget> {
+        Some(self.budget)
+    }
+
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
         validate(program)?;
+        // Rules and shapes are checked before compiling, so a known rejection costs no budget.
+        self.constraints.check(program)?;
         let (inputs, outputs) = kernel_ports(program)?;
-        // Shape rules are checked before compiling, so a bad port costs no compile budget.
         let layout = SurfaceLayout::plan(&inputs, &outputs, &self.policy)?;
-        let (key, text) = stamped_text(program, weights, print_program);
+        let (key, text) = stamped_text(program, weights, &instance_id(), print_program);
         let model = self
             .cache
             .lock()

@@ -5,7 +5,7 @@ use super::runtime::AneRuntime;
 use super::surface::Surface;
 use crate::ane::pack;
 use crate::ane::port_order::PortOrder;
-use crate::ane::surface_layout::SurfaceLayout;
+use crate::ane::surface_layout::{RowLayout, SurfaceLayout, WIDE_ROW_BYTES};
 use crate::{DeviceError, Kernel, Result, TensorSpec};
 use objc2::msg_send;
 use objc2::rc::{autoreleasepool, Retained};
@@ -31,6 +31,76 @@ pub struct AneKernel {
     /// Kept so [`Kernel::fork`] can bind new surfaces to the same compiled model.
     runtime: AneRuntime,
     layout: SurfaceLayout,
+    /// Whether an evaluation has succeeded; only a first evaluation retries another layout.
+    has_run: bool,
+}
+
+/// Surfaces of one layout and the request that binds them, in the request's slot order.
+struct Bound {
+    request: Retained<AnyObject>,
+    inputs: Vec<Surface>,
+    outputs: Vec<Surface>,
+}
+
+impl Bound {
+    fn new(runtime: &AneRuntime, layout: &SurfaceLayout, order: &PortOrder) -> Result<Bound> {
+        let inputs = (0..order.inputs.len())
+            .map(|_| Surface::new(&layout.input_properties()))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = (0..order.outputs.len())
+            .map(|_| Surface::new(&layout.output_properties()))
+            .collect::<Result<Vec<_>>>()?;
+        let request = request(runtime, &inputs, &outputs, order)?;
+        Ok(Bound {
+            request,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+/// The 7-argument `_ANERequest` with `inputs` and `outputs` (program order) in `order`'s slots.
+fn request(
+    runtime: &AneRuntime,
+    input_surfaces: &[Surface],
+    output_surfaces: &[Surface],
+    order: &PortOrder,
+) -> Result<Retained<AnyObject>> {
+    autoreleasepool(|_| {
+        let wrap = |surfaces: &[Surface], slots: &[usize]| -> Result<Retained<NSArray>> {
+            let wrapped = slots
+                .iter()
+                .map(|&i| wrap_surface(runtime, &surfaces[i]))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(NSArray::from_retained_slice(&wrapped))
+        };
+        let indices = |n: usize| {
+            let numbers: Vec<Retained<NSNumber>> = (0..n).map(NSNumber::new_usize).collect();
+            NSArray::from_retained_slice(&numbers)
+        };
+        let in_surfaces = wrap(input_surfaces, &order.inputs)?;
+        let out_surfaces = wrap(output_surfaces, &order.outputs)?;
+        let in_indices = indices(order.inputs.len());
+        let out_indices = indices(order.outputs.len());
+        let procedure = NSNumber::new_u32(0);
+        // SAFETY: selector checked at load; arrays of surface wrappers and NSNumber indices,
+        // nil weights buffer and perf stats, an NSNumber procedure index (§1.2).
+        let request: Option<Retained<AnyObject>> = unsafe {
+            msg_send![
+                runtime.request,
+                requestWithInputs: &*in_surfaces,
+                inputIndices: &*in_indices,
+                outputs: &*out_surfaces,
+                outputIndices: &*out_indices,
+                weightsBuffer: None::<&AnyObject>,
+                perfStats: None::<&AnyObject>,
+                procedureIndex: &*procedure
+            ]
+        };
+        request.ok_or_else(|| {
+            DeviceError::Runtime("the ANE framework refused to build a request".into())
+        })
+    })
 }
 
 // SAFETY: the request is immutable once built and is only passed to `evaluate` from `&mut self`;
@@ -38,7 +108,8 @@ pub struct AneKernel {
 unsafe impl Send for AneKernel {}
 
 impl AneKernel {
-    /// Creates the surfaces of `layout` and the request binding them to `model`.
+    /// Checks the ports the loaded model reports against the program's, sizes the surfaces
+    /// of `layout` to hold what they need, and binds them to `model` through one request.
     pub(super) fn new(
         runtime: &AneRuntime,
         model: Arc<CompiledModel>,
@@ -47,63 +118,60 @@ impl AneKernel {
         layout: &SurfaceLayout,
     ) -> Result<AneKernel> {
         let names = |specs: &[TensorSpec]| specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-        let order = PortOrder::resolve(&names(&inputs), &names(&outputs), model.schema())?;
-        let input_surfaces = (0..inputs.len())
-            .map(|_| Surface::new(&layout.input_properties()))
-            .collect::<Result<Vec<_>>>()?;
-        let output_surfaces = (0..outputs.len())
-            .map(|_| Surface::new(&layout.output_properties()))
-            .collect::<Result<Vec<_>>>()?;
-        let request = autoreleasepool(|_| {
-            let wrap = |surfaces: &[Surface], slots: &[usize]| -> Result<Retained<NSArray>> {
-                let wrapped = slots
-                    .iter()
-                    .map(|&i| wrap_surface(runtime, &surfaces[i]))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(NSArray::from_retained_slice(&wrapped))
-            };
-            let indices = |n: usize| {
-                let numbers: Vec<Retained<NSNumber>> = (0..n).map(NSNumber::new_usize).collect();
-                NSArray::from_retained_slice(&numbers)
-            };
-            let in_surfaces = wrap(&input_surfaces, &order.inputs)?;
-            let out_surfaces = wrap(&output_surfaces, &order.outputs)?;
-            let in_indices = indices(inputs.len());
-            let out_indices = indices(outputs.len());
-            let procedure = NSNumber::new_u32(0);
-            // SAFETY: selector checked at load; arrays of surface wrappers and NSNumber indices,
-            // nil weights buffer and perf stats, an NSNumber procedure index (§1.2).
-            let request: Option<Retained<AnyObject>> = unsafe {
-                msg_send![
-                    runtime.request,
-                    requestWithInputs: &*in_surfaces,
-                    inputIndices: &*in_indices,
-                    outputs: &*out_surfaces,
-                    outputIndices: &*out_indices,
-                    weightsBuffer: None::<&AnyObject>,
-                    perfStats: None::<&AnyObject>,
-                    procedureIndex: &*procedure
-                ]
-            };
-            request.ok_or_else(|| {
-                DeviceError::Runtime("the ANE framework refused to build a request".into())
-            })
-        })?;
+        let schema = model.ports().map(|p| p.schema());
+        let order = PortOrder::resolve(&names(&inputs), &names(&outputs), schema.as_ref());
+        let mut layout = layout.clone();
+        if let Some(ports) = model.ports() {
+            let (in_bytes, out_bytes) =
+                ports.check((&inputs, &outputs), (&order.inputs, &order.outputs))?;
+            layout.reserve(&in_bytes, &out_bytes);
+        }
+        let bound = match Bound::new(runtime, &layout, &order) {
+            Err(e) => match layout.rows.retry_after(&e.to_string()) {
+                Some(rows) => {
+                    layout = layout.with_rows(rows);
+                    Bound::new(runtime, &layout, &order)?
+                }
+                None => return Err(e),
+            },
+            ok => ok?,
+        };
         Ok(AneKernel {
-            request,
+            request: bound.request,
             model,
-            input_surfaces,
-            output_surfaces,
+            input_surfaces: bound.inputs,
+            output_surfaces: bound.outputs,
             inputs,
             outputs,
             order,
             runtime: runtime.clone(),
-            layout: layout.clone(),
+            layout,
+            has_run: false,
         })
     }
 
-    /// How the request's port order was decided (schema or alphabetical fallback).
-    pub fn port_order_note(&self) -> &'static str {
+    /// Rebinds the kernel to surfaces in `rows`, keeping what was written to the inputs.
+    fn rebind(&mut self, rows: RowLayout) -> Result<()> {
+        let layout = self.layout.with_rows(rows);
+        let mut bound = Bound::new(&self.runtime, &layout, &self.order)?;
+        for (old, new) in self.input_surfaces.iter().zip(&mut bound.inputs) {
+            old.read(|src| {
+                new.write(|dst| {
+                    let n = src.len().min(dst.len());
+                    dst[..n].copy_from_slice(&src[..n]);
+                    Ok(())
+                })
+            })?;
+        }
+        self.request = bound.request;
+        self.input_surfaces = bound.inputs;
+        self.output_surfaces = bound.outputs;
+        self.layout = layout;
+        Ok(())
+    }
+
+    /// How the request's port order was decided, with any warning about the schema.
+    pub fn port_order_note(&self) -> String {
         self.order.note()
     }
 
@@ -159,7 +227,29 @@ impl Kernel for AneKernel {
     }
 
     fn run(&mut self) -> Result<()> {
-        self.model.evaluate(&self.request)
+        let first = match self.model.evaluate(&self.request) {
+            Ok(()) => {
+                self.has_run = true;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // The single-row layout failing with the size error on a first run is the one case
+        // where AB's multi-row layout is worth a try (§2.1); anything else is reported as is.
+        let retry = (!self.has_run)
+            .then(|| self.layout.rows.retry_after(&first.to_string()))
+            .flatten();
+        let Some(rows) = retry else {
+            return Err(first);
+        };
+        self.rebind(rows)?;
+        self.model.evaluate(&self.request).map_err(|second| {
+            DeviceError::Runtime(format!(
+                "{first}; retried with {WIDE_ROW_BYTES}-byte surface rows: {second}"
+            ))
+        })?;
+        self.has_run = true;
+        Ok(())
     }
 
     fn read_output(&self, index: usize, out: &mut [f32]) -> Result<()> {

@@ -2,8 +2,8 @@
 //! descriptor, model, directory, compile, load, evaluate, unload.
 
 use super::runtime::AneRuntime;
+use crate::ane::attributes::{AttrValue, ModelPorts};
 use crate::ane::budget::CompileBudget;
-use crate::ane::port_order::IoSchema;
 use crate::ane::weights_dict::{model_dir_files, weight_entries, ModelDir, WeightEntry};
 use crate::{DeviceError, Result};
 use anetrain_mil::WeightFiles;
@@ -28,7 +28,7 @@ const LOAD_RETRY_DELAY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(super) struct CompiledModel {
     model: Retained<AnyObject>,
-    schema: Option<IoSchema>,
+    ports: Option<ModelPorts>,
     /// Evaluations on one model are serialised: whether the framework allows several in
     /// flight through `evaluateWithQoS` is unknown (§10 question 12).
     eval_lock: Mutex<()>,
@@ -103,10 +103,10 @@ impl CompiledModel {
                     DeviceError::Runtime(format!("{first}; retried: {second}"))
                 })?;
             }
-            let schema = read_schema(&model);
+            let ports = read_attributes(&model).as_ref().and_then(ModelPorts::parse);
             Ok(CompiledModel {
                 model,
-                schema,
+                ports,
                 eval_lock: Mutex::new(()),
                 _mil: mil_data,
                 _weights: weights_dict,
@@ -115,9 +115,9 @@ impl CompiledModel {
         })
     }
 
-    /// The port names the loaded model reports, when the framework exposes them.
-    pub(super) fn schema(&self) -> Option<&IoSchema> {
-        self.schema.as_ref()
+    /// What the loaded model reports about its ports, when the framework exposes it.
+    pub(super) fn ports(&self) -> Option<&ModelPorts> {
+        self.ports.as_ref()
     }
 
     /// Runs `request` synchronously; the outputs are in its surfaces when this returns.
@@ -220,38 +220,49 @@ fn load(model: &AnyObject) -> Result<()> {
     result.map_err(|e| framework_error("load", &e))
 }
 
-/// `modelAttributes` → `NetworkStatusList[0]` → `LiveInputList` / `LiveOutputList` names
-/// (§2.5); `None` whenever any level is missing or not the expected type.
-fn read_schema(model: &AnyObject) -> Option<IoSchema> {
+/// `modelAttributes` as plain data (§2.5), for [`ModelPorts::parse`]; `None` when the model
+/// does not answer it.
+fn read_attributes(model: &AnyObject) -> Option<AttrValue> {
     if !model.class().responds_to(sel!(modelAttributes)) {
         return None;
     }
     // SAFETY: the model responds to it; it takes nothing and returns an object or nil.
     let attributes: Option<Retained<AnyObject>> = unsafe { msg_send![model, modelAttributes] };
-    let attributes = attributes?.downcast::<NSDictionary>().ok()?;
-    let procedures = lookup(&attributes, "NetworkStatusList")?
-        .downcast::<NSArray>()
-        .ok()?;
-    let first = procedures.firstObject()?.downcast::<NSDictionary>().ok()?;
-    let names = |list: &str| -> Option<Vec<String>> {
-        let ports = lookup(&first, list)?.downcast::<NSArray>().ok()?;
-        (0..ports.count())
-            .map(|i| ports.objectAtIndex(i))
-            .map(|port| {
-                let port = port.downcast::<NSDictionary>().ok()?;
-                let name = lookup(&port, "Name")?.downcast::<NSString>().ok()?;
-                Some(name.to_string())
-            })
-            .collect()
-    };
-    Some(IoSchema {
-        inputs: names("LiveInputList")?,
-        outputs: names("LiveOutputList")?,
-    })
+    let attributes = attributes?;
+    Some(plain(&attributes, 0))
 }
 
-fn lookup(dict: &NSDictionary, key: &str) -> Option<Retained<AnyObject>> {
-    dict.objectForKey(&NSString::from_str(key))
+/// Property lists nest a few levels; anything deeper is not a port description.
+const MAX_DEPTH: usize = 8;
+
+/// An Objective-C property-list object as an [`AttrValue`].
+fn plain(object: &AnyObject, depth: usize) -> AttrValue {
+    if depth > MAX_DEPTH {
+        return AttrValue::Other;
+    }
+    if let Some(s) = object.downcast_ref::<NSString>() {
+        return AttrValue::Str(s.to_string());
+    }
+    if let Some(n) = object.downcast_ref::<NSNumber>() {
+        return AttrValue::Int(n.longLongValue());
+    }
+    if let Some(list) = object.downcast_ref::<NSArray>() {
+        let items = (0..list.count()).map(|i| plain(&list.objectAtIndex(i), depth + 1));
+        return AttrValue::List(items.collect());
+    }
+    if let Some(dict) = object.downcast_ref::<NSDictionary>() {
+        let (keys, values) = dict.to_vecs();
+        let entries = keys
+            .iter()
+            .zip(&values)
+            .filter_map(|(k, v)| {
+                let key = k.downcast_ref::<NSString>()?.to_string();
+                Some((key, plain(v, depth + 1)))
+            })
+            .collect();
+        return AttrValue::Dict(entries);
+    }
+    AttrValue::Other
 }
 
 /// The framework's own words: the error's description, domain and code, and the underlying
