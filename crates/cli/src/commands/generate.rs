@@ -111,7 +111,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     generator.set_eos(tokenizer.eos());
 
     print!("{}", args.prompt);
-    let stats = stream_generation(
+    let (stats, _) = stream_generation(
         &mut generator,
         tokenizer.as_ref(),
         &prompt,
@@ -125,15 +125,17 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Generates after `prompt`, printing the text to stdout as each token completes a character.
+/// Generates after `prompt`, printing the text to stdout as each token completes a character;
+/// returns the statistics and the text printed.
 pub fn stream_generation(
     generator: &mut Generator,
     tokenizer: &dyn Tokenizer,
     prompt: &[u32],
     max_tokens: usize,
     options: SamplingOptions,
-) -> Result<GenerationStats> {
+) -> Result<(GenerationStats, String)> {
     let mut out = std::io::stdout().lock();
+    let mut printed = String::new();
     out.flush()?;
     let mut decoder = StreamDecoder::new(tokenizer);
     let mut failure: Option<anyhow::Error> = None;
@@ -145,6 +147,7 @@ pub fn stream_generation(
                 if let Some(text) = text {
                     write!(out, "{text}")?;
                     out.flush()?;
+                    printed.push_str(&text);
                 }
                 Ok(())
             });
@@ -159,6 +162,8 @@ pub fn stream_generation(
     if let Some(e) = failure {
         return Err(e);
     }
-    writeln!(out, "{}", decoder.finish()?)?;
-    Ok(stats)
+    let rest = decoder.finish()?;
+    writeln!(out, "{rest}")?;
+    printed.push_str(&rest);
+    Ok((stats, printed))
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_train;
+pub mod dashboard;
 pub mod device;
 pub mod doctor;
 pub mod eval;
@@ -9,5 +10,6 @@ pub mod export;
 pub mod generate;
 pub mod import;
 pub mod mil;
+pub mod plot;
 pub mod probe;
 pub mod train;

@@ -1,9 +1,11 @@
 //! `anetrain train`: train a model from scratch or from existing weights, on the built-in
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
+use super::dashboard::{LiveDashboard, SAMPLE_FILE};
 use super::device::select_device;
 use super::generate::stream_generation;
 use super::import::load_weights;
+use super::plot::refresh_run_plot;
 use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
 use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
@@ -135,6 +137,10 @@ pub struct TrainArgs {
     /// evaluations and skipped steps).
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Show the live dashboard (as `anetrain dashboard`) instead of progress lines; q stops
+    /// the run like Ctrl-C.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// Builds the engine for `--device`, returning it with a sentence saying what was chosen and
@@ -167,6 +173,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         new_session(&args)?
     };
     let finished = train_loop(&args, &mut session, &stop)?;
+    refresh_run_plot(&args.out);
     // An interrupted user wants out, not a sample.
     if finished && args.sample_tokens > 0 {
         print_sample(&args, &session)?;
@@ -389,7 +396,15 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
         trainer.options().tokens_per_step(),
         args.out.join(METRICS_FILE).display()
     );
-    let bar = std::io::stdout().is_terminal().then(|| {
+    let dashboard = args
+        .dashboard
+        .then(|| LiveDashboard::start(&args.out))
+        .and_then(|started| {
+            started
+                .map_err(|e| println!("warning: {e:#}; printing progress lines instead"))
+                .ok()
+        });
+    let bar = (dashboard.is_none() && std::io::stdout().is_terminal()).then(|| {
         let bar = ProgressBar::new(total).with_position(trainer.current_step());
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
@@ -411,10 +426,13 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
     while !trainer.is_done() {
         let m = trainer.step()?;
         session.log.append(&m)?;
-        report(&bar, &m, args.log_every);
+        if dashboard.is_none() {
+            report(&bar, &m, args.log_every);
+        }
         if trainer.save_due() {
             trainer.save(&args.out)?;
             saved_at = Some(m.step);
+            refresh_run_plot(&args.out);
         }
         // A finished run has nothing left to compile for, so it never restarts.
         if !trainer.is_done() && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart {
@@ -424,6 +442,7 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
             if let Some(bar) = &bar {
                 bar.abandon();
             }
+            drop(dashboard);
             println!(
                 "compile budget nearly spent ({} of {}): saved step {}, restarting with --resume",
                 budget.used(),
@@ -432,13 +451,14 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
             );
             return Err(restart());
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || dashboard.as_ref().is_some_and(|d| d.quit_requested()) {
             if saved_at != Some(m.step) {
                 trainer.save(&args.out)?;
             }
             if let Some(bar) = &bar {
                 bar.abandon();
             }
+            drop(dashboard);
             println!(
                 "interrupted: saved step {} in {}; continue with --resume --out {}",
                 m.step,
@@ -451,6 +471,7 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
     if let Some(bar) = &bar {
         bar.finish();
     }
+    drop(dashboard);
     println!("done: step {total}, checkpoint in {}", args.out.display());
     Ok(true)
 }
@@ -579,7 +600,11 @@ fn print_sample(args: &TrainArgs, session: &Session) -> Result<()> {
         ..SamplingOptions::default()
     };
     println!("sample (temperature {}):", args.temperature);
-    stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;
+    let (_, text) = stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;
+    let path = args.out.join(SAMPLE_FILE);
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("warning: cannot save the sample to {}: {e}", path.display());
+    }
     Ok(())
 }
 
