@@ -141,6 +141,16 @@ pub fn render(out: &Path, runs: &[RunMetrics], metrics: &[Metric], x: XAxis) -> 
     if runs.iter().all(|r| r.records.is_empty()) {
         bail!("there is nothing to plot yet: no run has a metrics record");
     }
+    if let Some(dir) = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        bail!(
+            "cannot write {}: the directory {} does not exist; create it or choose another --out",
+            out.display(),
+            dir.display()
+        );
+    }
     register_font()?;
     let height = TITLE_HEIGHT + PANEL_HEIGHT * metrics.len() as u32;
     let extension = out.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -241,7 +251,7 @@ fn curves(runs: &[RunMetrics], metric: Metric, x: XAxis) -> Vec<Curve> {
     out
 }
 
-/// `lo..hi` widened by a margin (and to a unit width when all values are equal).
+/// `lo..hi` widened by a margin (and by 0.5 each way when all values are equal).
 fn padded(values: impl Iterator<Item = f64>, margin: f64) -> std::ops::Range<f64> {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -250,7 +260,13 @@ fn padded(values: impl Iterator<Item = f64>, margin: f64) -> std::ops::Range<f64
         return 0.0..1.0;
     }
     let pad = if hi > lo { (hi - lo) * margin } else { 0.5 };
-    (lo - pad)..(hi + pad)
+    // Every metric drawn is non-negative: the padding must not suggest otherwise.
+    let start = if lo >= 0.0 {
+        (lo - pad).max(0.0)
+    } else {
+        lo - pad
+    };
+    start..(hi + pad)
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -351,7 +367,7 @@ mod tests {
         (1..=100)
             .map(|s| {
                 let loss = top - 3.0 * (s - 1) as f32 / 99.0;
-                record(s, loss, (s % 20 == 0).then_some(loss + 0.5))
+                record(s, loss, s.is_multiple_of(20).then_some(loss + 0.5))
             })
             .collect()
     }
@@ -498,6 +514,13 @@ mod tests {
             XAxis::Step,
         );
         assert!(err.unwrap_err().to_string().contains(".png or .svg"));
+        let err = render(
+            &dir.path().join("no/loss.png"),
+            &runs,
+            &[Metric::Loss],
+            XAxis::Step,
+        );
+        assert!(err.unwrap_err().to_string().contains("does not exist"));
         let err = Metric::parse_list("loss,nope").unwrap_err().to_string();
         assert!(err.contains("grad_norm"), "{err}");
     }

@@ -292,7 +292,7 @@ mod tests {
         }
         let mut follower = MetricsFollower::new(&path);
         follower.poll().unwrap();
-        write!(file, "{}not json\n", line(&metrics(2, 9.0))).unwrap();
+        writeln!(file, "{}not json", line(&metrics(2, 9.0))).unwrap();
         assert_eq!(follower.poll().unwrap(), Change::Reloaded);
         assert_eq!(steps(&follower), [1, 2]);
         assert_eq!(follower.records()[1].loss, 9.0);

@@ -25,7 +25,7 @@ fn record(step: u64, loss: f32) -> StepMetrics {
         tokens: step * 1000,
         tokens_per_s: 12345.0,
         elapsed_s: step as f64 * 2.0,
-        val_loss: (step % 10 == 0).then_some(loss + 0.5),
+        val_loss: step.is_multiple_of(10).then_some(loss + 0.5),
         perplexity: None,
     }
 }

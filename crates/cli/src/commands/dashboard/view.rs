@@ -146,7 +146,13 @@ fn draw_chart(frame: &mut Frame, app: &App, area: Rect) {
         });
     let (y_lo, y_hi) = if y_lo.is_finite() {
         let pad = ((y_hi - y_lo) * 0.05).max(1e-6);
-        (y_lo - pad, y_hi + pad)
+        // A loss is never negative: padding must not suggest it could be.
+        let floor = if app.log_scale || y_lo < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        ((y_lo - pad).max(floor), y_hi + pad)
     } else {
         (0.0, 1.0)
     };
