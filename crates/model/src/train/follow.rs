@@ -23,28 +23,21 @@ pub enum Change {
     Reloaded,
 }
 
-/// Whether a run is training now, judged from its metrics.
+/// Whether a run is training now.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activity {
-    /// No metrics file yet, or one without records that was written to recently: the run is
-    /// starting (building its kernels).
+    /// A live process holds the run's lock but has written no step yet (building kernels).
     Starting,
-    /// Records arrive as often as the run's own pace says they should.
+    /// A live process holds the run's lock and has written steps.
     Running,
-    /// The last record reached the run's total step count.
+    /// No process holds the lock and the last record reached the run's total step count.
     Finished,
-    /// Nothing was written for longer than the run's pace explains: the process ended or hangs.
+    /// No process holds the lock and steps remain: the run ended early (or crashed).
     Stopped {
         /// How long ago the metrics file last changed.
         idle: Duration,
     },
 }
-
-/// Shortest silence that counts as stopped: covers evaluations, checkpoints and (re)compiling
-/// kernels after an `exec` restart, which write no step records.
-const MIN_STALE: Duration = Duration::from_secs(120);
-/// A run counts as stopped after this many of its recent step times without a record.
-const STALE_STEPS: f64 = 10.0;
 
 /// Reads a growing `metrics.jsonl` incrementally.
 pub struct MetricsFollower {
@@ -155,30 +148,29 @@ impl MetricsFollower {
         Ok(change)
     }
 
-    /// Whether the run is training now, given its total step count (when known) and the time.
-    pub fn activity(&self, total_steps: Option<u64>, now: SystemTime) -> Activity {
+    /// Whether the run is training now, given whether a live process holds its lock
+    /// ([`crate::train::run_lock::live_holder`]), its total step count (when known) and the time.
+    pub fn activity(&self, held: bool, total_steps: Option<u64>, now: SystemTime) -> Activity {
         let last = self.records.last();
-        if let (Some(last), Some(total)) = (last, total_steps) {
-            if last.step >= total {
-                return Activity::Finished;
-            }
+        if held {
+            return if last.is_some() {
+                Activity::Running
+            } else {
+                Activity::Starting
+            };
         }
-        let idle = self
-            .modified
-            .and_then(|m| now.duration_since(m).ok())
-            .unwrap_or_default();
-        let stale_after = self
-            .seconds_per_step()
-            .map(|s| Duration::from_secs_f64((s * STALE_STEPS).min(1e6)))
-            .map_or(MIN_STALE, |d| d.max(MIN_STALE));
-        match (last, self.modified) {
-            (_, Some(_)) if idle > stale_after => Activity::Stopped { idle },
-            (None, _) => Activity::Starting,
-            (Some(_), _) => Activity::Running,
+        match (last, total_steps) {
+            (Some(last), Some(total)) if last.step >= total => Activity::Finished,
+            _ => Activity::Stopped {
+                idle: self
+                    .modified
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default(),
+            },
         }
     }
 
-    /// Recent wall-clock seconds per step (over the last 20 records), for ETAs and staleness.
+    /// Recent wall-clock seconds per step (over the last 20 records), for ETAs.
     pub fn seconds_per_step(&self) -> Option<f64> {
         let n = self.records.len();
         let (first, last) = (
@@ -300,23 +292,25 @@ mod tests {
     }
 
     #[test]
-    fn activity_follows_the_runs_pace() {
+    fn activity_follows_the_lock_and_the_step_total() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
         let mut follower = MetricsFollower::new(&path);
         let now = SystemTime::now();
-        assert_eq!(follower.activity(Some(10), now), Activity::Starting);
+        assert_eq!(follower.activity(true, Some(10), now), Activity::Starting);
         std::fs::write(&path, line(&metrics(1, 2.0)) + &line(&metrics(2, 2.0))).unwrap();
         follower.poll().unwrap();
-        let now = follower.modified().unwrap();
-        assert_eq!(follower.activity(Some(10), now), Activity::Running);
-        let later = now + Duration::from_secs(600);
+        let written = follower.modified().unwrap();
+        assert_eq!(follower.activity(true, Some(10), now), Activity::Running);
+        // A resumed run may go past the total it was started with.
+        assert_eq!(follower.activity(true, Some(1), now), Activity::Running);
+        let later = written + Duration::from_secs(600);
         assert_eq!(
-            follower.activity(Some(10), later),
+            follower.activity(false, Some(10), later),
             Activity::Stopped {
                 idle: Duration::from_secs(600)
             }
         );
-        assert_eq!(follower.activity(Some(2), later), Activity::Finished);
+        assert_eq!(follower.activity(false, Some(2), later), Activity::Finished);
     }
 }

@@ -3,6 +3,7 @@
 use anetrain_model::config::ModelConfig;
 use anetrain_model::train::checkpoint::latest_checkpoint;
 use anetrain_model::train::metrics::METRICS_FILE;
+use anetrain_model::train::run_lock::live_holder;
 use anetrain_model::train::{Activity, MetricsFollower, StepMetrics};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct RunView {
     pub checkpoint: Option<String>,
     /// The sample text `train` saved at its end.
     pub sample: Option<String>,
+    /// The pid of the live process training the run (it holds the run's lock).
+    pub holder: Option<u32>,
     /// Why the run cannot be read right now (shown instead of failing the dashboard).
     pub problem: Option<String>,
     info_read: Option<Instant>,
@@ -87,6 +90,7 @@ impl RunView {
             info: RunInfo::default(),
             checkpoint: None,
             sample: None,
+            holder: None,
             problem: None,
             info_read: None,
         };
@@ -96,7 +100,7 @@ impl RunView {
 
     /// Display name: the directory's last component.
     pub fn name(&self) -> String {
-        super::super::plot::run_name(&self.dir)
+        crate::commands::plot::run_name(&self.dir)
     }
 
     /// Reads what changed; returns whether anything visible may have changed.
@@ -116,8 +120,13 @@ impl RunView {
                     .unwrap_or_default()
             });
             let sample = std::fs::read_to_string(self.dir.join(SAMPLE_FILE)).ok();
-            changed |= info != self.info || checkpoint != self.checkpoint || sample != self.sample;
-            (self.info, self.checkpoint, self.sample) = (info, checkpoint, sample);
+            let holder = live_holder(&self.dir);
+            changed |= info != self.info
+                || checkpoint != self.checkpoint
+                || sample != self.sample
+                || holder != self.holder;
+            (self.info, self.checkpoint, self.sample, self.holder) =
+                (info, checkpoint, sample, holder);
         }
         changed
     }
@@ -129,7 +138,8 @@ impl RunView {
 
     /// Whether the run is training now.
     pub fn activity(&self, now: SystemTime) -> Activity {
-        self.follower.activity(self.info.total_steps, now)
+        self.follower
+            .activity(self.holder.is_some(), self.info.total_steps, now)
     }
 
     /// Seconds left at the recent pace, while the run has steps to go.

@@ -4,6 +4,7 @@
 use super::state::{App, Key, RunView, SAMPLE_FILE};
 use super::view::draw;
 use anetrain_model::config::ModelConfig;
+use anetrain_model::train::run_lock::LOCK_FILE;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{MetricsLog, StepMetrics};
 use ratatui::backend::TestBackend;
@@ -28,6 +29,11 @@ fn record(step: u64, loss: f32) -> StepMetrics {
         val_loss: step.is_multiple_of(10).then_some(loss + 0.5),
         perplexity: None,
     }
+}
+
+/// Marks the run as trained by this (live) process, as `train`'s run lock does.
+fn hold(dir: &Path) {
+    std::fs::write(dir.join(LOCK_FILE), format!("{}\n", std::process::id())).unwrap();
 }
 
 /// A run directory with `run.json` (tiny preset, `total` steps) and records `1..=last`.
@@ -95,10 +101,14 @@ fn fresh(app: &App) -> SystemTime {
 fn a_running_run_shows_its_latest_values_progress_and_axes() {
     let dir = tempfile::tempdir().unwrap();
     recorded_run(dir.path(), 200, 50);
+    hold(dir.path());
     let app = app_for(dir.path());
     let lines = screen(&app, fresh(&app));
     let text = lines.join("\n");
-    assert!(shows(&lines, "running"), "{text}");
+    assert!(
+        shows(&lines, &format!("running (pid {})", std::process::id())),
+        "{text}"
+    );
     assert!(shows(&lines, "step 50/200 (25%)"), "{text}");
     // Step 50: loss 5 - 50 * 0.02 = 4.0, validation 4.5 (every 10th step).
     assert!(shows(&lines, "loss 4.0000"), "{text}");
@@ -131,7 +141,7 @@ fn a_running_run_shows_its_latest_values_progress_and_axes() {
 }
 
 #[test]
-fn a_run_that_stopped_writing_says_it_is_not_running() {
+fn a_run_whose_process_is_gone_says_it_is_not_running() {
     let dir = tempfile::tempdir().unwrap();
     recorded_run(dir.path(), 200, 50);
     let app = app_for(dir.path());
@@ -243,6 +253,7 @@ fn keys_toggle_log_scale_zoom_and_switch_runs() {
 #[test]
 fn a_run_without_metrics_is_starting_and_no_such_run_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
+    hold(dir.path());
     let app = app_for(dir.path());
     let lines = screen(&app, SystemTime::now());
     assert!(shows(&lines, "starting"), "{}", lines.join("\n"));

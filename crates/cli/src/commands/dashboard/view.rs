@@ -53,7 +53,10 @@ pub fn activity_text(run: &RunView, now: SystemTime) -> (String, Color) {
     }
     match run.activity(now) {
         Activity::Starting => ("starting: no steps yet".into(), Color::Yellow),
-        Activity::Running => ("running".into(), Color::Green),
+        Activity::Running => (
+            format!("running (pid {})", run.holder.unwrap_or_default()),
+            Color::Green,
+        ),
         Activity::Finished => ("finished".into(), Color::Blue),
         Activity::Stopped { idle } => (
             format!(
