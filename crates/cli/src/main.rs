@@ -3,6 +3,7 @@
 mod commands;
 mod interrupt;
 mod npy;
+mod plot;
 mod sample;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,10 @@ enum Command {
     /// Throughput and latency benchmarks (peak conv stack, dispatch, int8) on any device.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// A live terminal view of one or more runs: loss curves, throughput, progress, state.
+    Dashboard(commands::dashboard::DashboardArgs),
+    /// Draw runs' loss (and other metrics) against step or tokens as a PNG or SVG.
+    Plot(commands::plot::PlotArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Dashboard(args) => commands::dashboard::run(args),
+        Command::Plot(args) => commands::plot::run(args),
     };
     match result {
         Ok(code) => code,

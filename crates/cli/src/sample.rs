@@ -7,16 +7,17 @@ use anyhow::Result;
 use std::io::Write;
 
 /// Prints the decode of `prompt`, then generates after it, printing the text as each token
-/// completes a character; ends with a newline.
+/// completes a character; ends with a newline. Returns the statistics and the text printed.
 pub fn stream_generation(
     generator: &mut Generator,
     tokenizer: &dyn Tokenizer,
     prompt: &[u32],
     max_tokens: usize,
     options: SamplingOptions,
-) -> Result<GenerationStats> {
+) -> Result<(GenerationStats, String)> {
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", tokenizer.decode(prompt)?)?;
+    let mut printed = tokenizer.decode(prompt)?;
+    write!(out, "{printed}")?;
     out.flush()?;
     let mut decoder = StreamDecoder::after(tokenizer, prompt);
     let mut failure: Option<anyhow::Error> = None;
@@ -28,6 +29,7 @@ pub fn stream_generation(
                 if let Some(text) = text {
                     write!(out, "{text}")?;
                     out.flush()?;
+                    printed.push_str(&text);
                 }
                 Ok(())
             });
@@ -42,8 +44,10 @@ pub fn stream_generation(
     if let Some(e) = failure {
         return Err(e);
     }
-    writeln!(out, "{}", decoder.finish()?)?;
-    Ok(stats)
+    let rest = decoder.finish()?;
+    writeln!(out, "{rest}")?;
+    printed.push_str(&rest);
+    Ok((stats, printed))
 }
 
 /// Generates after `prompt` without a tokenizer, printing the token ids as they come.

@@ -114,6 +114,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
                 args.max_tokens,
                 options,
             )
+            .map(|(stats, _)| stats)
         }
         None => {
             generator.set_eos(config.special_tokens.eos.first().copied());

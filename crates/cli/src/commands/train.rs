@@ -1,8 +1,10 @@
 //! `anetrain train`: train a model from scratch or from existing weights, on the built-in
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
+use super::dashboard::{LiveDashboard, SAMPLE_FILE};
 use super::device::DeviceArgs;
 use super::restart::{exec_restart, restart_command};
+use super::plot::refresh_run_plot;
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{
@@ -144,6 +146,10 @@ pub struct TrainArgs {
     /// evaluations and skipped steps).
     #[arg(long, default_value_t = 10)]
     log_every: u64,
+    /// Show the live dashboard (as `anetrain dashboard`) instead of progress lines; q stops
+    /// the run like Ctrl-C.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// Runs `anetrain train`.
@@ -172,6 +178,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         signals.arm();
     }
     let stopped = train_loop(&args, &mut session, signals.as_ref().ok())?;
+    refresh_run_plot(&args.out);
     if let Some(stop) = stopped {
         return Ok(stop.exit_code());
     }
@@ -482,7 +489,15 @@ fn train_loop(
         trainer.options().tokens_per_step(),
         args.out.join(METRICS_FILE).display()
     );
-    let bar = std::io::stdout().is_terminal().then(|| {
+    let dashboard = args
+        .dashboard
+        .then(|| LiveDashboard::start(&args.out))
+        .and_then(|started| {
+            started
+                .map_err(|e| println!("warning: {e:#}; printing progress lines instead"))
+                .ok()
+        });
+    let bar = (dashboard.is_none() && std::io::stdout().is_terminal()).then(|| {
         let bar = ProgressBar::new(total).with_position(trainer.current_step());
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
@@ -509,10 +524,13 @@ fn train_loop(
             )
         })?;
         session.log.append(&m)?;
-        report(&bar, &m, args.log_every);
+        if dashboard.is_none() {
+            report(&bar, &m, args.log_every);
+        }
         if trainer.save_due() {
             trainer.save(&args.out)?;
             saved_at = Some(m.step);
+            refresh_run_plot(&args.out);
         }
         // A finished run has nothing left to compile for, so it never restarts.
         if !trainer.is_done() && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart {
@@ -522,6 +540,7 @@ fn train_loop(
             if let Some(bar) = &bar {
                 bar.abandon();
             }
+            drop(dashboard);
             println!(
                 "compile budget nearly spent ({} of {}): saved step {}, restarting with --resume",
                 budget.used(),
@@ -530,13 +549,20 @@ fn train_loop(
             );
             return Err(restart());
         }
-        if let Some(stop) = signals.and_then(Signals::stop) {
+        let quit = || {
+            let asked = dashboard
+                .as_ref()
+                .is_some_and(LiveDashboard::quit_requested);
+            asked.then_some(Stop::Interrupt)
+        };
+        if let Some(stop) = signals.and_then(Signals::stop).or_else(quit) {
             if saved_at != Some(m.step) {
                 trainer.save(&args.out)?;
             }
             if let Some(bar) = &bar {
                 bar.abandon();
             }
+            drop(dashboard);
             println!(
                 "{}: saved step {} in {}; continue with --resume --out {}",
                 stop.describe(),
@@ -550,6 +576,7 @@ fn train_loop(
     if let Some(bar) = &bar {
         bar.finish();
     }
+    drop(dashboard);
     println!("done: step {total}, checkpoint in {}", args.out.display());
     Ok(None)
 }
@@ -668,7 +695,11 @@ fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -
         ..options
     };
     println!("sample (temperature {}):", args.temperature);
-    stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;
+    let (_, text) = stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;
+    let path = args.out.join(SAMPLE_FILE);
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("warning: cannot save the sample to {}: {e}", path.display());
+    }
     Ok(())
 }
 

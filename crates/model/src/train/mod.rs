@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod eval;
+pub mod follow;
 pub mod loss_scale;
 pub mod metrics;
 pub mod optimizer;
@@ -15,6 +16,7 @@ pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, DataProvenance, TrainState};
 pub use eval::{evaluate, EvalResult};
+pub use follow::{Activity, Change, MetricsFollower};
 pub use loss_scale::LossScaler;
 pub use metrics::{MetricsLog, StepMetrics};
 pub use optimizer::{Optimizer, OptimizerSpec};

@@ -96,6 +96,15 @@ impl Drop for RunLock {
     }
 }
 
+/// The pid of the live process training in `run_dir` now, if any: how a dashboard knows
+/// whether a run is running.
+pub fn live_holder(run_dir: &Path) -> Option<u32> {
+    read_holder(&run_dir.join(LOCK_FILE))
+        .ok()
+        .flatten()
+        .filter(|&pid| process_alive(pid))
+}
+
 /// The pid in a lock file; `None` for an empty or garbled file (a writer killed mid-write).
 fn read_holder(path: &Path) -> Result<Option<u32>> {
     match std::fs::read_to_string(path) {
@@ -120,8 +129,10 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
+        assert_eq!(live_holder(&run), Some(std::process::id()));
         drop(lock);
         assert!(!run.join(LOCK_FILE).exists());
+        assert_eq!(live_holder(&run), None);
         RunLock::acquire(&run).unwrap();
     }
 
@@ -130,6 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Pids are below 2^22 on Linux and 99999 on macOS.
         std::fs::write(dir.path().join(LOCK_FILE), "4000000000\n").unwrap();
+        assert_eq!(live_holder(dir.path()), None);
         let lock = RunLock::acquire(dir.path()).unwrap();
         assert_eq!(lock.took_over_from(), Some(4_000_000_000));
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
