@@ -8,7 +8,7 @@ import pytest
 
 import anetrain
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "llama_mha"
+FIXTURE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "llama_mha"
 
 pytestmark = pytest.mark.skipif(
     not (FIXTURE / "meta.json").exists(), reason=f"{FIXTURE} is absent (no shared fixtures here)"
