@@ -32,6 +32,10 @@ typedef struct anetrain_device anetrain_device;
 // another thread between calls.
 typedef struct anetrain_kernel anetrain_kernel;
 
+// A loaded model: config, weights and the tokenizer it carries. Thread-safety: use a model
+// from one thread at a time; it may be moved to another thread between calls.
+typedef struct anetrain_model anetrain_model;
+
 // The result of every call: `ANETRAIN_OK` (0) or one of the `ANETRAIN_ERR_*` codes.
 typedef int anetrain_status;
 
@@ -99,8 +103,8 @@ extern "C" {
 #endif // __cplusplus
 
 // Opens the device `name`: `cpu` (fp32 MIL interpreter), `cpu-f16` (every op rounded to fp16
-// like the ANE), `ane` (the Apple Neural Engine, after a self-test) or `auto` (the ANE when
-// it works here, else `cpu`).
+// like the ANE), `ane` (the Apple Neural Engine, after a self-test), `auto` (the ANE when
+// it works here, else `cpu`) or `reference` (kernels on the fp32 CPU interpreter).
 //
 // # Safety
 // `name` is a NUL-terminated string; `out` is writable.
@@ -227,6 +231,41 @@ void anetrain_kernel_free(struct anetrain_kernel *k);
 // # Safety
 // `used` and `limit` are writable.
 anetrain_status anetrain_compile_budget(size_t *used, size_t *limit);
+
+// Loads the model at `path`: a run directory (its latest checkpoint), a checkpoint, a Hugging
+// Face directory, a llama2.c `.bin`, or a preset name (random weights, seed 0).
+//
+// # Safety
+// `path` is NUL-terminated; `out` is writable.
+anetrain_status anetrain_model_load(const char *path, struct anetrain_model **out);
+
+// Stores in `*out` the model's configuration as Hugging Face `config.json` text; the string
+// lives as long as the model.
+//
+// # Safety
+// `m` is a live model; `out` is writable.
+anetrain_status anetrain_model_config_json(struct anetrain_model *m, const char **out);
+
+// Stores in `*loss_out` the mean cross-entropy of the model over `rows` rows of `cols` tokens
+// at `tokens` (row-major): each row's inputs are `row[:-1]` and its targets `row[1:]`, and the
+// mean is over all `rows * (cols - 1)` targets. `device` is `auto`, `cpu`, `cpu-f16`, `ane`
+// or `reference` (the plain-Rust model).
+//
+// # Safety
+// `m` is a live model; `device` is NUL-terminated; `tokens` holds `rows * cols` values;
+// `loss_out` is writable.
+anetrain_status anetrain_model_eval(struct anetrain_model *m,
+                                    const char *device,
+                                    const uint32_t *tokens,
+                                    size_t rows,
+                                    size_t cols,
+                                    float *loss_out);
+
+// Releases a model (NULL is ignored).
+//
+// # Safety
+// `m` is NULL or a model not yet freed.
+void anetrain_model_free(struct anetrain_model *m);
 
 // The message of the last failed call on this thread ("" when none has failed). The pointer
 // stays valid until the next failing call on the same thread.

@@ -1,7 +1,6 @@
 //! The kernel API, everything a MIL bridge needs: open a device, compile MIL text with its
 //! weights, describe the inputs and outputs, write inputs, run, read outputs, free.
 
-use crate::device::open_device;
 use crate::status::{
     anetrain_status, free_handle, guard, handle, optional_text, put, put_handle, slice, slice_mut,
     text, Failure, Outcome, ANETRAIN_ERR_IO, ANETRAIN_ERR_MIL, ANETRAIN_ERR_NOT_FOUND,
@@ -9,6 +8,7 @@ use crate::status::{
 };
 use anetrain_device::TensorSpec;
 use anetrain_mil::{parse_program, DType, WeightFiles};
+use anetrain_model::device_choice::DeviceChoice;
 use half::f16;
 use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
@@ -58,8 +58,8 @@ pub struct TensorInfo {
 }
 
 /// Opens the device `name`: `cpu` (fp32 MIL interpreter), `cpu-f16` (every op rounded to fp16
-/// like the ANE), `ane` (the Apple Neural Engine, after a self-test) or `auto` (the ANE when
-/// it works here, else `cpu`).
+/// like the ANE), `ane` (the Apple Neural Engine, after a self-test), `auto` (the ANE when
+/// it works here, else `cpu`) or `reference` (kernels on the fp32 CPU interpreter).
 ///
 /// # Safety
 /// `name` is a NUL-terminated string; `out` is writable.
@@ -69,7 +69,8 @@ pub unsafe extern "C" fn anetrain_device_open(
     out: *mut *mut Device,
 ) -> anetrain_status {
     guard(|| {
-        let inner = open_device(text(name, "name")?)?;
+        let choice: DeviceChoice = text(name, "name")?.parse()?;
+        let (inner, _) = choice.device()?;
         let name = CString::new(inner.name()).unwrap_or_default();
         put_handle(out, Device { inner, name }, "out")
     })

@@ -4,9 +4,10 @@
 //! runs inside a panic guard, and returns a status with the message kept per thread. It owns
 //! no logic of its own.
 
-mod device;
 pub mod kernel;
+pub mod model;
 pub mod status;
 
 pub use kernel::{Device, Kernel, TensorInfo};
+pub use model::Model;
 pub use status::*;

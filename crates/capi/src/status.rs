@@ -3,6 +3,7 @@
 
 use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
 use anetrain_device::DeviceError;
+use anetrain_model::error::ModelError;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -51,9 +52,10 @@ impl Failure {
     }
 }
 
-impl From<DeviceError> for Failure {
-    fn from(e: DeviceError) -> Failure {
-        let status = match &e {
+impl Failure {
+    /// The status a device error stands for.
+    fn from_device(e: &DeviceError) -> anetrain_status {
+        match e {
             DeviceError::Mil(_) => ANETRAIN_ERR_MIL,
             DeviceError::Layout(_) => ANETRAIN_ERR_SIZE,
             DeviceError::UnknownPort(_) => ANETRAIN_ERR_NOT_FOUND,
@@ -62,6 +64,29 @@ impl From<DeviceError> for Failure {
                 ANETRAIN_ERR_COMPILE_BUDGET
             }
             DeviceError::Unsupported { .. } | DeviceError::Runtime(_) => ANETRAIN_ERR_DEVICE,
+        }
+    }
+}
+
+impl From<DeviceError> for Failure {
+    fn from(e: DeviceError) -> Failure {
+        Failure::new(Failure::from_device(&e), e.to_string())
+    }
+}
+
+impl From<ModelError> for Failure {
+    fn from(e: ModelError) -> Failure {
+        let status = match &e {
+            ModelError::Io { .. } => ANETRAIN_ERR_IO,
+            ModelError::Input(_) => ANETRAIN_ERR_INVALID_ARGUMENT,
+            ModelError::Mil(_) => ANETRAIN_ERR_MIL,
+            ModelError::DeviceUnavailable { .. } => ANETRAIN_ERR_UNAVAILABLE,
+            ModelError::Device { source, .. } => match Failure::from_device(source) {
+                ANETRAIN_ERR_COMPILE_BUDGET => ANETRAIN_ERR_COMPILE_BUDGET,
+                _ => ANETRAIN_ERR_DEVICE,
+            },
+            ModelError::Internal(_) => ANETRAIN_ERR_INTERNAL,
+            _ => ANETRAIN_ERR_MODEL,
         };
         Failure::new(status, e.to_string())
     }

@@ -69,3 +69,17 @@ fn c_kernel_on_the_cpu_matches_the_c_reference_and_errors_carry_messages() {
     let out = run_c("kernel", &[]);
     assert!(out.contains("kernel: all checks passed"), "{out}");
 }
+
+#[test]
+fn c_model_loss_on_the_shared_fixture_matches_transformers() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/llama_mha"
+    );
+    if !Path::new(fixture).join("meta.json").exists() {
+        println!("skipped: {fixture} is absent (the shared fixtures are not here)");
+        return;
+    }
+    let out = run_c("model_shared", &[fixture]);
+    assert!(out.contains("model: all checks passed"), "{out}");
+}

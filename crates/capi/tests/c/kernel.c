@@ -160,7 +160,7 @@ int main(int argc, char **argv) {
     FAILS(anetrain_kernel_output_info(k, 2, &info), ANETRAIN_ERR_NOT_FOUND, "out of range");
     FAILS(anetrain_kernel_write_input_f32(k, "x", NULL, CIN * S), ANETRAIN_ERR_INVALID_ARGUMENT, "`data` is NULL");
     FAILS(anetrain_kernel_run(NULL), ANETRAIN_ERR_INVALID_ARGUMENT, "`k` is NULL");
-    FAILS(anetrain_device_open("gpu", &dev), ANETRAIN_ERR_INVALID_ARGUMENT, "choose auto, cpu, cpu-f16 or ane");
+    FAILS(anetrain_device_open("gpu", &dev), ANETRAIN_ERR_INVALID_ARGUMENT, "choose one of auto, cpu, cpu-f16, ane, reference");
     OK(anetrain_kernel_run(k));
     check_outputs(k, w, x, bias);
 
