@@ -1,7 +1,9 @@
 //! The `anetrain` command line.
 
 mod commands;
+mod interrupt;
 mod npy;
+mod sample;
 
 use clap::{Parser, Subcommand};
 
@@ -51,8 +53,24 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text an outer message
+/// already includes (library errors often quote the OS error they wrap), so each is said once.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

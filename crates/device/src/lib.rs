@@ -10,6 +10,7 @@ pub mod ane;
 pub mod compare;
 pub mod cpu;
 mod error;
+pub mod host;
 
 pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};

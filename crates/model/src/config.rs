@@ -78,6 +78,33 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl ModelConfig {
+    /// Number of parameters the config implies (a tied embedding counts once); `None` when
+    /// the sizes overflow, which [`ModelConfig::validate`] reports.
+    pub fn param_count(&self) -> Option<u64> {
+        let m = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
+        let q_dim = m(self.n_heads, self.head_dim)?;
+        let kv_dim = m(self.n_kv_heads, self.head_dim)?;
+        let dim = self.dim as u64;
+        let norms = if self.qk_norm {
+            2 * self.head_dim as u64
+        } else {
+            0
+        };
+        let layer = (2 * dim)
+            .checked_add(q_dim.checked_mul(dim)?.checked_mul(2)?)?
+            .checked_add(kv_dim.checked_mul(dim)?.checked_mul(2)?)?
+            .checked_add(m(self.hidden_dim, self.dim)?.checked_mul(3)?)?
+            .checked_add(norms)?;
+        let embed = m(self.vocab_size, self.dim)?;
+        let classifiers = if self.tied_embeddings { 1 } else { 2 };
+        embed
+            .checked_mul(classifiers)?
+            .checked_add(layer.checked_mul(self.n_layers as u64)?)?
+            .checked_add(dim)
+            // Every tensor must also be addressable as one slice of f32.
+            .filter(|&n| n.checked_mul(4).is_some_and(|b| b <= isize::MAX as u64))
+    }
+
     /// Query projection width, `n_heads * head_dim`.
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
@@ -197,6 +224,12 @@ impl ModelConfig {
             if value == 0 {
                 return bad(format!("`{field}` is 0; it must be a positive integer"));
             }
+        }
+        if self.param_count().is_none() {
+            return bad(format!(
+                "the sizes (dim {}, hidden_dim {}, n_layers {}, n_heads {}, head_dim {}, vocab_size {}) imply more parameters than any machine can hold; check config.json",
+                self.dim, self.hidden_dim, self.n_layers, self.n_heads, self.head_dim, self.vocab_size
+            ));
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(

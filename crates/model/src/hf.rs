@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use anetrain_data::TokenizerSource;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo};
@@ -14,7 +15,7 @@ use safetensors::{Dtype, SafeTensors, View};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{Params, Tensor};
+use crate::params::{check_tensor_shapes, Params, Tensor};
 
 /// Name of the single-file weights in a Hugging Face directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -80,6 +81,27 @@ impl SafetensorsFile {
         self.convert(name, info, dst.data_mut())
     }
 
+    /// Fails unless this file holds exactly the tensors `config` implies (names and shapes,
+    /// no extra layers, no `lm_head.weight` in a tied model): the check of a checkpoint against
+    /// its own config, made from the header before anything is allocated.
+    pub fn check_tensors(&self, config: &ModelConfig) -> Result<()> {
+        let location = self.path.display().to_string();
+        check_tensor_shapes(config, &self.shapes(), &location)?;
+        if config.tied_embeddings && self.metadata.info(LM_HEAD).is_some() {
+            return Err(tied_with_lm_head(&location));
+        }
+        Ok(())
+    }
+
+    /// Every tensor's name and shape, from the header.
+    fn shapes(&self) -> HashMap<String, Vec<usize>> {
+        self.metadata
+            .tensors()
+            .into_iter()
+            .map(|(n, info)| (n, info.shape.clone()))
+            .collect()
+    }
+
     fn info(&self, name: &str) -> Result<&TensorInfo> {
         self.metadata
             .info(name)
@@ -121,12 +143,15 @@ impl SafetensorsFile {
 }
 
 /// Loads a Hugging Face model directory: `config.json` and its weights, converted to f32.
-/// Like `transformers`, a single `model.safetensors` wins over a shard index. Extra tensors
-/// (for example a redundant `lm_head.weight` in a tied model) are ignored.
+/// Like `transformers`, a single `model.safetensors` wins over a shard index. Tensors the config
+/// does not use are ignored, except extra layers and a tied model's `lm_head.weight` that
+/// differs from its embedding, which mean the config is wrong.
 pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Params)> {
     let config = ModelConfig::from_hf_dir(dir)?;
     let (files, weight_map) = open_weights(dir)?;
-    let mut params = Params::zeros(&config);
+    let shapes: HashMap<String, Vec<usize>> = files.iter().flat_map(|f| f.shapes()).collect();
+    check_tensor_shapes(&config, &shapes, &dir.display().to_string())?;
+    let mut params = Params::try_zeros(&config)?;
     params
         .iter_mut()
         .into_par_iter()
@@ -151,7 +176,27 @@ pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Params)> {
             };
             file.read_into(&name, tensor)
         })?;
+    // A tied config beside a separate classifier would silently train a different model,
+    // unless the classifier is only a redundant copy of the embedding.
+    if config.tied_embeddings && shapes.contains_key(LM_HEAD) {
+        let file = files
+            .iter()
+            .find(|f| f.metadata.info(LM_HEAD).is_some())
+            .unwrap_or(&files[0]);
+        if file.read(LM_HEAD)?.data() != params.embed_tokens.data() {
+            return Err(tied_with_lm_head(&dir.display().to_string()));
+        }
+    }
+    params.check_finite(&dir.display().to_string())?;
     Ok((config, params))
+}
+
+const LM_HEAD: &str = "lm_head.weight";
+
+fn tied_with_lm_head(location: &str) -> ModelError {
+    ModelError::Config(format!(
+        "{location} holds its own `lm_head.weight` but the config ties it to the embedding (tie_word_embeddings true); set tie_word_embeddings to false"
+    ))
 }
 
 /// The weight files of a directory, plus the shard index (its path and name → file map) when
@@ -194,16 +239,26 @@ fn open_weights(
     Ok((files, Some((index_path, map))))
 }
 
-/// Writes `config.json` and an F32 `model.safetensors` that `transformers` loads as the same
-/// model. Tied models get no `lm_head.weight`. The weights are written to a temporary name and
-/// renamed, so an interrupted export never leaves a truncated `model.safetensors`.
-pub fn save_hf_dir(dir: &Path, config: &ModelConfig, params: &Params) -> Result<()> {
+/// Writes a complete Hugging Face directory that `transformers` loads as the same model:
+/// `config.json`, `generation_config.json`, an F32 `model.safetensors` (tied models get no
+/// `lm_head.weight`) and, when known, the tokenizer files. The weights are written to a
+/// temporary name and renamed, so an interrupted export never leaves a truncated
+/// `model.safetensors`.
+pub fn save_hf_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    params: &Params,
+    tokenizer: Option<&TokenizerSource>,
+) -> Result<()> {
     config.validate()?;
     params.check_matches(config)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config.to_hf_json())
         .map_err(|e| ModelError::io(&config_path, e))?;
+    if let Some(tokenizer) = tokenizer {
+        tokenizer.copy_into(dir)?;
+    }
 
     let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
     write_safetensors(&tmp, params.iter())?;

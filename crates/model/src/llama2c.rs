@@ -91,6 +91,13 @@ impl Header {
                 format!("{} bytes is shorter than the {HEADER_BYTES}-byte llama2.c header; is this a llama2.c .bin?", bytes.len()),
             ));
         };
+        if head[..4] == LLAMA2C_MAGIC.to_le_bytes() {
+            let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            return Err(ModelError::format(
+                path,
+                format!("unsupported llama2.c version {version} (magic \"ak42\"); export a version-0 (legacy) file, e.g. with llama2.c's `export.py --version 0`"),
+            ));
+        }
         let f: Vec<i32> = head
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -161,6 +168,9 @@ impl Header {
     }
 }
 
+/// First word of llama2.c's versioned (v1, v2) exports: "ak42" as a little-endian u32.
+const LLAMA2C_MAGIC: u32 = 0x616b_3432;
+
 /// Number of f32 values of the llama2.c arrays up to `rms_final`, and of the optional
 /// `freq_cis` pair; `None` if the header's sizes overflow.
 fn body_floats(c: &ModelConfig) -> Option<(usize, usize)> {
@@ -215,7 +225,7 @@ pub fn read_llama2c(path: &Path) -> Result<(ModelConfig, Params)> {
         bytes: &bytes[HEADER_BYTES..],
         pos: 0,
     };
-    let mut p = Params::zeros(&config);
+    let mut p = Params::try_zeros(&config)?;
     let (hd, d) = (config.head_dim, config.dim);
     r.fill(p.embed_tokens.data_mut());
     for l in &mut p.layers {
@@ -256,6 +266,7 @@ pub fn read_llama2c(path: &Path) -> Result<(ModelConfig, Params)> {
     if let Some(t) = &mut p.lm_head {
         r.fill(t.data_mut());
     }
+    p.check_finite(&path.display().to_string())?;
     Ok((config, p))
 }
 

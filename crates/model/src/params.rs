@@ -1,6 +1,8 @@
 //! Model parameters: named fp32 tensors under their Hugging Face names, with typed per-layer
 //! access, a seeded portable initialisation, and a stable iteration order.
 
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 
 use crate::config::ModelConfig;
@@ -193,8 +195,48 @@ pub struct Params {
 
 impl Params {
     /// All-zero parameters for `config` (the starting point for gradients and for loaders).
+    /// The config must be valid; loaders of user files use [`Params::try_zeros`].
     pub fn zeros(config: &ModelConfig) -> Self {
         Params::build(config, &Tensor::zeros)
+    }
+
+    /// [`Params::zeros`] after checking that `config` is valid and its weights fit in the
+    /// available memory, so an absurd config fails with a message instead of an abort.
+    pub fn try_zeros(config: &ModelConfig) -> Result<Self> {
+        config.validate()?;
+        ensure_param_memory(config, 1, "the model's weights")?;
+        Ok(Params::zeros(config))
+    }
+
+    /// The tensors `config` implies as `(name, shape)`, in [`Params::iter`] order, without
+    /// allocating them.
+    pub fn shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+        let empty = Params::build(config, &|shape: &[usize]| Tensor {
+            shape: shape.to_vec(),
+            data: Vec::new(),
+        });
+        empty
+            .iter()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect()
+    }
+
+    /// Fails naming the first tensor holding a NaN or an infinity, and where it came from:
+    /// such weights make every step overflow, so they are refused when loaded.
+    pub fn check_finite(&self, location: &str) -> Result<()> {
+        for (name, t) in self.iter() {
+            if let Some((index, value)) = t.data().iter().enumerate().find(|(_, v)| !v.is_finite())
+            {
+                return Err(ModelError::NonFinite {
+                    name,
+                    index,
+                    value: *value,
+                    location: location.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The one table of which tensors a config implies and their shapes; `make` fills them.
@@ -214,8 +256,7 @@ impl Params {
     /// from its own stream keyed by (seed, name), so the same seed gives bit-identical weights on
     /// every platform and a tensor's values do not depend on which other tensors exist.
     pub fn init(config: &ModelConfig, seed: u64) -> Result<Self> {
-        config.validate()?;
-        let mut params = Params::zeros(config);
+        let mut params = Params::try_zeros(config)?;
         let residual_scale = 1.0 / (2.0 * config.n_layers as f64).sqrt();
         for (name, tensor) in params.iter_mut() {
             if tensor.shape().len() == 1 {
@@ -303,39 +344,80 @@ impl Params {
     /// Checks that these parameters have exactly the tensors and shapes `config` implies, so a
     /// config and a checkpoint from different models are caught before any arithmetic.
     pub fn check_matches(&self, config: &ModelConfig) -> Result<()> {
-        // Shapes only: data-less tensors, so checking a large model allocates nothing big.
-        let expected = Params::build(config, &|shape: &[usize]| Tensor {
-            shape: shape.to_vec(),
-            data: Vec::new(),
-        });
-        let have = self.iter();
-        for (name, want) in expected.iter() {
-            match have.iter().find(|(n, _)| *n == name) {
-                None => {
-                    return Err(ModelError::MissingTensor {
-                        name,
-                        location: "the parameters".into(),
-                    })
-                }
-                Some((_, t)) if t.shape() != want.shape() => {
-                    return Err(ModelError::ShapeMismatch {
-                        name,
-                        expected: want.shape().to_vec(),
-                        found: t.shape().to_vec(),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        if have.len() != expected.iter().len() {
+        let have: HashMap<String, Vec<usize>> = self
+            .iter()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect();
+        check_tensor_shapes(config, &have, "the parameters")?;
+        let expected = Params::shapes(config).len();
+        if have.len() != expected {
             return Err(ModelError::Config(format!(
-                "the parameters have {} tensors but the config implies {}; check `tied_embeddings`, `qk_norm` and `n_layers`",
+                "the parameters have {} tensors but the config implies {expected}; check `tied_embeddings`, `qk_norm` and `n_layers`",
                 have.len(),
-                expected.iter().len()
             )));
         }
         Ok(())
     }
+}
+
+/// Fails unless `have` (tensor name → shape, e.g. a safetensors header) holds every tensor
+/// `config` implies with its shape, and no layers beyond `n_layers`: checked before anything is
+/// allocated, so a config that disagrees with its weights is reported at once.
+pub fn check_tensor_shapes(
+    config: &ModelConfig,
+    have: &HashMap<String, Vec<usize>>,
+    location: &str,
+) -> Result<()> {
+    let layers_present = have
+        .keys()
+        .filter_map(|n| {
+            n.strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |i| i + 1);
+    if layers_present > config.n_layers {
+        return Err(ModelError::Config(format!(
+            "{location} holds {layers_present} layers but the config says n_layers (num_hidden_layers) = {}; set it to {layers_present}",
+            config.n_layers
+        )));
+    }
+    for (name, want) in Params::shapes(config) {
+        match have.get(&name) {
+            None => {
+                return Err(ModelError::MissingTensor {
+                    name,
+                    location: location.to_string(),
+                })
+            }
+            Some(found) if *found != want => {
+                return Err(ModelError::ShapeMismatch {
+                    name,
+                    expected: want,
+                    found: found.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Fails when `copies` f32 copies of `config`'s parameters (1 for weights alone; training keeps
+/// weights, gradients and two optimizer moments) do not fit in the available memory.
+pub fn ensure_param_memory(config: &ModelConfig, copies: u64, what: &str) -> Result<()> {
+    let count = config.param_count().unwrap_or(u64::MAX);
+    let bytes = count.saturating_mul(4).saturating_mul(copies);
+    anetrain_device::host::ensure_memory(
+        bytes,
+        &format!("{what} ({count} parameters)"),
+        "use a smaller model (check dim, n_layers, vocab_size in its config) or a machine with more memory",
+    )
+    .map_err(ModelError::Config)
 }
 
 /// Elements per independent random stream in [`Params::init`].

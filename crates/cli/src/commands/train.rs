@@ -1,21 +1,26 @@
 //! `anetrain train`: train a model from scratch or from existing weights, on the built-in
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
-use super::device::select_device;
-use super::generate::stream_generation;
-use super::import::load_weights;
-use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
+use super::device::DeviceArgs;
+use crate::interrupt::{Signals, Stop};
+use crate::sample::stream_generation;
+use anetrain_data::{
+    DataSource, Sampling, Split, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
+};
 use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
+use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::params::Params;
-use anetrain_model::train::checkpoint::{latest_checkpoint, resolve_checkpoint};
+use anetrain_model::source::{check_tokenizer_fits, ModelSource};
+use anetrain_model::train::checkpoint::{
+    check_run_dir, latest_checkpoint, load_latest_intact, set_aside,
+};
 use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::optimizer::parse_optimizer;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    Checkpoint, DataProvenance, MetricsLog, OptimizerSpec, StepMetrics, TrainOptions, Trainer,
+    DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -23,8 +28,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The preset trained when neither --model nor --init-from is given: small enough that the
 /// quick start shows the loss falling within a couple of minutes on two cores.
@@ -66,12 +69,13 @@ pub struct TrainArgs {
     /// or the resumed run's].
     #[arg(long)]
     val_fraction: Option<f64>,
-    /// `byte` or a tokenizer.json path. Default: byte (or the resumed run's tokenizer).
+    /// `byte`, a tokenizer.json, or a directory holding one; the run keeps a copy. Default:
+    /// the --init-from model's tokenizer (or the resumed run's); else byte for text and
+    /// synthetic data, and none for .bin shards.
     #[arg(long)]
     tokenizer: Option<String>,
-    /// auto (the ANE where available, else the CPU), cpu, cpu-f16, ane, or reference.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Total optimizer steps of the run; a resumed run continues up to this total
     /// [default: 600].
     #[arg(long)]
@@ -86,7 +90,7 @@ pub struct TrainArgs {
     #[arg(long)]
     accum: Option<usize>,
     /// Peak learning rate [default: 3e-3; use 3e-4 for stories15M and larger].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Linear warmup steps [default: 20].
     #[arg(long)]
@@ -95,10 +99,10 @@ pub struct TrainArgs {
     #[arg(long)]
     optimizer: Option<String>,
     /// Decoupled weight decay on matrices and embeddings [default: 0.1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
     /// Global gradient-norm limit, 0 for none [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     clip: Option<f32>,
     /// Seed of initialisation, data order and the final sample [default: 42].
     #[arg(long)]
@@ -122,6 +126,10 @@ pub struct TrainArgs {
     /// Checkpoints to keep besides the best-validation one [default: 3].
     #[arg(long)]
     keep_last: Option<usize>,
+    /// Stop the run as diverged after this many skipped (overflowed) steps in a row, 0 for
+    /// never [default: 20].
+    #[arg(long)]
+    max_skipped_steps: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -129,7 +137,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
     /// Sampling temperature of the final sample (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f32,
     /// Without a terminal, print a progress line every N steps (0: only the first step,
     /// evaluations and skipped steps).
@@ -137,48 +145,80 @@ pub struct TrainArgs {
     log_every: u64,
 }
 
-/// Builds the engine for `--device`, returning it with a sentence saying what was chosen and
-/// why. The one place a device name becomes an engine.
-pub fn make_engine(
-    config: &ModelConfig,
-    device: &str,
-    seq: usize,
-) -> Result<(Box<dyn Engine>, String)> {
-    if device == "reference" {
-        return Ok((
-            Box::new(ReferenceEngine::new(config)),
-            "reference: the plain-Rust fp32 model, no kernels".into(),
-        ));
-    }
-    let (device, why) = select_device(device)?;
-    Ok((Box::new(DeviceEngine::new(config, device, seq)?), why))
-}
-
 /// Runs `anetrain train`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
-        eprintln!("warning: Ctrl-C will not save a checkpoint ({e})");
+    let signals = Signals::install();
+    if let Err(e) = &signals {
+        eprintln!("warning: Ctrl-C and SIGTERM will not save a checkpoint ({e})");
     }
+    check_run_dir(&args.out)?;
+    let lock = RunLock::acquire(&args.out)?;
+    if let Some(pid) = lock.took_over_from() {
+        println!(
+            "note: {} was locked by process {pid}, which is no longer running; taking over",
+            args.out.display()
+        );
+    }
+    let sample = sample_options(&args)?;
     let mut session = if args.resume {
         resume_session(&args)?
     } else {
         new_session(&args)?
     };
-    let finished = train_loop(&args, &mut session, &stop)?;
-    // An interrupted user wants out, not a sample.
-    if finished && args.sample_tokens > 0 {
-        print_sample(&args, &session)?;
+    if let Ok(signals) = &signals {
+        signals.arm();
     }
+    let stopped = train_loop(&args, &mut session, signals.as_ref().ok())?;
+    if let Some(stop) = stopped {
+        return Ok(stop.exit_code());
+    }
+    if args.sample_tokens > 0 {
+        // The run succeeded and its checkpoint is saved; a failed sample must not undo that.
+        if let Err(e) = print_sample(&args, &session, sample) {
+            println!("sample skipped: {e:#}");
+        }
+    }
+    drop(lock);
     Ok(ExitCode::SUCCESS)
 }
 
 /// A trainer with what the loop needs around it.
 struct Session {
     trainer: Trainer,
-    tokenizer: Box<dyn Tokenizer>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
     log: MetricsLog,
+}
+
+/// The final sample's settings, checked before training starts.
+fn sample_options(args: &TrainArgs) -> Result<SamplingOptions> {
+    let options = SamplingOptions {
+        temperature: args.temperature,
+        ..SamplingOptions::default()
+    };
+    options
+        .validate()
+        .with_context(|| format!("--temperature {}", args.temperature))?;
+    Ok(options)
+}
+
+/// The tokenizer flag, parsed.
+fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
+    Ok(args
+        .tokenizer
+        .as_deref()
+        .map(TokenizerSource::parse)
+        .transpose()?)
+}
+
+/// Whether the run's data (training or validation) is text that needs a tokenizer.
+fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
+    let train = DataSource::parse(provenance.data.as_deref().unwrap_or("synthetic"))?;
+    let val = provenance
+        .val_data
+        .as_deref()
+        .map(DataSource::parse)
+        .transpose()?;
+    Ok(train.needs_tokenizer() || val.is_some_and(|v| v.needs_tokenizer()))
 }
 
 fn new_session(args: &TrainArgs) -> Result<Session> {
@@ -189,52 +229,65 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             dir.display()
         );
     }
-    let tokenizer_spec = args.tokenizer.clone().unwrap_or_else(|| "byte".into());
-    let tokenizer = load_tokenizer(&tokenizer_spec)?;
     let options = options_from_flags(args, quick_start_options())?;
-    let (config, params) = match &args.init_from {
-        Some(path) => {
-            let (config, params, origin) = load_weights(path)?;
-            if tokenizer.vocab_size() > config.vocab_size {
-                bail!(
-                    "the tokenizer `{tokenizer_spec}` has {} tokens but the model from {origin} has a vocabulary of {}; pass the --tokenizer the model was trained with",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                );
-            }
-            println!("starting from {origin}");
-            (config, params)
-        }
-        None => {
-            let name = args.model.as_deref().unwrap_or(DEFAULT_PRESET);
-            let mut config = ModelConfig::preset(name)?;
-            if config.vocab_size != tokenizer.vocab_size() {
-                println!(
-                    "model: preset {name} with its vocabulary set to the tokenizer's {} tokens (preset has {})",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                );
-                config.vocab_size = tokenizer.vocab_size();
-            }
-            let params = Params::init(&config, options.seed)?;
-            (config, params)
-        }
-    };
-    let provenance = DataProvenance {
+    let mut provenance = DataProvenance {
         data: Some(args.data.clone().unwrap_or_else(|| "synthetic".into())),
-        tokenizer: Some(tokenizer_spec),
+        tokenizer: None,
         val_data: args.val_data.clone(),
         val_fraction: args
             .val_data
             .is_none()
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
     };
-    let split = open_split(&provenance, tokenizer.as_ref(), &options)?;
-    let engine = engine_for(&config, args, options.seq)?;
-    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
-    trainer.set_provenance(provenance.clone());
+    let flag = tokenizer_flag(args)?;
+    let source = match &args.init_from {
+        Some(path) => ModelSource::from_path(path)?,
+        None => ModelSource::Preset {
+            name: args.model.as_deref().unwrap_or(DEFAULT_PRESET).to_string(),
+            vocab_size: None,
+        },
+    };
+    // Text needs a tokenizer: the given one, else the model's, else bytes; shards need none.
+    let carried = source.tokenizer()?;
+    let chosen = flag
+        .or(carried)
+        .or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
+    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
+    let preset_vocab = match (&source, &tokenizer) {
+        (ModelSource::Preset { name, .. }, Some(t)) => {
+            let preset = ModelConfig::preset(name)?.vocab_size;
+            if preset != t.vocab_size() {
+                println!(
+                    "model: preset {name} with its vocabulary set to the tokenizer's {} tokens (preset has {preset})",
+                    t.vocab_size()
+                );
+            }
+            Some(t.vocab_size())
+        }
+        _ => None,
+    };
+    let source = match preset_vocab {
+        Some(v) => source.with_preset_vocab(v),
+        None => source,
+    };
+    let model = source.load(options.seed)?;
+    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
+        check_tokenizer_fits(t.as_ref(), spec, &model.config)?;
+    }
+    if args.init_from.is_some() {
+        println!("starting from {}", model.description);
+    }
+    let (config, params) = (model.config, model.params);
+    let split = open_split(&provenance, tokenizer.as_deref(), &options)?;
+    let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
+    // The run carries its own tokenizer, so eval, generate, export and --resume find it.
+    if let Some(spec) = &chosen {
+        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
+    }
+    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
+    trainer.set_provenance(provenance.clone());
     write_run_json(&args.out, &trainer, &provenance)?;
     let log = MetricsLog::create(&args.out)?;
     Ok(Session {
@@ -248,8 +301,17 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
     }
-    let dir = resolve_checkpoint(&args.out)?;
-    let ckpt = Checkpoint::load(&dir)?;
+    let (ckpt, unusable) = load_latest_intact(&args.out)?;
+    for bad in &unusable {
+        let aside = set_aside(&bad.dir)?;
+        println!(
+            "skipping checkpoint {} ({}); moved it to {}",
+            bad.dir.display(),
+            bad.reason,
+            aside.display()
+        );
+    }
+    let dir = ckpt.dir.clone();
     let Some(state) = &ckpt.meta.train else {
         bail!(
             "{} holds imported weights without training state; start a new run with --init-from {}",
@@ -265,15 +327,24 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
     let options = options_from_flags(args, state.options.clone())?;
     // The saved data flags, each replaced by the flag given now, if any.
     let saved = &ckpt.meta.provenance;
-    let provenance = DataProvenance {
+    let mut provenance = DataProvenance {
         data: args.data.clone().or(saved.data.clone()),
-        tokenizer: args.tokenizer.clone().or(saved.tokenizer.clone()),
+        tokenizer: None,
         val_data: args.val_data.clone().or(saved.val_data.clone()),
         val_fraction: args.val_fraction.or(saved.val_fraction),
     };
-    let tokenizer = load_tokenizer(provenance.tokenizer.as_deref().unwrap_or("byte"))?;
-    let split = open_split(&provenance, tokenizer.as_ref(), &options)?;
-    let engine = engine_for(&ckpt.config, args, options.seq)?;
+    let chosen = match tokenizer_flag(args)? {
+        Some(flag) => Some(flag),
+        None => ModelSource::Checkpoint(dir.clone()).tokenizer()?,
+    };
+    let chosen = chosen.or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
+    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
+    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
+        check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
+        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
+    }
+    let split = open_split(&provenance, tokenizer.as_deref(), &options)?;
+    let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     println!(
         "resuming {} at step {} of {}",
@@ -308,7 +379,8 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
         save_every,
         eval_every,
         eval_batches,
-        keep_last
+        keep_last,
+        max_skipped_steps
     );
     if args.optimizer.is_some() || args.weight_decay.is_some() {
         let (current, decay) = match o.optimizer {
@@ -335,17 +407,17 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
 /// The training and validation data the provenance describes (synthetic when unset).
 fn open_split(
     provenance: &DataProvenance,
-    tokenizer: &dyn Tokenizer,
+    tokenizer: Option<&dyn Tokenizer>,
     options: &TrainOptions,
 ) -> Result<Split> {
-    let open = |spec: &str| -> Result<_> {
-        DataSource::parse(spec)?
-            .open(tokenizer, options.seed)
-            .with_context(|| format!("opening --data {spec}"))
+    let open = |flag: &str, spec: &str| -> Result<_> {
+        DataSource::parse(spec)
+            .and_then(|source| source.open(tokenizer, options.seed))
+            .with_context(|| format!("{flag} {spec}"))
     };
-    let train = open(provenance.data.as_deref().unwrap_or("synthetic"))?;
+    let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
     Ok(match &provenance.val_data {
-        Some(spec) => Split::separate(train, open(spec)?),
+        Some(spec) => Split::separate(train, open("--val-data", spec)?),
         None => Split::by_fraction(
             train,
             provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
@@ -354,8 +426,13 @@ fn open_split(
     })
 }
 
-fn engine_for(config: &ModelConfig, args: &TrainArgs, seq: usize) -> Result<Box<dyn Engine>> {
-    let (engine, why) = make_engine(config, &args.device, seq)?;
+fn engine_for(
+    config: &ModelConfig,
+    args: &TrainArgs,
+    seq: usize,
+    params: &Params,
+) -> Result<Box<dyn Engine>> {
+    let (engine, why) = args.device.device.engine(config, seq, params)?;
     println!("device: {why}");
     Ok(engine)
 }
@@ -373,14 +450,18 @@ fn write_run_json(dir: &Path, trainer: &Trainer, provenance: &DataProvenance) ->
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Trains to the total step count, saving when due; returns `false` if Ctrl-C ended it early
-/// (after saving a checkpoint of the last completed step).
-fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Result<bool> {
+/// Trains to the total step count, saving when due; returns the signal that ended it early, if
+/// one did (after saving a checkpoint of the last completed step).
+fn train_loop(
+    args: &TrainArgs,
+    session: &mut Session,
+    signals: Option<&Signals>,
+) -> Result<Option<Stop>> {
     let trainer = &mut session.trainer;
     let total = trainer.options().steps;
     if trainer.is_done() {
         println!("the run is already at step {} of {total}; nothing to do (raise --steps to train further)", trainer.current_step());
-        return Ok(true);
+        return Ok(None);
     }
     println!(
         "training {} parameters for {} steps of {} tokens; metrics in {}",
@@ -409,7 +490,12 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
     }
     let mut saved_at = None;
     while !trainer.is_done() {
-        let m = trainer.step()?;
+        let m = trainer.step().with_context(|| {
+            format!(
+                "stopped in {}; it can continue from its last checkpoint with --resume",
+                args.out.display()
+            )
+        })?;
         session.log.append(&m)?;
         report(&bar, &m, args.log_every);
         if trainer.save_due() {
@@ -432,7 +518,7 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
             );
             return Err(restart());
         }
-        if stop.load(Ordering::SeqCst) {
+        if let Some(stop) = signals.and_then(Signals::stop) {
             if saved_at != Some(m.step) {
                 trainer.save(&args.out)?;
             }
@@ -440,19 +526,20 @@ fn train_loop(args: &TrainArgs, session: &mut Session, stop: &AtomicBool) -> Res
                 bar.abandon();
             }
             println!(
-                "interrupted: saved step {} in {}; continue with --resume --out {}",
+                "{}: saved step {} in {}; continue with --resume --out {}",
+                stop.describe(),
                 m.step,
                 args.out.display(),
                 args.out.display()
             );
-            return Ok(false);
+            return Ok(Some(stop));
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
     println!("done: step {total}, checkpoint in {}", args.out.display());
-    Ok(true)
+    Ok(None)
 }
 
 /// What the per-process ANE compile budget (ane-reference §1.10) asks of the training loop.
@@ -554,29 +641,29 @@ fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {
     }
 }
 
-fn print_sample(args: &TrainArgs, session: &Session) -> Result<()> {
-    let tok = session.tokenizer.as_ref();
+/// Samples from the trained model, starting at BOS (or the tokenizer's encoding of "Once").
+fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -> Result<()> {
+    let Some(tok) = session.tokenizer.as_deref() else {
+        println!(
+            "sample skipped: the run has no tokenizer to show text with (pass --tokenizer to train, or generate with --prompt-ids)"
+        );
+        return Ok(());
+    };
     let trainer = &session.trainer;
     let start = tok
         .bos()
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))
         .ok_or_else(|| anyhow!("the tokenizer has no BOS token to start a sample from"))?;
-    // The plain-Rust engine has no kernels; its samples come from the CPU device.
-    let device = if args.device == "reference" {
-        "cpu"
-    } else {
-        &args.device
-    };
-    let (device, _) = select_device(device)?;
+    // For `reference` (no kernels) this is the fp32 CPU interpreter.
+    let (device, _) = args.device.device.device()?;
     let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
     let mut generator =
         Generator::new(trainer.config(), trainer.params().clone(), device, max_seq)?;
     // Documents are separated by BOS in the training layout, so a BOS also ends a story.
     generator.set_eos(tok.bos().or(tok.eos()));
     let options = SamplingOptions {
-        temperature: args.temperature,
         seed: trainer.options().seed,
-        ..SamplingOptions::default()
+        ..options
     };
     println!("sample (temperature {}):", args.temperature);
     stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;

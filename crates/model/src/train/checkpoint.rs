@@ -123,13 +123,31 @@ impl Checkpoint {
                 ),
             ));
         }
+        if let Some(named) = step_of_name(dir) {
+            if named != meta.step {
+                return Err(ModelError::format(
+                    &meta_path,
+                    format!(
+                        "records step {} but its directory is named for step {named}; the checkpoint was renamed or its meta.json replaced: restore the original or delete the directory",
+                        meta.step
+                    ),
+                ));
+            }
+        }
         let config = ModelConfig::from_hf_json(&meta.config.to_string())
             .map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
-        let mut params = Params::zeros(&config);
         let weights = SafetensorsFile::open(&dir.join(MODEL_FILE))?;
+        weights.check_tensors(&config)?;
+        if meta.train.is_some() {
+            // Only the header: a truncated or missing optimizer file makes the checkpoint
+            // unusable for --resume, which should learn it now rather than after loading.
+            SafetensorsFile::open(&dir.join(OPTIMIZER_FILE))?;
+        }
+        let mut params = Params::try_zeros(&config)?;
         for (name, t) in params.iter_mut() {
             weights.read_into(&name, t)?;
         }
+        params.check_finite(&dir.join(MODEL_FILE).display().to_string())?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             meta,
@@ -166,6 +184,85 @@ impl Checkpoint {
             ))),
         }
     }
+}
+
+/// A checkpoint directory of a run that could not be loaded, and why.
+#[derive(Debug)]
+pub struct Unusable {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// The load error.
+    pub reason: ModelError,
+}
+
+/// Loads the newest checkpoint of `run_dir` that loads completely, with the newer ones that did
+/// not (newest first) so the caller can say what was skipped and why. An error lists every
+/// reason when none loads.
+pub fn load_latest_intact(run_dir: &Path) -> Result<(Checkpoint, Vec<Unusable>)> {
+    let mut skipped = Vec::new();
+    for (_, dir) in list_checkpoints(run_dir)?.into_iter().rev() {
+        match Checkpoint::load(&dir) {
+            Ok(ckpt) => return Ok((ckpt, skipped)),
+            Err(reason) => skipped.push(Unusable { dir, reason }),
+        }
+    }
+    if skipped.is_empty() {
+        return Err(resolve_checkpoint(run_dir)
+            .err()
+            .unwrap_or_else(|| ModelError::format(run_dir, "holds no checkpoint to resume from")));
+    }
+    let reasons: Vec<String> = skipped.iter().map(|u| u.reason.to_string()).collect();
+    Err(ModelError::format(
+        run_dir,
+        format!(
+            "no checkpoint here loads: {}; start a new run with another --out",
+            reasons.join("; ")
+        ),
+    ))
+}
+
+/// Renames an unusable checkpoint to `ckpt-N.broken`, out of the way of the run that resumes
+/// before it (which will save step N again) but kept for inspection. Returns the new name.
+pub fn set_aside(dir: &Path) -> Result<PathBuf> {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".broken");
+    let mut dst = dir.with_file_name(&name);
+    let mut n = 1;
+    while dst.exists() {
+        let mut numbered = name.clone();
+        numbered.push(format!(".{n}"));
+        dst = dir.with_file_name(numbered);
+        n += 1;
+    }
+    std::fs::rename(dir, &dst).map_err(|e| ModelError::io(dir, e))?;
+    Ok(dst)
+}
+
+/// Refuses an `--out` that is a checkpoint directory or lies inside one: a run written there
+/// would mix its files with the checkpoint's (and retention could delete it).
+pub fn check_run_dir(out: &Path) -> Result<()> {
+    let abs = std::path::absolute(out).map_err(|e| ModelError::io(out, e))?;
+    for dir in abs.ancestors() {
+        if step_of_name(dir).is_some() || (dir == abs && dir.join(META_FILE).is_file()) {
+            let parent = dir.parent().unwrap_or(dir);
+            return Err(ModelError::Options(format!(
+                "--out {} is inside the checkpoint {}; pass the run directory {} (with --resume to continue it) or a new directory",
+                out.display(),
+                dir.display(),
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The step a `ckpt-N` directory name stands for, if `dir` is a checkpoint by name.
+fn step_of_name(dir: &Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix(PREFIX)?
+        .parse()
+        .ok()
 }
 
 /// Fields whose values differ between two configs, as `field: expected X, found Y`.
@@ -275,12 +372,7 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| ModelError::io(run_dir, e))?;
-        let name = entry.file_name();
-        let Some(step) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(step) = step_of_name(&entry.path()) else {
             continue;
         };
         if entry.path().join(META_FILE).is_file() {

@@ -9,6 +9,7 @@ pub mod loss_scale;
 pub mod metrics;
 pub mod optimizer;
 pub mod options;
+pub mod run_lock;
 pub mod schedule;
 pub mod trainer;
 
@@ -18,5 +19,6 @@ pub use loss_scale::LossScaler;
 pub use metrics::{MetricsLog, StepMetrics};
 pub use optimizer::{Optimizer, OptimizerSpec};
 pub use options::TrainOptions;
+pub use run_lock::RunLock;
 pub use schedule::Schedule;
 pub use trainer::Trainer;

@@ -41,6 +41,17 @@ pub struct TrainOptions {
     pub save_every: u64,
     /// Checkpoints kept besides the best-validation one.
     pub keep_last: usize,
+    /// Consecutive skipped (overflowed) steps after which the run stops as diverged; 0 never.
+    #[serde(default = "default_max_skipped_steps")]
+    pub max_skipped_steps: u64,
+}
+
+/// Enough for the loss scale to fall from its start to 1 and then ten more tries: a run still
+/// overflowing then has diverged, and more steps would only burn time.
+pub const DEFAULT_MAX_SKIPPED_STEPS: u64 = 20;
+
+fn default_max_skipped_steps() -> u64 {
+    DEFAULT_MAX_SKIPPED_STEPS
 }
 
 impl Default for TrainOptions {
@@ -62,6 +73,7 @@ impl Default for TrainOptions {
             eval_batches: 8,
             save_every: 0,
             keep_last: 3,
+            max_skipped_steps: DEFAULT_MAX_SKIPPED_STEPS,
         }
     }
 }
@@ -83,7 +95,7 @@ impl TrainOptions {
 
     /// Checks the options against each other and the model; each message names the flag.
     pub fn validate(&self, config: &ModelConfig) -> Result<()> {
-        let bad = |m: String| Err(ModelError::Config(m));
+        let bad = |m: String| Err(ModelError::Options(m));
         if self.batch == 0 || self.seq == 0 || self.accum == 0 {
             return bad("--batch, --seq and --accum must all be at least 1".into());
         }
@@ -119,7 +131,8 @@ impl TrainOptions {
     }
 
     /// What differs between these options and those a checkpoint was trained with, ignoring
-    /// the settings a resumed run may change (total steps and the eval/save intervals): a
+    /// the settings a resumed run may change (total steps, the eval/save intervals and the
+    /// divergence limit): a
     /// change to any other would make the resumed run differ from an uninterrupted one.
     pub fn resume_conflicts(&self, saved: &TrainOptions) -> Vec<String> {
         let mut out = Vec::new();

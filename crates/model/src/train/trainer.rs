@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anetrain_data::{validate_vocab, Batch, Sampler, Split, TokenStream};
+use anetrain_data::{validate_vocab, Batch, EvalBatches, Sampler, Split, TokenStream};
 
 use super::checkpoint::{
     apply_retention, save_checkpoint, Checkpoint, CheckpointMeta, DataProvenance, TrainState,
@@ -48,6 +48,8 @@ pub struct Trainer {
     best_val_loss: Option<f32>,
     /// `--data`/`--tokenizer` spellings recorded in checkpoints.
     provenance: DataProvenance,
+    /// Steps skipped in a row, for the divergence stop.
+    skipped_in_a_row: u64,
 }
 
 impl Trainer {
@@ -81,7 +83,7 @@ impl Trainer {
         };
         let conflicts = options.resume_conflicts(&state.options);
         if !conflicts.is_empty() {
-            return Err(ModelError::Config(format!(
+            return Err(ModelError::Options(format!(
                 "cannot resume with different settings: {}; drop these flags to continue the run as it was",
                 conflicts.join("; ")
             )));
@@ -95,7 +97,7 @@ impl Trainer {
             engine,
         )?;
         if trainer.sampler.num_samples() != state.train_samples {
-            return Err(ModelError::Config(format!(
+            return Err(ModelError::Options(format!(
                 "the training data has {} samples of --seq {} but the checkpoint's had {}; resume with the original --data, --val-data/--val-fraction and --seq",
                 trainer.sampler.num_samples(),
                 trainer.options.seq,
@@ -124,9 +126,19 @@ impl Trainer {
         config.validate()?;
         options.validate(config)?;
         params.check_matches(config)?;
+        // Weights, gradients and the optimizer's moments, all fp32 (the weights exist already).
+        crate::params::ensure_param_memory(
+            config,
+            4,
+            "training (weights, gradients, optimizer state)",
+        )?;
         validate_vocab(data.train.as_ref(), config.vocab_size)?;
         if let Some(val) = &data.val {
             validate_vocab(val.as_ref(), config.vocab_size)?;
+            // Found now rather than at the first evaluation, many steps into the run.
+            EvalBatches::new(val.clone(), options.seq, options.batch).map_err(|e| {
+                ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
+            })?;
         }
         let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
@@ -149,6 +161,7 @@ impl Trainer {
             last_val_loss: None,
             best_val_loss: None,
             provenance: DataProvenance::default(),
+            skipped_in_a_row: 0,
         })
     }
 
@@ -162,8 +175,28 @@ impl Trainer {
         self.scaler = scaler;
     }
 
-    /// Runs one optimizer step (and an evaluation when one is due) and returns its metrics.
+    /// Runs one optimizer step (and an evaluation when one is due) and returns its metrics;
+    /// [`ModelError::Diverged`] once `max_skipped_steps` steps in a row have overflowed.
     pub fn step(&mut self) -> Result<StepMetrics> {
+        let metrics = self.step_once()?;
+        self.skipped_in_a_row = if metrics.skipped {
+            self.skipped_in_a_row + 1
+        } else {
+            0
+        };
+        let limit = self.options.max_skipped_steps;
+        if limit > 0 && self.skipped_in_a_row >= limit {
+            return Err(ModelError::Diverged {
+                steps: self.skipped_in_a_row,
+                step: metrics.step,
+                loss: metrics.loss,
+                lr: metrics.lr,
+            });
+        }
+        Ok(metrics)
+    }
+
+    fn step_once(&mut self) -> Result<StepMetrics> {
         let started = Instant::now();
         let scale = self.scaler.scale;
         self.grads

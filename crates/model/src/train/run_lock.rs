@@ -1,0 +1,138 @@
+//! An advisory lock on a run directory, so two trainings never write one `--out`: the file
+//! `RUN_DIR/.lock` holds the pid of the process writing the run. It is created exclusively, so
+//! of two processes starting together exactly one wins; a lock whose process is gone (a
+//! `kill -9`, a power cut) is stale and is taken over.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anetrain_device::host::process_alive;
+
+use crate::error::{ModelError, Result};
+
+/// Name of the lock file inside a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The lock of one run directory, released (its file deleted) when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+    stale_holder: Option<u32>,
+}
+
+impl RunLock {
+    /// Takes the lock of `run_dir` (creating the directory), or fails at once naming the live
+    /// process that holds it. A lock left by a dead process is taken over; see
+    /// [`RunLock::took_over_from`].
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
+        let path = run_dir.join(LOCK_FILE);
+        let mut stale_holder = None;
+        // Two rounds: the second follows the removal of a stale lock.
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    writeln!(file, "{}", std::process::id())
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| ModelError::io(&path, e))?;
+                    return Ok(RunLock { path, stale_holder });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = read_holder(&path)?;
+                    match holder {
+                        // This very process, restarted by exec (same pid) to renew its budget.
+                        Some(pid) if pid == std::process::id() => {
+                            return Ok(RunLock { path, stale_holder })
+                        }
+                        Some(pid) if process_alive(pid) => {
+                            return Err(ModelError::RunLocked {
+                                dir: run_dir.to_path_buf(),
+                                pid,
+                            })
+                        }
+                        _ => {
+                            stale_holder = Some(holder.unwrap_or(0));
+                            match std::fs::remove_file(&path) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(ModelError::io(&path, e)),
+                            }
+                        }
+                    }
+                }
+                Err(e) => return Err(ModelError::io(&path, e)),
+            }
+        }
+        // Another process took the stale lock between our removal and creation.
+        match read_holder(&path)? {
+            Some(pid) => Err(ModelError::RunLocked {
+                dir: run_dir.to_path_buf(),
+                pid,
+            }),
+            None => Err(ModelError::format(
+                &path,
+                "the lock file keeps changing; another anetrain is starting on this run directory",
+            )),
+        }
+    }
+
+    /// The pid of the dead process whose stale lock was taken over (0 if its file was
+    /// unreadable), for the caller to tell the user.
+    pub fn took_over_from(&self) -> Option<u32> {
+        self.stale_holder
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Only our own lock is removed: never one another process took over meanwhile.
+        if read_holder(&self.path).ok().flatten() == Some(std::process::id()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The pid in a lock file; `None` for an empty or garbled file (a writer killed mid-write).
+fn read_holder(path: &Path) -> Result<Option<u32>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ModelError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_fails_naming_the_holder_and_drop_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let lock = RunLock::acquire(&run).unwrap();
+        assert_eq!(lock.took_over_from(), None);
+        let err = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(lock);
+        assert!(!run.join(LOCK_FILE).exists());
+        RunLock::acquire(&run).unwrap();
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pids are below 2^22 on Linux and 99999 on macOS.
+        std::fs::write(dir.path().join(LOCK_FILE), "4000000000\n").unwrap();
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        assert_eq!(lock.took_over_from(), Some(4_000_000_000));
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+    }
+}
