@@ -85,6 +85,26 @@ pub enum DataError {
         len: usize,
     },
 
+    /// A line of a JSON Lines file of fine-tuning examples is malformed.
+    #[error("{path} line {line} {message}")]
+    Jsonl {
+        /// The `.jsonl` file.
+        path: PathBuf,
+        /// 1-based line number (0 for the file as a whole).
+        line: usize,
+        /// Which field is wrong and how to write it.
+        message: String,
+    },
+
+    /// A chat template could not be loaded or rendered.
+    #[error("chat template{origin}: {message}")]
+    Template {
+        /// ` in <file>` when it came from a file, else empty.
+        origin: String,
+        /// The template engine's message and what to do.
+        message: String,
+    },
+
     /// Sizes, fractions or a restored sampler state that cannot work with the data.
     #[error("{0}")]
     Config(String),

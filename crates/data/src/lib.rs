@@ -9,11 +9,19 @@
 //! - [`Sampler`]: reproducible `[batch][seq + 1]` batches, sequential or seeded shuffle, whose
 //!   [`SamplerState`] goes into checkpoints; [`Split`] and [`EvalBatches`] for validation.
 //! - [`load_tokenizer`] and [`DataSource`] read the `--tokenizer` and `--data` spellings.
+//! - Fine-tuning: [`ExampleSplits`] / [`ExampleFile`] read mlx-lm style JSON Lines,
+//!   [`ChatTemplate`] renders a model's Jinja chat template, [`ExampleEncoder`] turns examples
+//!   into [`MaskedTokens`] (ids plus which count in the loss), and [`ExampleSampler`] /
+//!   [`ExampleEvalBatches`] pad them into [`Batch`]es with per-target weights.
 
 #![warn(missing_docs)]
 
+mod chat;
 mod error;
+mod example_batches;
+mod finetune;
 mod hf;
+mod jsonl;
 pub mod rng;
 mod sampler;
 mod shards;
@@ -25,8 +33,12 @@ mod synthetic;
 mod text;
 mod tokenizer;
 
+pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
 pub use error::{DataError, Result};
+pub use example_batches::{ExampleEvalBatches, ExampleSampler};
+pub use finetune::{EncodeSummary, ExampleEncoder, MaskedTokens};
 pub use hf::HfTokenizer;
+pub use jsonl::{Example, ExampleFile, ExampleKind, ExampleSplits};
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
 pub use source::{

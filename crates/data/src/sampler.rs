@@ -6,6 +6,7 @@
 //! token, and the trailing `(len - 1) % seq` tokens are never used.
 
 use crate::error::{DataError, Result};
+use crate::finetune::{check_fits, MaskedTokens};
 use crate::rng::SplitMix64;
 use crate::stream::TokenStream;
 use serde::{Deserialize, Serialize};
@@ -36,13 +37,16 @@ pub struct SamplerState {
     pub cursor: usize,
 }
 
-/// A reusable `[rows][seq + 1]` buffer of token windows, allocated once.
+/// A reusable `[rows][seq + 1]` buffer of token windows, allocated once, with optional
+/// `[rows][seq]` per-target loss weights for fine-tuning examples.
 #[derive(Clone, Debug)]
 pub struct Batch {
     seq: usize,
     capacity: usize,
     rows: usize,
     tokens: Vec<u32>,
+    /// `None` for language-model windows, where every target counts.
+    weights: Option<Vec<f32>>,
 }
 
 impl Batch {
@@ -53,6 +57,27 @@ impl Batch {
             capacity: batch,
             rows: 0,
             tokens: vec![0; batch * (seq + 1)],
+            weights: None,
+        }
+    }
+
+    /// Loss weights of row `r`'s targets (1 counts, 0 is prompt or padding), or `None` when
+    /// every target counts. The batch loss is `Σ w·CE / Σ w` over all rows, so each counted
+    /// token weighs the same however the examples are padded.
+    pub fn target_weights(&self, r: usize) -> Option<&[f32]> {
+        self.weights
+            .as_ref()
+            .map(|w| &w[r * self.seq..(r + 1) * self.seq])
+    }
+
+    /// Targets that count in the loss over the filled rows (the loss's denominator).
+    pub fn counted_targets(&self) -> usize {
+        match &self.weights {
+            None => self.rows * self.seq,
+            Some(w) => w[..self.rows * self.seq]
+                .iter()
+                .filter(|&&x| x > 0.0)
+                .count(),
         }
     }
 
@@ -95,9 +120,43 @@ impl Batch {
 
     /// Reads sample `index` of `stream` into row `r`.
     fn fill_row(&mut self, r: usize, stream: &dyn TokenStream, index: usize) -> Result<()> {
+        self.weights = None;
         let width = self.seq + 1;
         let row = &mut self.tokens[r * width..(r + 1) * width];
         stream.read(index * self.seq, row)
+    }
+}
+
+impl Batch {
+    /// Writes `example` into row `r`, padded with token 0 at weight 0 to `seq + 1` tokens.
+    pub(crate) fn fill_example_row(&mut self, r: usize, example: &MaskedTokens) -> Result<()> {
+        check_fits(example, self.seq)?;
+        let (seq, capacity) = (self.seq, self.capacity);
+        let width = seq + 1;
+        let row = &mut self.tokens[r * width..(r + 1) * width];
+        row.fill(0);
+        row[..example.tokens.len()].copy_from_slice(&example.tokens);
+        let weights = self
+            .weights
+            .get_or_insert_with(|| vec![0.0; capacity * seq]);
+        for (t, w) in weights[r * seq..(r + 1) * seq].iter_mut().enumerate() {
+            *w = if example.counts.get(t + 1) == Some(&true) {
+                1.0
+            } else {
+                0.0
+            };
+        }
+        Ok(())
+    }
+
+    /// Sets how many rows the last fill wrote.
+    pub(crate) fn set_rows(&mut self, rows: usize) {
+        self.rows = rows;
+    }
+
+    /// Checks this buffer is `batch × seq`.
+    pub(crate) fn check(&self, batch: usize, seq: usize) -> Result<()> {
+        self.check_shape(batch, seq)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod hf;
 pub mod kernels;
 pub mod llama2c;
+pub mod lora;
 pub mod params;
 pub mod reference;
 pub mod source;

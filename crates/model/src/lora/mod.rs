@@ -1,0 +1,20 @@
+//! LoRA adapters on a frozen base: the config, the math of one adapted projection, the
+//! whole-model adapter, and the PEFT and mlx-lm file formats.
+//!
+//! - [`LoraConfig`] / [`Target`]: rank, alpha, targets, layers (defaults in [`config`]).
+//! - [`LoraLinear`]: `y = x Wᵀ + s·(x Aᵀ) Bᵀ`, adapter gradients from `x` and `dy`, fusion.
+//! - [`Adapter`]: every adapted projection of a base, built to fit it.
+//! - [`peft`] and [`mlx`]: read and write `adapter_config.json` plus safetensors as PEFT and
+//!   mlx-lm do; [`load_adapter`] reads either.
+
+pub mod adapter;
+pub mod config;
+pub mod format;
+pub mod linear;
+pub mod mlx;
+pub mod peft;
+
+pub use adapter::Adapter;
+pub use config::{Layers, LoraConfig, Target};
+pub use format::{load_adapter, save_adapter, AdapterFormat};
+pub use linear::{Layout, LoraGrad, LoraLinear};
