@@ -129,10 +129,8 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
-        assert_eq!(live_holder(&run), Some(std::process::id()));
         drop(lock);
         assert!(!run.join(LOCK_FILE).exists());
-        assert_eq!(live_holder(&run), None);
         RunLock::acquire(&run).unwrap();
     }
 
@@ -141,10 +139,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Pids are below 2^22 on Linux and 99999 on macOS.
         std::fs::write(dir.path().join(LOCK_FILE), "4000000000\n").unwrap();
-        assert_eq!(live_holder(dir.path()), None);
         let lock = RunLock::acquire(dir.path()).unwrap();
         assert_eq!(lock.took_over_from(), Some(4_000_000_000));
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(text.trim(), std::process::id().to_string());
+    }
+
+    #[test]
+    fn the_live_holder_is_the_locking_process_and_none_for_a_dead_or_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(live_holder(dir.path()), None);
+        std::fs::write(dir.path().join(LOCK_FILE), "4000000000\n").unwrap();
+        assert_eq!(live_holder(dir.path()), None);
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        assert_eq!(live_holder(dir.path()), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(live_holder(dir.path()), None);
     }
 }
