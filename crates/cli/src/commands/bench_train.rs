@@ -11,8 +11,8 @@
 //! - peer: `6·N + 12·L·Q·S` with `N` every parameter, the formula PyTorch-side MFU estimates
 //!   (nanoGPT, PaLM appendix B) use, so figures compare with theirs.
 
-use super::measure::{median, peak_rss, peak_rss_mib};
 use super::device::DeviceArgs;
+use super::measure::{median, peak_rss, peak_rss_mib};
 use anetrain_data::rng::SplitMix64;
 use anetrain_data::{Sampling, Split, Tokens};
 use anetrain_model::config::ModelConfig;
