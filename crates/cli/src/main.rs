@@ -30,6 +30,8 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Export a run's latest checkpoint as a Hugging Face directory or a llama2.c .bin.
     Export(commands::export::ExportArgs),
+    /// Fold a LoRA adapter (PEFT or mlx-lm) into its base model, as a Hugging Face directory.
+    Fuse(commands::fuse::FuseArgs),
     /// Generate text from a model with a KV cache, streaming it as it is sampled.
     Generate(commands::generate::GenerateArgs),
     /// Check this machine's Neural Engine and compare every kernel of a model against the CPU.
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Fuse(args) => commands::fuse::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),

@@ -9,6 +9,7 @@ pub mod device;
 pub mod doctor;
 pub mod eval;
 pub mod export;
+pub mod fuse;
 pub mod generate;
 pub mod import;
 pub mod measure;

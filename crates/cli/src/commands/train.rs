@@ -3,8 +3,8 @@
 
 use super::dashboard::{LiveDashboard, SAMPLE_FILE};
 use super::device::DeviceArgs;
-use super::restart::{exec_restart, restart_command};
 use super::plot::refresh_run_plot;
+use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{

@@ -5,11 +5,12 @@
 //! - [`LoraLinear`]: `y = x Wᵀ + s·(x Aᵀ) Bᵀ`, adapter gradients from `x` and `dy`, fusion.
 //! - [`Adapter`]: every adapted projection of a base, built to fit it.
 //! - [`peft`] and [`mlx`]: read and write `adapter_config.json` plus safetensors as PEFT and
-//!   mlx-lm do; [`load_adapter`] reads either.
+//!   mlx-lm do; [`load_adapter`] reads either, [`fuse_to_hf`] writes base + adapter as one model.
 
 pub mod adapter;
 pub mod config;
 pub mod format;
+pub mod fuse;
 pub mod linear;
 pub mod mlx;
 pub mod peft;
@@ -17,4 +18,5 @@ pub mod peft;
 pub use adapter::Adapter;
 pub use config::{Layers, LoraConfig, Target};
 pub use format::{load_adapter, save_adapter, AdapterFormat};
+pub use fuse::fuse_to_hf;
 pub use linear::{Layout, LoraGrad, LoraLinear};
