@@ -23,6 +23,7 @@ mod stream;
 mod stream_decoder;
 mod synthetic;
 mod text;
+mod text_cache;
 mod tokenizer;
 
 pub use error::{DataError, Result};
@@ -34,5 +35,6 @@ pub use split::{Split, DEFAULT_VAL_FRACTION};
 pub use stream::{validate_vocab, TokenStream, Tokens, Window};
 pub use stream_decoder::StreamDecoder;
 pub use synthetic::SyntheticStories;
-pub use text::{TextDataset, DOCUMENT_SEPARATOR};
+pub use text::{tokenize_text, TextDataset, DOCUMENT_SEPARATOR};
+pub use text_cache::{open_text, TextOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

@@ -6,7 +6,7 @@ use crate::hf::HfTokenizer;
 use crate::shards::ShardSet;
 use crate::stream::TokenStream;
 use crate::synthetic::SyntheticStories;
-use crate::text::TextDataset;
+use crate::text_cache::{open_text, TextOptions};
 use crate::tokenizer::{ByteTokenizer, Tokenizer};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,14 +69,25 @@ impl DataSource {
         }
     }
 
-    /// Opens the source; `seed` chooses the synthetic stories and is ignored by files.
+    /// Opens the source; `seed` chooses the synthetic stories and is ignored by files. A text
+    /// file's tokens are cached beside it when that directory is writable.
     pub fn open(&self, tokenizer: &dyn Tokenizer, seed: u64) -> Result<Arc<dyn TokenStream>> {
+        self.open_with(tokenizer, seed, &TextOptions::default())
+    }
+
+    /// [`DataSource::open`] with a fallback directory for text caches and a progress callback.
+    pub fn open_with(
+        &self,
+        tokenizer: &dyn Tokenizer,
+        seed: u64,
+        text: &TextOptions,
+    ) -> Result<Arc<dyn TokenStream>> {
         Ok(match self {
             DataSource::Synthetic { tokens } => {
                 Arc::new(SyntheticStories::generate(seed, *tokens, tokenizer)?)
             }
             DataSource::Shards(path) => Arc::new(ShardSet::open(path)?),
-            DataSource::Text(path) => Arc::new(TextDataset::from_file(path, tokenizer)?),
+            DataSource::Text(path) => open_text(path, tokenizer, text)?,
         })
     }
 }

@@ -26,7 +26,7 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::kernels::round_up_32;
 use anetrain_model::generate::DecodeKernels;
 use anetrain_model::kernels;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -79,6 +79,12 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     }
     let config = load_config(&args.model)?;
     let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
+    if seq == 0 || seq > config.max_seq_len {
+        bail!(
+            "--seq {seq} must be between 1 and the model's max_seq_len {}; pass a smaller --seq",
+            config.max_seq_len
+        );
+    }
     let kernels = kernel_list(&config, seq)?;
     // The framework is loaded once: its facts go into the report, the device into the table.
     let ane = AneDevice::new().map_err(|e| e.to_string());

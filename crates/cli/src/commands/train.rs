@@ -5,7 +5,9 @@ use super::device::select_device;
 use super::generate::stream_generation;
 use super::import::load_weights;
 use crate::interrupt::{Signals, Stop};
-use anetrain_data::{load_tokenizer, DataSource, Sampling, Split, Tokenizer, DEFAULT_VAL_FRACTION};
+use anetrain_data::{
+    load_tokenizer, DataSource, Sampling, Split, TextOptions, Tokenizer, DEFAULT_VAL_FRACTION,
+};
 use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
@@ -247,7 +249,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             .is_none()
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
     };
-    let split = open_split(&provenance, tokenizer.as_ref(), &options)?;
+    let split = open_split(&args.out, &provenance, tokenizer.as_ref(), &options)?;
     let engine = engine_for(&config, args, options.seq)?;
     let mut trainer = Trainer::new(&config, params, options, split, engine)?;
     trainer.set_provenance(provenance.clone());
@@ -299,7 +301,7 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         val_fraction: args.val_fraction.or(saved.val_fraction),
     };
     let tokenizer = load_tokenizer(provenance.tokenizer.as_deref().unwrap_or("byte"))?;
-    let split = open_split(&provenance, tokenizer.as_ref(), &options)?;
+    let split = open_split(&args.out, &provenance, tokenizer.as_ref(), &options)?;
     let engine = engine_for(&ckpt.config, args, options.seq)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     println!(
@@ -362,18 +364,47 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
 
 /// The training and validation data the provenance describes (synthetic when unset).
 fn open_split(
+    run_dir: &Path,
     provenance: &DataProvenance,
     tokenizer: &dyn Tokenizer,
     options: &TrainOptions,
 ) -> Result<Split> {
+    let bar = std::io::stdout().is_terminal().then(|| {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("tokenizing {bar:30} {bytes}/{total_bytes} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    });
+    let announced = std::sync::Once::new();
+    let progress = |done: u64, total: u64| {
+        announced.call_once(|| {
+            println!("tokenizing {total} bytes of text (cached for later runs; Ctrl-C stops)")
+        });
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let text = TextOptions {
+        fallback_cache_dir: Some(run_dir.to_path_buf()),
+        progress: Some(&progress),
+    };
     let open = |flag: &str, spec: &str| -> Result<_> {
         DataSource::parse(spec)
-            .and_then(|source| source.open(tokenizer, options.seed))
+            .and_then(|source| source.open_with(tokenizer, options.seed, &text))
             .with_context(|| format!("{flag} {spec}"))
     };
     let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
-    Ok(match &provenance.val_data {
-        Some(spec) => Split::separate(train, open("--val-data", spec)?),
+    let val = provenance
+        .val_data
+        .as_ref()
+        .map(|spec| open("--val-data", spec))
+        .transpose()?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(match val {
+        Some(val) => Split::separate(train, val),
         None => Split::by_fraction(
             train,
             provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),

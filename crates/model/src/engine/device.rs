@@ -72,7 +72,7 @@ impl DeviceEngine {
     pub fn new(config: &ModelConfig, device: Box<dyn Device>, seq: usize) -> Result<DeviceEngine> {
         config.validate()?;
         if seq == 0 || seq > config.max_seq_len {
-            return Err(ModelError::Config(format!(
+            return Err(ModelError::Options(format!(
                 "sequence length {seq} is outside 1..={} (max_seq_len); pick a training seq the model supports",
                 config.max_seq_len
             )));
@@ -336,7 +336,7 @@ impl DeviceEngine {
             dx,
         };
         let acts: &[LayerActs] = acts;
-        let stopped = || ModelError::Input("the weight-gradient worker stopped early".into());
+        let stopped = || ModelError::Internal("the weight-gradient worker stopped early".into());
         // Taken before the scope so the borrowed buffers outlive the worker's jobs.
         let layers_down = back.iter_mut().enumerate().rev();
         std::thread::scope(|scope| -> Result<()> {
@@ -373,7 +373,7 @@ impl DeviceEngine {
             }
             drop(tx);
             let worked = worker.join().unwrap_or_else(|_| {
-                Err(ModelError::Input(
+                Err(ModelError::Internal(
                     "the weight-gradient worker panicked".into(),
                 ))
             });

@@ -164,7 +164,7 @@ impl LayerIo<'_> {
                 dy,
                 x,
             })
-            .map_err(|_| ModelError::Input("the weight-gradient worker stopped early".into()))
+            .map_err(|_| ModelError::Internal("the weight-gradient worker stopped early".into()))
         };
         let LayerBack {
             d_out,
