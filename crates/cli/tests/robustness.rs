@@ -444,3 +444,26 @@ fn bad_inputs_get_their_message_and_exit_2() {
         "a refused new run leaves no directory behind"
     );
 }
+
+#[test]
+fn sizes_beyond_this_machine_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2^40 elements in and as many out: 8 TiB as f32, more than any machine has.
+    let big = dir.path().join("big.mil");
+    let program = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 1048576, 1, 1048576]> x) {\n        \
+         tensor<fp16, [1, 1048576, 1, 1048576]> y = relu(x = x)[name = string(\"y\")];\n    \
+         } -> (y);\n}\n";
+    std::fs::write(&big, program).unwrap();
+    refused(
+        &anetrain(&["mil", "run", big.to_str().unwrap(), "--device", "cpu"]),
+        "the program's inputs and outputs needs",
+    );
+    refused(
+        &anetrain(&["bench", "peak", "--channels", "100000", "--device", "cpu"]),
+        "pass smaller --channels",
+    );
+    refused(
+        &anetrain(&["doctor", "--seq", "100000"]),
+        "--seq 100000 must be between 1 and the model's max_seq_len 256",
+    );
+}

@@ -262,7 +262,7 @@ fn the_ane_device_off_apple_silicon_is_a_clear_error() {
 
 #[cfg(unix)]
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
@@ -294,7 +294,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         .unwrap();
     assert!(killed.success());
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(stdout(&o).contains("interrupted"), "{}", stdout(&o));
     let steps = read_metrics(&metrics).unwrap().len() as u64;
     let latest = latest_checkpoint(&run).unwrap().unwrap();

@@ -91,6 +91,11 @@ pub fn open_text(
         }
     };
     for dir in &dirs {
+        // A directory without write bits is read-only by intent, even to root (who could
+        // write it anyway): shared datasets stay untouched.
+        if std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly()) {
+            continue;
+        }
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         // The first directory this process may write holds the cache.
         let Ok(output) = std::fs::create_dir_all(dir).and_then(|()| std::fs::File::create(&tmp))
