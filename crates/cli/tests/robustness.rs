@@ -456,7 +456,7 @@ fn sizes_beyond_this_machine_are_refused_before_allocating() {
     std::fs::write(&big, program).unwrap();
     refused(
         &anetrain(&["mil", "run", big.to_str().unwrap(), "--device", "cpu"]),
-        "the program's inputs and outputs needs",
+        "the program (its inputs and outputs) needs",
     );
     refused(
         &anetrain(&["bench", "peak", "--channels", "100000", "--device", "cpu"]),

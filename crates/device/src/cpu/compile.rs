@@ -97,7 +97,7 @@ pub(crate) fn compile(
         .unwrap_or(u64::MAX);
     crate::host::ensure_memory(
         bytes,
-        "the program's inputs and outputs",
+        "the program (its inputs and outputs)",
         "make its tensors smaller",
     )
     .map_err(DeviceError::OutOfMemory)?;

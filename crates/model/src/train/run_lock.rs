@@ -126,19 +126,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_lock_fails_naming_the_holder_and_drop_releases() {
+    fn a_live_holder_is_named_and_drop_releases() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        // Process 1 (init) always runs.
+        std::fs::write(run.join(LOCK_FILE), "1\n").unwrap();
+        let err = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(err.contains("in use by another anetrain (pid 1)"), "{err}");
+        std::fs::remove_file(run.join(LOCK_FILE)).unwrap();
         let lock = RunLock::acquire(&run).unwrap();
         assert_eq!(lock.took_over_from(), None);
-        let err = RunLock::acquire(&run).unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        drop(lock);
+        // This process again (as after an exec restart) keeps its own lock.
+        drop(RunLock::acquire(&run).unwrap());
         assert!(!run.join(LOCK_FILE).exists());
-        RunLock::acquire(&run).unwrap();
+        drop(lock);
+    }
+
+    #[test]
+    fn a_directory_the_lock_created_goes_when_the_run_left_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("fresh");
+        drop(RunLock::acquire(&run).unwrap());
+        assert!(!run.exists());
     }
 
     #[test]
