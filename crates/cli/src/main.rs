@@ -3,6 +3,7 @@
 mod commands;
 mod interrupt;
 mod npy;
+mod sample;
 
 use clap::{Parser, Subcommand};
 

@@ -305,7 +305,7 @@ fn hf_dir(root: &Path) -> PathBuf {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let ckpt = Checkpoint::load(&run.join("ckpt-00000001")).unwrap();
     let hf = root.join("hf");
-    save_hf_dir(&hf, &ckpt.config, &ckpt.params).unwrap();
+    save_hf_dir(&hf, &ckpt.config, &ckpt.params, None).unwrap();
     hf
 }
 
@@ -373,7 +373,7 @@ fn non_finite_weights_are_refused_at_load_naming_the_tensor() {
     let mut ckpt = Checkpoint::load(&run.join("ckpt-00000001")).unwrap();
     ckpt.params.layers[1].up_proj.data_mut()[7] = f32::NAN;
     let hf = dir.path().join("nan-hf");
-    save_hf_dir(&hf, &ckpt.config, &ckpt.params).unwrap();
+    save_hf_dir(&hf, &ckpt.config, &ckpt.params, None).unwrap();
     let out = dir.path().join("out");
     let o = train(&out, &["--steps", "1", "--init-from", hf.to_str().unwrap()]);
     refused(&o, "tensor `model.layers.1.mlp.up_proj.weight`");

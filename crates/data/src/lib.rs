@@ -30,7 +30,10 @@ pub use error::{DataError, Result};
 pub use hf::HfTokenizer;
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
-pub use source::{load_tokenizer, DataSource, DEFAULT_SYNTHETIC_TOKENS};
+pub use source::{
+    load_tokenizer, DataSource, TokenizerSource, DEFAULT_SYNTHETIC_TOKENS, TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+};
 pub use split::{Split, DEFAULT_VAL_FRACTION};
 pub use stream::{validate_vocab, TokenStream, Tokens, Window};
 pub use stream_decoder::StreamDecoder;

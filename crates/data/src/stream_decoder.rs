@@ -29,6 +29,17 @@ impl<'t> StreamDecoder<'t> {
         }
     }
 
+    /// A decoder continuing after `context` (a prompt, already shown as the decode of those
+    /// ids), so the first new token keeps the leading space a decoder strips only at the start
+    /// of a text.
+    pub fn after(tokenizer: &'t dyn Tokenizer, context: &[u32]) -> Self {
+        StreamDecoder {
+            tokenizer,
+            ids: context.to_vec(),
+            read: context.len(),
+        }
+    }
+
     /// Adds one id; returns the text it completes, or `None` while a character is unfinished.
     /// An id the tokenizer cannot decode is an error and is not kept.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {

@@ -274,7 +274,7 @@ proptest! {
         let xi = b.input(&shape);
         let names: Vec<String> = [&begin, &end, &stride, &bm, &em, &sq].iter().map(|v| b.ints(v)).collect();
         let args = [("x", xi.as_str()), ("begin", &names[0]), ("end", &names[1]), ("stride", &names[2]), ("begin_mask", &names[3]), ("end_mask", &names[4]), ("squeeze_mask", &names[5])];
-        let y = b.op(Op::SliceByIndex, &args, DType::Fp32, &out);
+        let y = b.op(Op::SliceByIndex, &args, DType::Fp16, &out);
         close(&b.run(&[&y], Precision::F32, &[&x], &WeightFiles::new())[0], &want, Precision::F32, 0.0);
     }
 
@@ -335,7 +335,7 @@ proptest! {
         let ins: Vec<String> = shapes.iter().map(|s| b.input(s)).collect();
         let ax = b.int(axis as i64 - rank as i64);
         let il = b.flag(interleave);
-        let y = b.op_n(Op::Concat, vec![("values", Argument::Tuple(ins.clone())), ("axis", Argument::Value(ax)), ("interleave", Argument::Value(il))], &[(DType::Fp32, out.clone())]).remove(0);
+        let y = b.op_n(Op::Concat, vec![("values", Argument::Tuple(ins.clone())), ("axis", Argument::Value(ax)), ("interleave", Argument::Value(il))], &[(DType::Fp16, out.clone())]).remove(0);
         let refs: Vec<&[f32]> = xs.iter().map(|v| v.as_slice()).collect();
         close(&b.run(&[&y], Precision::F32, &refs, &WeightFiles::new())[0], &want, Precision::F32, 0.0);
     }
@@ -359,7 +359,7 @@ proptest! {
             let s: Vec<i64> = sizes.iter().map(|&v| v as i64).collect();
             args.push(("split_sizes", Argument::Value(b.ints(&s))));
         }
-        let outs: Vec<(DType, Vec<usize>)> = sizes.iter().map(|&n| { let mut s = shape.clone(); s[axis] = n; (DType::Fp32, s) }).collect();
+        let outs: Vec<(DType, Vec<usize>)> = sizes.iter().map(|&n| { let mut s = shape.clone(); s[axis] = n; (DType::Fp16, s) }).collect();
         let names = b.op_n(Op::Split, args, &outs);
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         let got = b.run(&refs, Precision::F32, &[&x], &WeightFiles::new());
@@ -612,13 +612,13 @@ proptest! {
         let to_bool: Vec<f32> = c.iter().map(|&v| (v != 0.0) as u8 as f32).collect();
         let mut b = P::new();
         let (xi, ci, oi) = (b.input(&shape), b.input(&shape), b.input(&last));
-        let s = b.op(Op::Select, &[("cond", &ci), ("a", &xi), ("b", &oi)], DType::Fp32, &shape);
-        let (lo, hi) = (b.fp(-10.0), b.fp(20.0));
-        let cl = b.op(Op::Clip, &[("x", &xi), ("alpha", &lo), ("beta", &hi)], DType::Fp32, &shape);
         let (d32, d8, db) = (b.string("int32"), b.string("int8"), b.string("bool"));
+        let cb = b.op(Op::Cast, &[("x", &ci), ("dtype", &db)], DType::Bool, &shape);
+        let s = b.op(Op::Select, &[("cond", &cb), ("a", &xi), ("b", &oi)], DType::Fp16, &shape);
+        let (lo, hi) = (b.fp(-10.0), b.fp(20.0));
+        let cl = b.op(Op::Clip, &[("x", &xi), ("alpha", &lo), ("beta", &hi)], DType::Fp16, &shape);
         let c32 = b.op(Op::Cast, &[("x", &xi), ("dtype", &d32)], DType::Int32, &shape);
         let c8 = b.op(Op::Cast, &[("x", &xi), ("dtype", &d8)], DType::Int8, &shape);
-        let cb = b.op(Op::Cast, &[("x", &ci), ("dtype", &db)], DType::Bool, &shape);
         let got = b.run(&[&s, &cl, &c32, &c8, &cb], Precision::F32, &[&x, &c, &other], &WeightFiles::new());
         for (g, w) in got.iter().zip([&sel, &clip, &to_i32, &to_i8, &to_bool]) {
             close(g, w, Precision::F32, 0.0);
@@ -796,9 +796,12 @@ fn f16_mode_overflows_to_infinity_and_f32_mode_does_not() {
 fn f16_mode_rounds_fp16_inputs_but_not_fp32_values() {
     let mut b = P::new();
     let xi = b.input(&[3]);
-    let one = b.fp(0.0);
-    let y16 = b.op(Op::Add, &[("x", &xi), ("y", &one)], DType::Fp16, &[3]);
-    let y32 = b.op(Op::Add, &[("x", &xi), ("y", &one)], DType::Fp32, &[3]);
+    let zero16 = b.lit(Literal::Scalar(Scalar::Fp16(half::f16::ZERO)));
+    let zero32 = b.fp(0.0);
+    let fp32 = b.string("fp32");
+    let x32 = b.op(Op::Cast, &[("x", &xi), ("dtype", &fp32)], DType::Fp32, &[3]);
+    let y16 = b.op(Op::Add, &[("x", &xi), ("y", &zero16)], DType::Fp16, &[3]);
+    let y32 = b.op(Op::Add, &[("x", &x32), ("y", &zero32)], DType::Fp32, &[3]);
     let x = [1.0001f32, 2049.0, 0.1];
     let got = b.run(&[&y16, &y32], Precision::F16, &[&x], &WeightFiles::new());
     let rounded: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();

@@ -15,9 +15,11 @@
 //! the real count, sizes and offsets, and the reader rejects anything it would not write.
 
 use crate::error::{MilError, Result};
+use crate::program::Program;
 use crate::types::{DType, TensorType};
 use half::f16;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Bytes of the file header; the first record starts here, so the first MIL offset is 64.
 pub const FILE_HEADER_BYTES: u64 = 64;
@@ -389,6 +391,33 @@ impl WeightFiles {
     /// Every (path, bytes) pair, sorted by path.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.files.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Reads every weight file `program` references from `dir`, where `@model_path/` is `dir`
+    /// (the ANE compiler's convention), so a program and its weights load the same everywhere.
+    pub fn load_dir(program: &Program, dir: &Path) -> Result<WeightFiles> {
+        let mut weights = WeightFiles::new();
+        for path in program.weight_paths() {
+            let rel = path.strip_prefix("@model_path/").ok_or_else(|| {
+                blob_error(
+                    path,
+                    "BLOBFILE paths must start with @model_path/ (the weights directory)".into(),
+                )
+            })?;
+            let file = dir.join(rel);
+            let bytes = std::fs::read(&file).map_err(|e| {
+                blob_error(
+                    path,
+                    format!(
+                        "the program references it, but {} cannot be read ({e}); give the \
+                         directory that @model_path/ stands for",
+                        file.display()
+                    ),
+                )
+            })?;
+            weights.insert(path, bytes);
+        }
+        Ok(weights)
     }
 
     /// Number of files.

@@ -1,9 +1,9 @@
 //! Type checking of whole functions: every name is defined once before use, every argument
-//! matches the op's spec, every declared output type equals what inference derives, and every
-//! returned name exists.
+//! matches the op's spec, every declared output type equals what resolution derives, and every
+//! returned name exists. Checking yields each op's [`Resolved`] form, which devices evaluate.
 
 use crate::error::{MilError, Result};
-use crate::infer::{infer_outputs, ArgInfo, Bound};
+use crate::infer::{resolve_op, ArgInfo, Bound, Resolved};
 use crate::ops::ArgKind;
 use crate::program::{Argument, Function, Operation, Program};
 use crate::types::{Literal, Type};
@@ -23,6 +23,11 @@ struct Env<'a> {
 
 /// Checks one function.
 pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid> {
+    resolve_function(function).map(drop)
+}
+
+/// Checks one function and resolves its ops, one [`Resolved`] per entry of [`Function::ops`].
+pub fn resolve_function(function: &Function) -> std::result::Result<Vec<Resolved>, Invalid> {
     let program_err = |msg: String| Invalid {
         op_index: None,
         error: MilError::Program(msg),
@@ -46,6 +51,7 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
         }
     }
     let mut labels = HashSet::new();
+    let mut resolved = Vec::with_capacity(function.ops.len());
     for (index, op) in function.ops.iter().enumerate() {
         let fail = |message: String| Invalid {
             op_index: Some(index),
@@ -58,16 +64,16 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
         if !labels.insert(op.label.as_str()) {
             return Err(fail(format!("the name `{}` labels two ops", op.label)));
         }
-        let inferred = check_op(op, &env).map_err(&fail)?;
-        if inferred.len() != op.outputs.len() {
+        let r = check_op(op, &env).map_err(&fail)?;
+        if r.outputs.len() != op.outputs.len() {
             return Err(fail(format!(
                 "produces {} values but {} are declared",
-                inferred.len(),
+                r.outputs.len(),
                 op.outputs.len()
             )));
         }
-        for (out, ty) in op.outputs.iter().zip(inferred) {
-            if out.ty != ty {
+        for (out, ty) in op.outputs.iter().zip(&r.outputs) {
+            if &out.ty != ty {
                 return Err(fail(format!(
                     "`{}` is declared {} but the op produces {ty}",
                     out.name, out.ty
@@ -78,10 +84,11 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
             } else {
                 None
             };
-            if env.values.insert(&out.name, (ty, value)).is_some() {
+            if env.values.insert(&out.name, (ty.clone(), value)).is_some() {
                 return Err(fail(format!("`{}` is defined twice", out.name)));
             }
         }
+        resolved.push(r);
     }
     if function.outputs.is_empty() {
         return Err(program_err(format!(
@@ -104,15 +111,24 @@ pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid
             Some(_) => {}
         }
     }
-    Ok(())
+    Ok(resolved)
 }
 
-fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Vec<Type>, String> {
+fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Resolved, String> {
     let lookup = |name: &str| -> std::result::Result<ArgInfo<'_>, String> {
         env.values
             .get(name)
             .map(|(ty, value)| ArgInfo { ty, value: *value })
             .ok_or_else(|| format!("`{name}` is used before it is defined"))
+    };
+    let tensor = |name: &str, v: &str| -> std::result::Result<ArgInfo<'_>, String> {
+        let info = lookup(v)?;
+        if info.ty.dtype() == crate::types::DType::String {
+            return Err(format!(
+                "argument `{name}` = `{v}` is a string; it must be a tensor"
+            ));
+        }
+        Ok(info)
     };
     for spec in op.op.args() {
         if !spec.optional && op.arg(spec.name).is_none() {
@@ -139,7 +155,7 @@ fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Vec<Type>, Str
             (ArgKind::TensorTuple, Argument::Tuple(names)) => Bound::Tuple(
                 names
                     .iter()
-                    .map(|n| lookup(n))
+                    .map(|n| tensor(name, n))
                     .collect::<std::result::Result<_, _>>()?,
             ),
             (ArgKind::TensorTuple, Argument::Value(_)) => {
@@ -157,22 +173,30 @@ fn check_op(op: &Operation, env: &Env<'_>) -> std::result::Result<Vec<Type>, Str
                 }
                 Bound::One(info)
             }
-            (ArgKind::Tensor, Argument::Value(v)) => Bound::One(lookup(v)?),
+            (ArgKind::Tensor, Argument::Value(v)) => Bound::One(tensor(name, v)?),
         };
         bound.push((name.as_str(), b));
     }
-    infer_outputs(op.op, &bound, &op.attrs)
+    resolve_op(op.op, &bound, &op.attrs)
 }
 
 /// Checks every function of a program and that it has a `main`.
 pub fn validate(program: &Program) -> Result<()> {
-    if program.main().is_none() {
-        return Err(MilError::Program(
-            "the program has no function `main`".into(),
-        ));
-    }
+    resolve_main(program).map(drop)
+}
+
+/// Checks the program as [`validate`] does and resolves the ops of `main`, the function
+/// devices run: every device compiles through this, so all reject a program alike.
+pub fn resolve_main(program: &Program) -> Result<(&Function, Vec<Resolved>)> {
+    let main = program.main().ok_or_else(|| {
+        MilError::Program("the program has no function `main`; devices run `main`".into())
+    })?;
+    let mut resolved = None;
     for f in &program.functions {
-        validate_function(f).map_err(|e| e.error)?;
+        let r = resolve_function(f).map_err(|e| e.error)?;
+        if std::ptr::eq(f, main) {
+            resolved = Some(r);
+        }
     }
-    Ok(())
+    Ok((main, resolved.unwrap_or_default()))
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// Everything that can go wrong configuring a model, loading or saving its weights, or feeding it
-/// tokens. Each message names the culprit (field, file, tensor) and, where there is one, the fix.
+/// tokens, by kind: user input ([`Input`](Self::Input)), configuration
+/// ([`Config`](Self::Config)), files ([`Io`](Self::Io), [`Format`](Self::Format) and the tensor
+/// variants), devices ([`Device`](Self::Device), [`DeviceUnavailable`](Self::DeviceUnavailable))
+/// and bugs ([`Internal`](Self::Internal)). Each message names the culprit (field, file,
+/// tensor) and, where there is one, the fix.
 #[derive(Debug, Error)]
 pub enum ModelError {
     /// A model configuration that cannot describe a working transformer.
@@ -65,6 +69,17 @@ pub enum ModelError {
         /// What the device reported.
         source: anetrain_device::DeviceError,
     },
+    /// The device a user chose cannot be used on this machine.
+    #[error("device `{device}` is not usable here: {source}")]
+    DeviceUnavailable {
+        /// The device name as the user typed it.
+        device: &'static str,
+        /// Why (the probe's error, which names the alternative).
+        source: anetrain_device::DeviceError,
+    },
+    /// A bug or a failed worker thread, not something the user did; please report it.
+    #[error("internal error: {0} (this is a bug in anetrain; please report it)")]
+    Internal(String),
     /// The MIL builder refused a kernel for this config (shapes its type checker rejects).
     #[error("cannot build a kernel for this config: {0}")]
     Mil(#[from] anetrain_mil::MilError),
@@ -94,9 +109,6 @@ pub enum ModelError {
     /// A training setting that cannot work; the message names the flag and the fix.
     #[error("{0}")]
     Options(String),
-    /// A bug in anetrain rather than in what it was given (e.g. a worker thread panicked).
-    #[error("internal error: {0}; please report it")]
-    Internal(String),
     /// Tokens or batches the model cannot take (out-of-vocabulary ids, ragged rows, empty batch).
     #[error("invalid input: {0}")]
     Input(String),

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anetrain_data::TokenizerSource;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo};
@@ -238,17 +239,26 @@ fn open_weights(
     Ok((files, Some((index_path, map))))
 }
 
-/// Writes `config.json` and an F32 `model.safetensors` that `transformers` loads as the same
-/// model. Tied models get no `lm_head.weight`. The weights are written to a temporary name and
-/// renamed, so an interrupted export never leaves a truncated
+/// Writes a complete Hugging Face directory that `transformers` loads as the same model:
+/// `config.json`, `generation_config.json`, an F32 `model.safetensors` (tied models get no
+/// `lm_head.weight`) and, when known, the tokenizer files. The weights are written to a
+/// temporary name and renamed, so an interrupted export never leaves a truncated
 /// `model.safetensors`.
-pub fn save_hf_dir(dir: &Path, config: &ModelConfig, params: &Params) -> Result<()> {
+pub fn save_hf_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    params: &Params,
+    tokenizer: Option<&TokenizerSource>,
+) -> Result<()> {
     config.validate()?;
     params.check_matches(config)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, config.to_hf_json())
         .map_err(|e| ModelError::io(&config_path, e))?;
+    if let Some(tokenizer) = tokenizer {
+        tokenizer.copy_into(dir)?;
+    }
 
     write_safetensors(&dir.join(WEIGHTS_FILE), params.iter())?;
     File::open(dir)

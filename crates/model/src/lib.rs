@@ -1,8 +1,11 @@
 //! Transformers for anetrain: configs, parameters, checkpoint import/export, the plain-Rust
-//! reference model, and (later) the MIL kernels, trainer and generation.
+//! reference model, the MIL kernels, trainer and generation, and the two choices every front
+//! end makes: which model a path holds ([`source::ModelSource`]) and where it runs
+//! ([`device_choice::DeviceChoice`]).
 
 pub mod config;
 pub mod cpu_ops;
+pub mod device_choice;
 pub mod engine;
 pub mod error;
 pub mod generate;
@@ -11,4 +14,5 @@ pub mod kernels;
 pub mod llama2c;
 pub mod params;
 pub mod reference;
+pub mod source;
 pub mod train;

@@ -37,9 +37,7 @@ fn rows(c: &ModelConfig, batch: usize, seed: u32) -> Vec<Vec<u32>> {
 }
 
 fn engine(c: &ModelConfig, precision: Precision, p: &Params) -> DeviceEngine {
-    let mut e = DeviceEngine::new(c, Box::new(CpuDevice::new(precision)), SEQ).unwrap();
-    e.stage(p).unwrap();
-    e
+    DeviceEngine::new(c, Box::new(CpuDevice::new(precision)), SEQ, p).unwrap()
 }
 
 /// `(name, worst relative error)` over every tensor of `got` against `want`.
@@ -224,14 +222,8 @@ fn fp16_device_stays_close_to_the_reference() {
 fn misuse_is_reported_with_the_fix() {
     let c = ModelConfig::preset("tiny").unwrap();
     let p = params(&c, 1);
-    let mut dev = DeviceEngine::new(&c, Box::new(CpuDevice::default()), SEQ).unwrap();
+    let mut dev = DeviceEngine::new(&c, Box::new(CpuDevice::default()), SEQ, &p).unwrap();
     let mut g = Params::zeros(&c);
-    let msg = dev
-        .forward_backward(&p, &rows(&c, 1, 0), 1.0, &mut g)
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("stage"), "{msg}");
-    dev.stage(&p).unwrap();
     let short = vec![vec![1u32; SEQ]];
     let msg = dev
         .forward_backward(&p, &short, 1.0, &mut g)
@@ -241,7 +233,7 @@ fn misuse_is_reported_with_the_fix() {
     let bad = vec![vec![c.vocab_size as u32; SEQ + 1]];
     let msg = dev.loss(&p, &bad).unwrap_err().to_string();
     assert!(msg.contains("vocabulary"), "{msg}");
-    let msg = DeviceEngine::new(&c, Box::new(CpuDevice::default()), c.max_seq_len + 1)
+    let msg = DeviceEngine::new(&c, Box::new(CpuDevice::default()), c.max_seq_len + 1, &p)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

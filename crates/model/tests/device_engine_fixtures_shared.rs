@@ -25,8 +25,8 @@ fn errors(name: &str, precision: Precision) -> Option<(f32, f32, String, f32)> {
     let rows = read_token_rows(&dir.join("tokens.bin"), batch);
     let expected = SafetensorsFile::open(&dir.join("grads.safetensors")).unwrap();
 
-    let mut engine = DeviceEngine::new(&config, Box::new(CpuDevice::new(precision)), seq).unwrap();
-    engine.stage(&params).unwrap();
+    let mut engine =
+        DeviceEngine::new(&config, Box::new(CpuDevice::new(precision)), seq, &params).unwrap();
     // A power-of-two loss scale divides out exactly in f32 and keeps fp16 gradients normal.
     let loss_scale = 256.0;
     let mut grads = Params::zeros(&config);

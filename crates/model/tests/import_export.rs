@@ -72,7 +72,7 @@ fn hf_export_then_import_is_the_identity() {
         let scratch = Scratch::new(&format!("hf-{preset}"));
         let config = ModelConfig::preset(preset).unwrap();
         let params = Params::init(&config, 5).unwrap();
-        save_hf_dir(&scratch.0, &config, &params).unwrap();
+        save_hf_dir(&scratch.0, &config, &params, None).unwrap();
         let (config2, params2) = load_hf_dir(&scratch.0).unwrap();
         assert_eq!(config2, config, "{preset}");
         assert_eq!(params2, params, "{preset}");
@@ -92,7 +92,7 @@ fn sharded_and_half_precision_checkpoints_load() {
     let config = ModelConfig::preset("tiny-gqa").unwrap();
     let params = Params::init(&config, 9).unwrap();
     let export = scratch.0.join("export");
-    save_hf_dir(&export, &config, &params).unwrap();
+    save_hf_dir(&export, &config, &params, None).unwrap();
 
     let dir = scratch.0.join("sharded");
     std::fs::create_dir_all(&dir).unwrap();
@@ -296,7 +296,13 @@ fn truncated_llama2c_file_is_reported_with_sizes() {
 fn missing_and_misshapen_tensors_are_named() {
     let scratch = Scratch::new("hf-broken");
     let config = ModelConfig::preset("tiny").unwrap();
-    save_hf_dir(&scratch.0, &config, &Params::init(&config, 2).unwrap()).unwrap();
+    save_hf_dir(
+        &scratch.0,
+        &config,
+        &Params::init(&config, 2).unwrap(),
+        None,
+    )
+    .unwrap();
     let weights = scratch.0.join(WEIGHTS_FILE);
     let original = scratch.0.join("original.safetensors");
     std::fs::rename(&weights, &original).unwrap();

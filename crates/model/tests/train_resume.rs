@@ -45,15 +45,15 @@ fn options(steps: u64) -> TrainOptions {
 }
 
 /// Makes the engine a test runs on.
-type EngineFactory = fn(&ModelConfig) -> Box<dyn Engine>;
+type EngineFactory = fn(&ModelConfig, &Params) -> Box<dyn Engine>;
 
-fn reference(c: &ModelConfig) -> Box<dyn Engine> {
+fn reference(c: &ModelConfig, _: &Params) -> Box<dyn Engine> {
     Box::new(ReferenceEngine::new(c))
 }
 
-fn cpu_kernels(c: &ModelConfig) -> Box<dyn Engine> {
+fn cpu_kernels(c: &ModelConfig, p: &Params) -> Box<dyn Engine> {
     let device = Box::new(CpuDevice::new(Precision::F32));
-    Box::new(DeviceEngine::new(c, device, 16).unwrap())
+    Box::new(DeviceEngine::new(c, device, 16, p).unwrap())
 }
 
 fn trainer(steps: u64) -> Trainer {
@@ -63,7 +63,8 @@ fn trainer(steps: u64) -> Trainer {
 fn trainer_on(steps: u64, engine: EngineFactory) -> Trainer {
     let c = config();
     let params = Params::init(&c, 5).unwrap();
-    Trainer::new(&c, params, options(steps), split(), engine(&c)).unwrap()
+    let engine = engine(&c, &params);
+    Trainer::new(&c, params, options(steps), split(), engine).unwrap()
 }
 
 #[test]
@@ -97,7 +98,8 @@ fn resume_is_bit_identical(engine: EngineFactory) {
     let ckpt = Checkpoint::load(&latest_checkpoint(dir.path()).unwrap().unwrap()).unwrap();
     assert_eq!(ckpt.meta.step, 3);
     let c = config();
-    let mut resumed = Trainer::resume(&ckpt, options(6), split(), engine(&c)).unwrap();
+    let mut resumed =
+        Trainer::resume(&ckpt, options(6), split(), engine(&c, &ckpt.params)).unwrap();
     while !resumed.is_done() {
         losses.push(resumed.step().unwrap());
     }
@@ -175,7 +177,7 @@ fn resuming_on_data_of_another_size_is_refused_before_the_order_silently_changes
     let ckpt = Checkpoint::load(&latest_checkpoint(dir.path()).unwrap().unwrap()).unwrap();
     let c = config();
     let other_split = Split::by_fraction(corpus(), 0.2, 16).unwrap();
-    let err = Trainer::resume(&ckpt, options(4), other_split, reference(&c))
+    let err = Trainer::resume(&ckpt, options(4), other_split, reference(&c, &ckpt.params))
         .err()
         .unwrap()
         .to_string();

@@ -8,10 +8,13 @@
 //! - `dispatch`: the self-test kernel (one 64-channel conv on 32 columns), timed per call, so
 //!   the figure is the fixed cost of a run.
 //!
+//! `train` and `generate` time the project's own training step and generator (their modules
+//! `bench_train` and `bench_generate`).
+//!
 //! Each benchmark compiles once, runs `--warmup` times untimed, then `--runs` timed runs and
 //! reports the best and the median.
 
-use super::device::select_device;
+use super::device::DeviceArgs;
 use anetrain_device::ane::self_test::SelfTest;
 use anetrain_device::{Device, Kernel};
 use anetrain_mil::{Builder, Bundle, ConvOptions, DType, WeightFiles};
@@ -23,8 +26,12 @@ use std::time::Instant;
 /// The benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Speed of one training step (forward, backward, AdamW, restaging) of a preset.
+    /// Speed of the real training step of a preset, against a bare GEMM measured in the same
+    /// run. GFLOP/s per token: 6 x params + 12 x layers x q_dim x seq.
     Train(super::bench_train::TrainBenchArgs),
+    /// Prefill and decode tokens/s (greedy, KV cache) after 1- and 200-token prompts, and
+    /// peak RSS.
+    Generate(super::bench_generate::GenerateBenchArgs),
     /// fp16 throughput of a stack of 1x1 convs (the published 128 x 512ch x 64x64 program).
     Peak(StackArgs),
     /// int8 weights and activations (W8A8) against fp16 on the same conv stack.
@@ -36,9 +43,8 @@ pub enum BenchCommand {
 /// Options of the conv-stack benchmarks.
 #[derive(Args)]
 pub struct StackArgs {
-    /// Where to run: auto, cpu, cpu-f16 or ane.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Convs in the stack (shrink it for a quick run on the CPU).
     #[arg(long, default_value_t = 128)]
     layers: usize,
@@ -59,9 +65,8 @@ pub struct StackArgs {
 /// Options of the dispatch benchmark.
 #[derive(Args)]
 pub struct DispatchArgs {
-    /// Where to run: auto, cpu, cpu-f16 or ane.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 10)]
     warmup: usize,
@@ -74,6 +79,7 @@ pub struct DispatchArgs {
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Peak(args) => peak(&args),
         BenchCommand::Int8(args) => int8(&args),
         BenchCommand::Dispatch(args) => dispatch(&args),
@@ -83,7 +89,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
 
 fn peak(args: &StackArgs) -> Result<()> {
     check_stack(args)?;
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let bundle = conv_stack(args, Weights::Fp16)?;
     let t = time(device.as_ref(), &bundle, args.warmup, args.runs)?;
     print_stack(precision_label(device.as_ref()), args, &t);
@@ -92,7 +98,7 @@ fn peak(args: &StackArgs) -> Result<()> {
 
 fn int8(args: &StackArgs) -> Result<()> {
     check_stack(args)?;
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let fp16 = time(
         device.as_ref(),
         &conv_stack(args, Weights::Fp16)?,
@@ -118,7 +124,7 @@ fn dispatch(args: &DispatchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs 0 measures nothing; pass --runs 100 or more");
     }
-    let device = open(&args.device)?;
+    let device = open(args.device)?;
     let test = SelfTest::new();
     let bundle = Bundle {
         program: test.program,
@@ -138,8 +144,8 @@ fn dispatch(args: &DispatchArgs) -> Result<()> {
 }
 
 /// Opens the device and prints why it was chosen.
-fn open(name: &str) -> Result<Box<dyn Device>> {
-    let (device, why) = select_device(name)?;
+fn open(choice: DeviceArgs) -> Result<Box<dyn Device>> {
+    let (device, why) = choice.device.device()?;
     println!("device: {why}");
     Ok(device)
 }
@@ -343,7 +349,9 @@ mod tests {
         // W8A8 must compute the same function as fp16 up to quantization: a wiring mistake
         // (wrong scale axis, missing dequantize) moves outputs by their own size.
         let args = StackArgs {
-            device: "cpu".into(),
+            device: DeviceArgs {
+                device: anetrain_model::device_choice::DeviceChoice::Cpu,
+            },
             layers: 3,
             channels: 32,
             spatial: 8,

@@ -1,13 +1,27 @@
-//! `anetrain bench train`: the speed of one full training step (forward, backward, AdamW,
-//! restaging) for a preset, reported next to baselines measured in the same run.
+//! `anetrain bench train`: the speed of the real training step (the [`Trainer`] that `train`
+//! runs: forward, loss, backward, unscale, finiteness check, clipping, AdamW, restaging) on a
+//! preset with random weights and a new random batch every step, reported against a bare
+//! `gemm` call of the model's largest matrix product measured in the same run.
+//!
+//! Two FLOP counts per token, both printed:
+//! - model: `6·P + 12·L·Q·S`, with `P` the parameters that multiply activations (an untied
+//!   embedding table is a lookup, not a product), `L` layers, `Q = heads·head_dim`, `S` the
+//!   sequence length: forward 2 and backward 4 FLOPs per weight, plus the score and value
+//!   products over the full `S×S` scores the kernels compute.
+//! - peer: `6·N + 12·L·Q·S` with `N` every parameter, the formula PyTorch-side MFU estimates
+//!   (nanoGPT, PaLM appendix B) use, so figures compare with theirs.
 
-use anetrain_device::{CpuDevice, Device, Precision};
+use super::device::DeviceArgs;
+use super::measure::{median, peak_rss, peak_rss_mib};
+use anetrain_data::rng::SplitMix64;
+use anetrain_data::{Sampling, Split, Tokens};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
+use anetrain_model::device_choice::DeviceChoice;
 use anetrain_model::params::Params;
-use anetrain_model::train::{Optimizer, OptimizerSpec};
+use anetrain_model::train::{TrainOptions, Trainer};
 use anyhow::{bail, Result};
 use clap::Args;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -21,80 +35,62 @@ pub struct TrainBenchArgs {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 256)]
     seq: usize,
-    /// Timed steps after one warm-up step.
+    /// Untimed steps first (the first steps fault memory in and warm the caches).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps; the median is reported.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// `cpu` or `cpu-f16` (the MIL kernels on the CPU device).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Also time the plain-Rust reference engine as a baseline (slow for big models).
     #[arg(long)]
     reference: bool,
 }
 
-/// Training FLOPs of one token: 6 per matmul weight (forward 2, backward 4), plus attention's
-/// score and value products (2·S·q_dim each forward, twice that backward) over the full S×S
-/// scores the kernels compute before masking.
-fn flops_per_token(config: &ModelConfig, seq: usize, params: usize) -> f64 {
-    let embedding_lookup = if config.tied_embeddings {
-        0
-    } else {
-        config.vocab_size * config.dim
-    };
-    let dense = 6.0 * (params - embedding_lookup) as f64;
-    let attention = 12.0 * config.n_layers as f64 * config.q_dim() as f64 * seq as f64;
-    dense + attention
+/// FLOPs of one training token under both counts (see the module docs).
+struct TokenFlops {
+    model: f64,
+    peer: f64,
 }
 
-/// Median of a small sample.
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// Peak resident set size of this process in bytes (Linux and macOS), or None elsewhere.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Times `steps` training steps of `engine` after one warm-up; returns milliseconds per step.
-fn time_steps(
-    config: &ModelConfig,
-    engine: &mut dyn Engine,
-    params: &mut Params,
-    rows: &[Vec<u32>],
-    steps: usize,
-) -> Result<Vec<f64>> {
-    let mut optimizer = Optimizer::new(OptimizerSpec::adamw(0.1), params);
-    let mut grads = Params::zeros(config);
-    engine.stage(params)?;
-    let mut times = Vec::with_capacity(steps);
-    for i in 0..=steps {
-        let start = Instant::now();
-        for (_, g) in grads.iter_mut() {
-            g.data_mut().fill(0.0);
-        }
-        engine.forward_backward(params, rows, 1.0, &mut grads)?;
-        optimizer.step(params, &grads, 1e-4);
-        engine.stage(params)?;
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64() * 1e3);
+impl TokenFlops {
+    fn new(config: &ModelConfig, seq: usize, params: usize) -> TokenFlops {
+        let lookup_only = if config.tied_embeddings {
+            0
+        } else {
+            config.vocab_size * config.dim
+        };
+        let attention = 12.0 * (config.n_layers * config.q_dim() * seq) as f64;
+        TokenFlops {
+            model: 6.0 * (params - lookup_only) as f64 + attention,
+            peer: 6.0 * params as f64 + attention,
         }
     }
-    Ok(times)
 }
 
-/// GFLOP/s of a bare GEMM shaped like the model's FFN projection, as the machine's baseline.
-fn bare_gemm_gflops(config: &ModelConfig, seq: usize) -> f64 {
-    let (m, k, n) = (seq, config.dim, config.hidden_dim);
-    let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; k * n];
+/// The model's largest matrix product of one step, `(name, m, k, n)`: the classifier or the
+/// FFN projection over all the step's tokens.
+fn largest_product(config: &ModelConfig, tokens: usize) -> (&'static str, usize, usize, usize) {
+    let d = config.dim;
+    [
+        ("classifier", tokens, d, config.vocab_size),
+        ("FFN projection", tokens, d, config.hidden_dim),
+        ("attention projection", tokens, d, config.q_dim()),
+    ]
+    .into_iter()
+    .max_by_key(|&(_, m, k, n)| m * k * n)
+    .expect("the list is not empty")
+}
+
+/// Median GFLOP/s of `runs` bare row-major `m×k · k×n` products on every thread, after one
+/// untimed call.
+fn bare_gemm_gflops(m: usize, k: usize, n: usize, runs: usize) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.125).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25).collect();
     let mut c = vec![0f32; m * n];
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..=runs {
         let start = Instant::now();
         // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes, unit column stride.
         unsafe {
@@ -120,87 +116,167 @@ fn bare_gemm_gflops(config: &ModelConfig, seq: usize) -> f64 {
                 gemm::Parallelism::Rayon(0),
             );
         }
-        best = best.min(start.elapsed().as_secs_f64());
+        if run > 0 {
+            samples.push(start.elapsed().as_secs_f64());
+        }
     }
-    2.0 * (m * k * n) as f64 / best / 1e9
+    2.0 * (m * k * n) as f64 / median(samples) / 1e9
 }
 
-/// Runs the benchmark and prints one line per engine.
-pub fn run(args: &TrainBenchArgs) -> Result<()> {
-    let precision = match args.device.as_str() {
-        "cpu" => Precision::F32,
-        "cpu-f16" => Precision::F16,
-        other => bail!(
-            "bench train runs on the CPU device here: use --device cpu or cpu-f16, not `{other}`"
-        ),
+/// `len` token ids drawn uniformly from the vocabulary, so every sampled batch is new data.
+fn random_tokens(vocab: usize, len: usize, seed: u64) -> Tokens {
+    let mut rng = SplitMix64::new(seed);
+    Tokens::new((0..len).map(|_| rng.below(vocab) as u32).collect())
+}
+
+/// What timing the trainer measured.
+struct StepTimes {
+    ms: f64,
+    /// Peak RSS in MiB once the trainer was built and had staged the weights.
+    built_mib: Option<f64>,
+    first_loss: f32,
+    last_loss: f32,
+    description: String,
+}
+
+/// Runs `warmup + steps` real training steps on `device`, each on a fresh shuffled batch of
+/// random tokens, and returns the median milliseconds of the timed ones.
+fn time_trainer(
+    config: &ModelConfig,
+    params: Params,
+    args: &TrainBenchArgs,
+    device: DeviceChoice,
+) -> Result<StepTimes> {
+    let total = args.warmup + args.steps;
+    let options = TrainOptions {
+        steps: total as u64,
+        batch: args.batch,
+        seq: args.seq,
+        seed: 1,
+        sampling: Sampling::Shuffle { seed: 1 },
+        ..TrainOptions::default()
     };
+    // One sample of seq + 1 tokens per row per step, so no batch repeats.
+    let tokens = random_tokens(config.vocab_size, total * args.batch * args.seq + 1, 7);
+    let split = Split {
+        train: Arc::new(tokens),
+        val: None,
+    };
+    let (engine, _) = device.engine(config, args.seq, &params)?;
+    let mut trainer = Trainer::new(config, params, options, split, engine)?;
+    let built_mib = peak_rss_mib();
+    let mut samples = Vec::with_capacity(args.steps);
+    let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
+    for step in 0..total {
+        let start = Instant::now();
+        let metrics = trainer.step()?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if metrics.skipped {
+            bail!(
+                "step {} overflowed at loss scale {} and was skipped, so it timed no update; \
+                 rerun, or use --device cpu",
+                metrics.step,
+                metrics.loss_scale
+            );
+        }
+        if step == 0 {
+            first_loss = metrics.loss;
+        }
+        last_loss = metrics.loss;
+        if step >= args.warmup {
+            samples.push(ms);
+        }
+    }
+    Ok(StepTimes {
+        ms: median(samples),
+        built_mib,
+        first_loss,
+        last_loss,
+        description: trainer.engine_description(),
+    })
+}
+
+/// Runs the benchmark and prints what it measured.
+pub fn run(args: &TrainBenchArgs) -> Result<()> {
     if args.batch == 0 || args.seq == 0 || args.steps == 0 {
         bail!("--batch, --seq and --steps must be at least 1");
     }
-    let mut config = ModelConfig::preset(&args.model)?;
+    let config = ModelConfig::preset(&args.model)?;
     if args.seq > config.max_seq_len {
         bail!(
-            "--seq {} exceeds {}'s max_seq_len {}",
+            "--seq {} exceeds {}'s max_seq_len {}; pass --seq {} or less",
             args.seq,
             args.model,
+            config.max_seq_len,
             config.max_seq_len
         );
     }
-    config.max_seq_len = config.max_seq_len.max(args.seq);
-    let mut params = Params::init(&config, 1)?;
+    let params = Params::init(&config, 1)?;
     let n_params = params.num_params();
-    let rows: Vec<Vec<u32>> = (0..args.batch)
-        .map(|b| {
-            (0..=args.seq)
-                .map(|t| ((b * 7919 + t * 104_729) % config.vocab_size) as u32)
-                .collect()
-        })
-        .collect();
-    let tokens = (args.batch * args.seq) as f64;
-    let flops = flops_per_token(&config, args.seq, n_params) * tokens;
-    let gemm_gflops = bare_gemm_gflops(&config, args.seq);
+    let weights_mib = peak_rss_mib();
+    let tokens = args.batch * args.seq;
+    let flops = TokenFlops::new(&config, args.seq, n_params);
     println!(
-        "bench train: {} ({:.1}M params), batch {} x seq {}, {} timed steps, {} threads",
+        "bench train: {} ({:.1}M params), batch {} x seq {}, {} warm-up + {} timed steps, \
+         {} threads",
         args.model,
         n_params as f64 / 1e6,
         args.batch,
         args.seq,
+        args.warmup,
         args.steps,
         rayon::current_num_threads()
     );
     println!(
-        "baseline: bare GEMM {}x{}x{} at {gemm_gflops:.1} GFLOP/s",
-        args.seq, config.dim, config.hidden_dim
+        "step: the train step (forward, loss, backward, unscale, clip, AdamW, restage) on a new \
+         random batch each step"
     );
-    let device: Box<dyn Device> = Box::new(CpuDevice::new(precision));
-    let device_name = device.name();
-    let mut engine = DeviceEngine::new(&config, device, args.seq)?;
-    let ms = median(time_steps(
-        &config,
-        &mut engine,
-        &mut params,
-        &rows,
-        args.steps,
-    )?);
-    let gflops = flops / (ms / 1e3) / 1e9;
+    // Only the trainer's own memory before the peak RSS is read: no spare copy of the weights.
+    let timed = time_trainer(&config, params, args, args.device.device)?;
+    let rss = peak_rss();
+    let (name, m, k, n) = largest_product(&config, tokens);
+    let gemm = bare_gemm_gflops(m, k, n, 5);
+    let secs = timed.ms / 1e3;
+    let model_gflops = flops.model * tokens as f64 / secs / 1e9;
+    let peer_gflops = flops.peer * tokens as f64 / secs / 1e9;
     println!(
-        "mil kernels on {device_name}: {ms:.1} ms/step, {:.0} tokens/s, {gflops:.1} GFLOP/s ({:.2}x bare GEMM), peak RSS {}",
-        tokens / (ms / 1e3),
-        gflops / gemm_gflops,
-        peak_rss_bytes().map_or("n/a".to_string(), |b| format!("{:.0} MiB", b as f64 / 1048576.0))
+        "{}: {:.2} ms/step, {:.0} tokens/s, loss {:.4} -> {:.4}, peak RSS {rss}",
+        timed.description,
+        timed.ms,
+        tokens as f64 / secs,
+        timed.first_loss,
+        timed.last_loss
     );
-    if args.reference {
-        let mut reference = ReferenceEngine::new(&config);
-        let ref_ms = median(time_steps(
-            &config,
-            &mut reference,
-            &mut params,
-            &rows,
-            args.steps,
-        )?);
+    for (label, per_token, gflops, formula) in [
+        ("model", flops.model, model_gflops, "6 x matmul params"),
+        ("peer", flops.peer, peer_gflops, "6 x all params"),
+    ] {
         println!(
-            "reference engine: {ref_ms:.1} ms/step ({:.2}x the kernels' time)",
-            ref_ms / ms
+            "{label} FLOPs ({formula} + 12 x layers x q_dim x seq per token): {:.4e}/step, \
+             {gflops:.1} GFLOP/s = {:.2}x bare GEMM",
+            per_token * tokens as f64,
+            gflops / gemm
+        );
+    }
+    println!("bare GEMM ({name} {m}x{k}x{n}, median of 5): {gemm:.1} GFLOP/s");
+    if let (Some(weights), Some(built)) = (weights_mib, timed.built_mib) {
+        // fp32 master weights, gradients and AdamW's two moments: 16 bytes per parameter.
+        let state = 16.0 * n_params as f64 / 1048576.0;
+        println!(
+            "memory (peak RSS): {weights:.0} MiB with the weights, {built:.0} MiB once the \
+             trainer staged them, {rss} during the steps; weights + gradients + AdamW state are \
+             {state:.0} MiB, so {:.0} MiB is the engine (staged kernel inputs, buffers)",
+            built - weights + state / 4.0 - state
+        );
+    }
+    if args.reference {
+        let params = Params::init(&config, 1)?;
+        let reference = time_trainer(&config, params, args, DeviceChoice::Reference)?;
+        println!(
+            "{}: {:.1} ms/step ({:.2}x the kernels' time)",
+            reference.description,
+            reference.ms,
+            reference.ms / timed.ms
         );
     }
     Ok(())

@@ -10,7 +10,6 @@
 //! kernel of the probe matrix ([`super::probe`]) in a child process of its own and records the
 //! outcomes in a capability file.
 
-use super::import::load_weights;
 use super::probe::{matrix, measured_rules, parse_outcome, port, probe_one, ProbeSpec};
 use anetrain_device::ane::budget::{CompileBudget, HARD_LIMIT};
 use anetrain_device::ane::capabilities::{Capabilities, Probe};
@@ -26,6 +25,7 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::kernels::round_up_32;
 use anetrain_model::generate::DecodeKernels;
 use anetrain_model::kernels;
+use anetrain_model::source::ModelSource;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
@@ -162,16 +162,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
 /// A preset name, or a model on disk in any form `anetrain` reads. A Hugging Face directory is
 /// read for its config alone; the other forms load their weights to find it.
 fn load_config(model: &str) -> Result<ModelConfig> {
-    let path = Path::new(model);
-    if !path.exists() {
-        return ModelConfig::preset(model).with_context(|| {
-            format!("--model `{model}` is neither a preset nor an existing path")
-        });
-    }
-    if path.join("config.json").is_file() && !path.join("meta.json").is_file() {
-        return Ok(ModelConfig::from_hf_dir(path)?);
-    }
-    Ok(load_weights(path)?.0)
+    Ok(match ModelSource::parse(model)? {
+        ModelSource::Preset { name, .. } => ModelConfig::preset(&name)?,
+        ModelSource::HuggingFace(dir) => ModelConfig::from_hf_dir(&dir)?,
+        other => other.load(0)?.config,
+    })
 }
 
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in

@@ -1,26 +1,26 @@
 //! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset.
 
-use super::import::load_weights;
-use super::train::make_engine;
-use anetrain_data::{load_tokenizer, validate_vocab, DataSource};
+use super::device::DeviceArgs;
+use anetrain_data::{validate_vocab, DataSource, TokenizerSource};
+use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A run directory (its latest checkpoint), a checkpoint, a Hugging Face directory or a
-    /// llama2.c .bin.
+    /// A run directory (its latest checkpoint), a checkpoint, a Hugging Face directory, a
+    /// llama2.c .bin, or a preset name (random weights).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// The data to evaluate on (`synthetic[:TOKENS]`, .bin shards or a text file).
     #[arg(long)]
     data: String,
-    /// `byte` or a tokenizer.json path (needed for text and synthetic data).
-    #[arg(long, default_value = "byte")]
-    tokenizer: String,
+    /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
+    /// tokenizer; .bin shards need none].
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// Tokens per sample [default: the model's max_seq_len, at most 256].
     #[arg(long)]
     seq: Option<usize>,
@@ -31,9 +31,8 @@ pub struct EvalArgs {
     /// with `train`.
     #[arg(long, default_value = "sequential")]
     sampling: String,
-    /// auto, cpu, cpu-f16, ane or reference.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Seed of the synthetic corpus when --data is synthetic.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -50,26 +49,39 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             args.sampling
         );
     }
-    let (config, params, origin) = load_weights(&args.model)?;
+    if args.batch == 0 {
+        bail!("--batch 0 evaluates nothing; pass --batch 1 or more");
+    }
+    let flag = args
+        .tokenizer
+        .as_deref()
+        .map(TokenizerSource::parse)
+        .transpose()?;
+    let data = DataSource::parse(&args.data)?;
+    let model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    let config = &model.config;
     let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
-    if seq > config.max_seq_len {
+    if seq == 0 || seq > config.max_seq_len {
         bail!(
-            "--seq {seq} is longer than the model's max_seq_len {}; pass --seq {} or less",
+            "--seq {seq} is outside 1..={} (the model's max_seq_len); pass --seq {} or less",
             config.max_seq_len,
             config.max_seq_len
         );
     }
-    let tokenizer = load_tokenizer(&args.tokenizer)?;
-    let stream = DataSource::parse(&args.data)?
-        .open(tokenizer.as_ref(), args.seed)
+    let tokenizer = model.tokenizer(flag.as_ref())?;
+    let stream = data
+        .open(tokenizer.as_ref().map(|t| t.tokenizer.as_ref()), args.seed)
         .with_context(|| format!("opening --data {}", args.data))?;
     validate_vocab(stream.as_ref(), config.vocab_size)?;
-    let (mut engine, why) = make_engine(&config, &args.device, seq)?;
-    let result = evaluate(engine.as_mut(), &params, stream, seq, args.batch, 0)?;
+    let (mut engine, why) = args.device.device.engine(config, seq, &model.params)?;
+    let result = evaluate(engine.as_mut(), &model.params, stream, seq, args.batch, 0)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
-        println!("model: {origin}\ndevice: {why}");
+        println!("model: {}\ndevice: {why}", model.description);
+        if let Some(t) = &tokenizer {
+            println!("tokenizer: {}", t.source.spec());
+        }
         println!(
             "loss {:.4}  perplexity {:.3}  over {} tokens",
             result.loss, result.perplexity, result.tokens

@@ -1,9 +1,9 @@
-//! `anetrain export`: write a run's latest checkpoint (or a given checkpoint) as a Hugging Face
-//! directory or a llama2.c `.bin`.
+//! `anetrain export`: write a run's latest checkpoint (or any model anetrain reads) as a
+//! Hugging Face directory or a llama2.c `.bin`.
 
-use super::import::load_weights;
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::llama2c::write_llama2c;
+use anetrain_model::source::ModelSource;
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -11,9 +11,11 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A run directory (its latest checkpoint is exported) or a checkpoint directory.
+    /// A run directory (its latest checkpoint is exported), a checkpoint directory, a Hugging
+    /// Face directory or a llama2.c .bin.
     run_dir: PathBuf,
-    /// `hf` (config.json + model.safetensors, loadable by transformers) or `llama2c` (.bin).
+    /// `hf` (config.json, model.safetensors, generation_config.json and the tokenizer,
+    /// loadable by transformers) or `llama2c` (.bin).
     #[arg(long, default_value = "hf")]
     format: String,
     /// The directory (hf) or file (llama2c) to write.
@@ -23,7 +25,10 @@ pub struct ExportArgs {
 
 /// Runs `anetrain export`.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let (config, params, origin) = load_weights(&args.run_dir)?;
+    if args.format != "hf" && args.format != "llama2c" {
+        bail!("unknown --format `{}`; choose hf or llama2c", args.format);
+    }
+    let model = ModelSource::from_path(&args.run_dir)?.load(0)?;
     match args.format.as_str() {
         "hf" => {
             if args.out.join("model.safetensors").exists() {
@@ -32,19 +37,23 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
                     args.out.display()
                 );
             }
-            save_hf_dir(&args.out, &config, &params)?;
+            save_hf_dir(
+                &args.out,
+                &model.config,
+                &model.params,
+                model.tokenizer.as_ref(),
+            )?;
         }
-        "llama2c" => {
+        _ => {
             if args.out.exists() {
                 bail!(
                     "{} already exists; pass a new file name to --out",
                     args.out.display()
                 );
             }
-            write_llama2c(&args.out, &config, &params)?;
+            write_llama2c(&args.out, &model.config, &model.params)?;
         }
-        other => bail!("unknown --format `{other}`; choose hf or llama2c"),
     }
-    println!("exported {origin} to {}", args.out.display());
+    println!("exported {} to {}", model.description, args.out.display());
     Ok(ExitCode::SUCCESS)
 }

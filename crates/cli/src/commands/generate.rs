@@ -1,16 +1,13 @@
 //! `anetrain generate`: text from a model, streamed as it is sampled: the prompt through the
 //! tokenizer, a prefill, then one KV-cache decode step per token on the chosen device.
 
-use super::device::select_device;
-use super::import::load_weights;
-use anetrain_data::{load_tokenizer, StreamDecoder, Tokenizer};
-use anetrain_model::config::ModelConfig;
-use anetrain_model::generate::{GenerationStats, Generator, SamplingOptions};
-use anetrain_model::params::Params;
+use super::device::DeviceArgs;
+use crate::sample::{stream_generation, stream_ids};
+use anetrain_data::TokenizerSource;
+use anetrain_model::generate::{Generator, SamplingOptions};
+use anetrain_model::source::ModelSource;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -19,13 +16,17 @@ pub struct GenerateArgs {
     /// llama2.c .bin, or a preset name (random weights, for trying the pipeline).
     #[arg(long)]
     model: String,
-    /// `byte` or a tokenizer.json path [default: the model directory's tokenizer.json if it
-    /// has one, else byte].
+    /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
+    /// tokenizer].
     #[arg(long)]
     tokenizer: Option<String>,
     /// The text to continue (BOS is added when the tokenizer has one).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", conflicts_with = "prompt_ids")]
     prompt: String,
+    /// The prompt as token ids (`1,72,105`), for models without a tokenizer; the completion
+    /// is then printed as ids too unless a tokenizer is known.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    prompt_ids: Option<Vec<u32>>,
     /// Most tokens to generate; generation also stops at EOS or the model's max_seq_len.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -42,34 +43,8 @@ pub struct GenerateArgs {
     /// same text.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Where the kernels run: auto, cpu, cpu-f16 or ane.
-    #[arg(long, default_value = "auto")]
-    device: String,
-}
-
-/// Weights from disk, or seeded random weights when `--model` names a preset (its vocabulary
-/// is then sized to `vocab`, the tokenizer's, since random weights fit any tokenizer).
-fn load_model(spec: &str, seed: u64, vocab: usize) -> Result<(ModelConfig, Params, String)> {
-    let path = Path::new(spec);
-    if !path.exists() {
-        if let Ok(mut config) = ModelConfig::preset(spec) {
-            config.vocab_size = vocab;
-            let params = Params::init(&config, seed)?;
-            return Ok((config, params, format!("preset {spec} (random weights)")));
-        }
-    }
-    load_weights(path)
-}
-
-/// The `--tokenizer` to use: the flag, else the model directory's tokenizer.json, else bytes.
-fn choose_tokenizer(flag: Option<&str>, model: &str) -> Result<Box<dyn Tokenizer>> {
-    let beside = Path::new(model).join("tokenizer.json");
-    let spec = match flag {
-        Some(s) => s.to_string(),
-        None if beside.is_file() => beside.display().to_string(),
-        None => "byte".to_string(),
-    };
-    load_tokenizer(&spec).with_context(|| format!("loading tokenizer `{spec}`"))
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Runs `anetrain generate`.
@@ -81,20 +56,41 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         seed: args.seed,
     };
     options.validate()?;
-    let tokenizer = choose_tokenizer(args.tokenizer.as_deref(), &args.model)?;
-    let (config, params, origin) = load_model(&args.model, args.seed, tokenizer.vocab_size())?;
-    if tokenizer.vocab_size() > config.vocab_size {
-        bail!(
-            "the tokenizer has {} tokens but the model only {}; pass the --tokenizer the model was trained with",
-            tokenizer.vocab_size(),
-            config.vocab_size
-        );
+    let flag = args
+        .tokenizer
+        .as_deref()
+        .map(TokenizerSource::parse)
+        .transpose()?;
+    let mut source = ModelSource::parse(&args.model)?;
+    if let Some(flag) = &flag {
+        source = source.with_preset_vocab(flag.open()?.vocab_size());
     }
-    let mut prompt = Vec::new();
-    prompt.extend(tokenizer.bos());
-    prompt.extend(tokenizer.encode(&args.prompt)?);
+    let model = source.load(args.seed)?;
+    let tokenizer = model.tokenizer(flag.as_ref())?;
+    let prompt = match (&args.prompt_ids, &tokenizer) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(t)) => {
+            let mut ids = Vec::new();
+            ids.extend(t.tokenizer.bos());
+            ids.extend(t.tokenizer.encode(&args.prompt)?);
+            ids
+        }
+        (None, None) => bail!(
+            "{} carries no tokenizer; pass --tokenizer (a tokenizer.json, or byte), or give the \
+             prompt as token ids with --prompt-ids",
+            model.description
+        ),
+    };
     if prompt.is_empty() {
         bail!("the prompt is empty and the tokenizer has no BOS token; pass --prompt TEXT");
+    }
+    let config = model.config.clone();
+    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
+        bail!(
+            "prompt token {bad} is outside the model's vocabulary of {}; pass ids below {}",
+            config.vocab_size,
+            config.vocab_size
+        );
     }
     if prompt.len() > config.max_seq_len {
         bail!(
@@ -105,60 +101,26 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
     let max_seq = config.max_seq_len.min(prompt.len() + args.max_tokens);
-    let (device, why) = select_device(&args.device)?;
-    eprintln!("model: {origin}\ndevice: {why}");
-    let mut generator = Generator::new(&config, params, device, max_seq)?;
-    generator.set_eos(tokenizer.eos());
-
-    print!("{}", args.prompt);
-    let stats = stream_generation(
-        &mut generator,
-        tokenizer.as_ref(),
-        &prompt,
-        args.max_tokens,
-        options,
-    )?;
+    let (device, why) = args.device.device.device()?;
+    eprintln!("model: {}\ndevice: {why}", model.description);
+    let mut generator = Generator::new(&config, model.params, device, max_seq)?;
+    let stats = match &tokenizer {
+        Some(t) => {
+            generator.set_eos(t.tokenizer.eos());
+            stream_generation(
+                &mut generator,
+                t.tokenizer.as_ref(),
+                &prompt,
+                args.max_tokens,
+                options,
+            )
+        }
+        None => stream_ids(&mut generator, &prompt, args.max_tokens, options),
+    }
+    .context("generating")?;
     eprintln!(
         "{} tokens, {:.1} tok/s (prefill {:.0} ms)",
         stats.generated_tokens, stats.decode_tokens_per_s, stats.prefill_ms
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Generates after `prompt`, printing the text to stdout as each token completes a character.
-pub fn stream_generation(
-    generator: &mut Generator,
-    tokenizer: &dyn Tokenizer,
-    prompt: &[u32],
-    max_tokens: usize,
-    options: SamplingOptions,
-) -> Result<GenerationStats> {
-    let mut out = std::io::stdout().lock();
-    out.flush()?;
-    let mut decoder = StreamDecoder::new(tokenizer);
-    let mut failure: Option<anyhow::Error> = None;
-    let stats = generator.generate(prompt, max_tokens, options, |id| {
-        let shown = decoder
-            .push(id)
-            .map_err(anyhow::Error::from)
-            .and_then(|text| {
-                if let Some(text) = text {
-                    write!(out, "{text}")?;
-                    out.flush()?;
-                }
-                Ok(())
-            });
-        match shown {
-            Ok(()) => true,
-            Err(e) => {
-                failure = Some(e.context(format!("showing token {id}")));
-                false
-            }
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    writeln!(out, "{}", decoder.finish()?)?;
-    Ok(stats)
 }

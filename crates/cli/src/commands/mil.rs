@@ -1,6 +1,6 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
-use super::device::select_device;
+use super::device::DeviceArgs;
 use super::probe::measured_rules;
 use crate::npy;
 use anetrain_device::ane::capabilities::Capabilities;
@@ -40,10 +40,8 @@ pub enum MilCommand {
 pub struct RunArgs {
     /// The .mil file.
     file: PathBuf,
-    /// Where to run: `cpu` (fp32), `cpu-f16` (every fp16 op rounded like the ANE), `ane`, or
-    /// `auto` (the ANE when it works here, else the CPU).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Directory that BLOBFILE paths are relative to (`@model_path/` = this directory);
     /// defaults to the directory of FILE.
     #[arg(long)]
@@ -116,25 +114,6 @@ fn check_file(file: &Path, chip: &str, capabilities: Option<&Path>) -> Result<Ex
     }
 }
 
-/// Loads every weight file `program` references from `dir` (`@model_path/` maps to `dir`).
-fn load_weights(program: &Program, dir: &Path) -> Result<WeightFiles> {
-    let mut weights = WeightFiles::new();
-    for path in program.weight_paths() {
-        let rel = path
-            .strip_prefix("@model_path/")
-            .ok_or_else(|| anyhow!("BLOBFILE path `{path}` must start with @model_path/"))?;
-        let file = dir.join(rel);
-        let bytes = std::fs::read(&file).with_context(|| {
-            format!(
-                "the program references {path}, but {} cannot be read (use --weights DIR to say where @model_path/ is)",
-                file.display()
-            )
-        })?;
-        weights.insert(path, bytes);
-    }
-    Ok(weights)
-}
-
 fn run_file(args: &RunArgs) -> Result<ExitCode> {
     let program = load(&args.file)?;
     let dir = match &args.weights {
@@ -145,8 +124,9 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
             .map(Path::to_path_buf)
             .unwrap_or_default(),
     };
-    let weights = load_weights(&program, &dir)?;
-    let (device, _) = select_device(&args.device)?;
+    let weights = WeightFiles::load_dir(&program, &dir)
+        .context("loading weights (pass --weights DIR to say where @model_path/ is)")?;
+    let (device, _) = args.device.device.device()?;
     let mut kernel = device.compile(&program, &weights)?;
     let mut given = vec![false; kernel.inputs().len()];
     for spec in &args.inputs {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_generate;
 pub mod bench_train;
 pub mod device;
 pub mod doctor;
@@ -8,6 +9,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod measure;
 pub mod mil;
 pub mod probe;
 pub mod train;

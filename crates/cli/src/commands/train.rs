@@ -1,18 +1,18 @@
 //! `anetrain train`: train a model from scratch or from existing weights, on the built-in
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
-use super::device::select_device;
-use super::generate::stream_generation;
-use super::import::load_weights;
+use super::device::DeviceArgs;
 use crate::interrupt::{Signals, Stop};
+use crate::sample::stream_generation;
 use anetrain_data::{
-    load_tokenizer, DataSource, Sampling, Split, TextOptions, Tokenizer, DEFAULT_VAL_FRACTION,
+    DataSource, Sampling, Split, TextOptions, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
 };
 use anetrain_device::ane::budget::{restart_command, CompileBudget};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
+use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::params::Params;
+use anetrain_model::source::{check_tokenizer_fits, ModelSource};
 use anetrain_model::train::checkpoint::{
     check_run_dir, latest_checkpoint, load_latest_intact, set_aside,
 };
@@ -69,12 +69,13 @@ pub struct TrainArgs {
     /// or the resumed run's].
     #[arg(long)]
     val_fraction: Option<f64>,
-    /// `byte` or a tokenizer.json path. Default: byte (or the resumed run's tokenizer).
+    /// `byte`, a tokenizer.json, or a directory holding one; the run keeps a copy. Default:
+    /// the --init-from model's tokenizer (or the resumed run's); else byte for text and
+    /// synthetic data, and none for .bin shards.
     #[arg(long)]
     tokenizer: Option<String>,
-    /// auto (the ANE where available, else the CPU), cpu, cpu-f16, ane, or reference.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Total optimizer steps of the run; a resumed run continues up to this total
     /// [default: 600].
     #[arg(long)]
@@ -144,23 +145,6 @@ pub struct TrainArgs {
     log_every: u64,
 }
 
-/// Builds the engine for `--device`, returning it with a sentence saying what was chosen and
-/// why. The one place a device name becomes an engine.
-pub fn make_engine(
-    config: &ModelConfig,
-    device: &str,
-    seq: usize,
-) -> Result<(Box<dyn Engine>, String)> {
-    if device == "reference" {
-        return Ok((
-            Box::new(ReferenceEngine::new(config)),
-            "reference: the plain-Rust fp32 model, no kernels".into(),
-        ));
-    }
-    let (device, why) = select_device(device)?;
-    Ok((Box::new(DeviceEngine::new(config, device, seq)?), why))
-}
-
 /// Runs `anetrain train`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let signals = Signals::install();
@@ -175,6 +159,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             args.out.display()
         );
     }
+    let sample = sample_options(&args)?;
     let mut session = if args.resume {
         resume_session(&args)?
     } else {
@@ -188,7 +173,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         return Ok(stop.exit_code());
     }
     if args.sample_tokens > 0 {
-        print_sample(&args, &session)?;
+        // The run succeeded and its checkpoint is saved; a failed sample must not undo that.
+        if let Err(e) = print_sample(&args, &session, sample) {
+            println!("sample skipped: {e:#}");
+        }
     }
     drop(lock);
     Ok(ExitCode::SUCCESS)
@@ -197,8 +185,40 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 /// A trainer with what the loop needs around it.
 struct Session {
     trainer: Trainer,
-    tokenizer: Box<dyn Tokenizer>,
+    tokenizer: Option<Box<dyn Tokenizer>>,
     log: MetricsLog,
+}
+
+/// The final sample's settings, checked before training starts.
+fn sample_options(args: &TrainArgs) -> Result<SamplingOptions> {
+    let options = SamplingOptions {
+        temperature: args.temperature,
+        ..SamplingOptions::default()
+    };
+    options
+        .validate()
+        .with_context(|| format!("--temperature {}", args.temperature))?;
+    Ok(options)
+}
+
+/// The tokenizer flag, parsed.
+fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
+    Ok(args
+        .tokenizer
+        .as_deref()
+        .map(TokenizerSource::parse)
+        .transpose()?)
+}
+
+/// Whether the run's data (training or validation) is text that needs a tokenizer.
+fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
+    let train = DataSource::parse(provenance.data.as_deref().unwrap_or("synthetic"))?;
+    let val = provenance
+        .val_data
+        .as_deref()
+        .map(DataSource::parse)
+        .transpose()?;
+    Ok(train.needs_tokenizer() || val.is_some_and(|v| v.needs_tokenizer()))
 }
 
 fn new_session(args: &TrainArgs) -> Result<Session> {
@@ -209,52 +229,65 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             dir.display()
         );
     }
-    let tokenizer_spec = args.tokenizer.clone().unwrap_or_else(|| "byte".into());
-    let tokenizer = load_tokenizer(&tokenizer_spec)?;
     let options = options_from_flags(args, quick_start_options())?;
-    let (config, params) = match &args.init_from {
-        Some(path) => {
-            let (config, params, origin) = load_weights(path)?;
-            if tokenizer.vocab_size() > config.vocab_size {
-                bail!(
-                    "the tokenizer `{tokenizer_spec}` has {} tokens but the model from {origin} has a vocabulary of {}; pass the --tokenizer the model was trained with",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                );
-            }
-            println!("starting from {origin}");
-            (config, params)
-        }
-        None => {
-            let name = args.model.as_deref().unwrap_or(DEFAULT_PRESET);
-            let mut config = ModelConfig::preset(name)?;
-            if config.vocab_size != tokenizer.vocab_size() {
-                println!(
-                    "model: preset {name} with its vocabulary set to the tokenizer's {} tokens (preset has {})",
-                    tokenizer.vocab_size(),
-                    config.vocab_size
-                );
-                config.vocab_size = tokenizer.vocab_size();
-            }
-            let params = Params::init(&config, options.seed)?;
-            (config, params)
-        }
-    };
-    let provenance = DataProvenance {
+    let mut provenance = DataProvenance {
         data: Some(args.data.clone().unwrap_or_else(|| "synthetic".into())),
-        tokenizer: Some(tokenizer_spec),
+        tokenizer: None,
         val_data: args.val_data.clone(),
         val_fraction: args
             .val_data
             .is_none()
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
     };
-    let split = open_split(&args.out, &provenance, tokenizer.as_ref(), &options)?;
-    let engine = engine_for(&config, args, options.seq)?;
-    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
-    trainer.set_provenance(provenance.clone());
+    let flag = tokenizer_flag(args)?;
+    let source = match &args.init_from {
+        Some(path) => ModelSource::from_path(path)?,
+        None => ModelSource::Preset {
+            name: args.model.as_deref().unwrap_or(DEFAULT_PRESET).to_string(),
+            vocab_size: None,
+        },
+    };
+    // Text needs a tokenizer: the given one, else the model's, else bytes; shards need none.
+    let carried = source.tokenizer()?;
+    let chosen = flag
+        .or(carried)
+        .or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
+    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
+    let preset_vocab = match (&source, &tokenizer) {
+        (ModelSource::Preset { name, .. }, Some(t)) => {
+            let preset = ModelConfig::preset(name)?.vocab_size;
+            if preset != t.vocab_size() {
+                println!(
+                    "model: preset {name} with its vocabulary set to the tokenizer's {} tokens (preset has {preset})",
+                    t.vocab_size()
+                );
+            }
+            Some(t.vocab_size())
+        }
+        _ => None,
+    };
+    let source = match preset_vocab {
+        Some(v) => source.with_preset_vocab(v),
+        None => source,
+    };
+    let model = source.load(options.seed)?;
+    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
+        check_tokenizer_fits(t.as_ref(), spec, &model.config)?;
+    }
+    if args.init_from.is_some() {
+        println!("starting from {}", model.description);
+    }
+    let (config, params) = (model.config, model.params);
+    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
+    // The run carries its own tokenizer, so eval, generate, export and --resume find it.
+    if let Some(spec) = &chosen {
+        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
+    }
+    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
+    trainer.set_provenance(provenance.clone());
     write_run_json(&args.out, &trainer, &provenance)?;
     let log = MetricsLog::create(&args.out)?;
     Ok(Session {
@@ -294,15 +327,24 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
     let options = options_from_flags(args, state.options.clone())?;
     // The saved data flags, each replaced by the flag given now, if any.
     let saved = &ckpt.meta.provenance;
-    let provenance = DataProvenance {
+    let mut provenance = DataProvenance {
         data: args.data.clone().or(saved.data.clone()),
-        tokenizer: args.tokenizer.clone().or(saved.tokenizer.clone()),
+        tokenizer: None,
         val_data: args.val_data.clone().or(saved.val_data.clone()),
         val_fraction: args.val_fraction.or(saved.val_fraction),
     };
-    let tokenizer = load_tokenizer(provenance.tokenizer.as_deref().unwrap_or("byte"))?;
-    let split = open_split(&args.out, &provenance, tokenizer.as_ref(), &options)?;
-    let engine = engine_for(&ckpt.config, args, options.seq)?;
+    let chosen = match tokenizer_flag(args)? {
+        Some(flag) => Some(flag),
+        None => ModelSource::Checkpoint(dir.clone()).tokenizer()?,
+    };
+    let chosen = chosen.or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
+    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
+    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
+        check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
+        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
+    }
+    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     println!(
         "resuming {} at step {} of {}",
@@ -366,7 +408,7 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
 fn open_split(
     run_dir: &Path,
     provenance: &DataProvenance,
-    tokenizer: &dyn Tokenizer,
+    tokenizer: Option<&dyn Tokenizer>,
     options: &TrainOptions,
 ) -> Result<Split> {
     let bar = std::io::stdout().is_terminal().then(|| {
@@ -413,8 +455,13 @@ fn open_split(
     })
 }
 
-fn engine_for(config: &ModelConfig, args: &TrainArgs, seq: usize) -> Result<Box<dyn Engine>> {
-    let (engine, why) = make_engine(config, &args.device, seq)?;
+fn engine_for(
+    config: &ModelConfig,
+    args: &TrainArgs,
+    seq: usize,
+    params: &Params,
+) -> Result<Box<dyn Engine>> {
+    let (engine, why) = args.device.device.engine(config, seq, params)?;
     println!("device: {why}");
     Ok(engine)
 }
@@ -623,29 +670,29 @@ fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {
     }
 }
 
-fn print_sample(args: &TrainArgs, session: &Session) -> Result<()> {
-    let tok = session.tokenizer.as_ref();
+/// Samples from the trained model, starting at BOS (or the tokenizer's encoding of "Once").
+fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -> Result<()> {
+    let Some(tok) = session.tokenizer.as_deref() else {
+        println!(
+            "sample skipped: the run has no tokenizer to show text with (pass --tokenizer to train, or generate with --prompt-ids)"
+        );
+        return Ok(());
+    };
     let trainer = &session.trainer;
     let start = tok
         .bos()
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))
         .ok_or_else(|| anyhow!("the tokenizer has no BOS token to start a sample from"))?;
-    // The plain-Rust engine has no kernels; its samples come from the CPU device.
-    let device = if args.device == "reference" {
-        "cpu"
-    } else {
-        &args.device
-    };
-    let (device, _) = select_device(device)?;
+    // For `reference` (no kernels) this is the fp32 CPU interpreter.
+    let (device, _) = args.device.device.device()?;
     let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
     let mut generator =
         Generator::new(trainer.config(), trainer.params().clone(), device, max_seq)?;
     // Documents are separated by BOS in the training layout, so a BOS also ends a story.
     generator.set_eos(tok.bos().or(tok.eos()));
     let options = SamplingOptions {
-        temperature: args.temperature,
         seed: trainer.options().seed,
-        ..SamplingOptions::default()
+        ..options
     };
     println!("sample (temperature {}):", args.temperature);
     stream_generation(&mut generator, tok, &[start], max_seq - 1, options)?;

@@ -3,87 +3,10 @@
 
 use super::pool::Pool;
 use super::tensor::{map_into, Tensor};
+use anetrain_mil::infer::{BinaryKind, GeluMode, UnaryKind};
+use anetrain_mil::DType;
 use half::f16;
 use rayon::prelude::*;
-
-/// Which `gelu` formula (MIL `mode`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum GeluMode {
-    /// `x/2 · (1 + erf(x/√2))`.
-    Exact,
-    /// `x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
-    Tanh,
-    /// `x · sigmoid(1.702 x)`.
-    Sigmoid,
-}
-
-/// Target of a `cast`. Float targets are the identity here (fp16 rounding, in `F16` mode, is
-/// the step's result rounding); integer targets truncate toward zero like numpy's `astype`,
-/// which is what coremltools evaluates `cast` with, and saturate at the type's range.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum CastTarget {
-    Float,
-    Int32,
-    Int8,
-    Uint8,
-    Bool,
-}
-
-/// An elementwise op of one input.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum UnaryOp {
-    Sqrt,
-    /// `1 / sqrt(x + epsilon)`.
-    Rsqrt(f32),
-    Exp,
-    /// `log(x + epsilon)`.
-    Log(f32),
-    Tanh,
-    Sigmoid,
-    Silu,
-    Relu,
-    Gelu(GeluMode),
-    /// `clip(x, alpha, beta)`: `min(max(x, alpha), beta)`.
-    Clip(f32, f32),
-    Cast(CastTarget),
-}
-
-/// An elementwise op of two broadcast inputs. Comparisons give 1.0 for true, 0.0 for false.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-    Greater,
-    Less,
-}
-
-/// The numpy broadcast of two shapes (axes aligned on the right), or `None` if incompatible.
-pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    (0..rank)
-        .map(|d| {
-            let x = if d + a.len() >= rank {
-                a[d + a.len() - rank]
-            } else {
-                1
-            };
-            let y = if d + b.len() >= rank {
-                b[d + b.len() - rank]
-            } else {
-                1
-            };
-            match (x, y) {
-                _ if x == y => Some(x),
-                (1, _) => Some(y),
-                (_, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
-}
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -113,34 +36,42 @@ fn gelu(x: f32, mode: GeluMode) -> f32 {
     }
 }
 
-fn cast(x: f32, target: CastTarget) -> f32 {
-    match target {
-        CastTarget::Float => x,
-        CastTarget::Int32 => x as i32 as f32,
-        CastTarget::Int8 => x as i8 as f32,
-        CastTarget::Uint8 => x as u8 as f32,
-        CastTarget::Bool => (x != 0.0) as u8 as f32,
+/// `cast` to `dtype`. Float targets are the identity here (fp16 rounding, in `F16` mode, is
+/// the step's result rounding); integer targets truncate toward zero like numpy's `astype`,
+/// which is what coremltools evaluates `cast` with, and saturate at the type's range.
+fn cast(x: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::Int32 => x as i32 as f32,
+        DType::Int8 => x as i8 as f32,
+        DType::Uint8 => x as u8 as f32,
+        DType::Bool => (x != 0.0) as u8 as f32,
+        _ => x,
     }
 }
 
 /// Applies `op` to every element of `x`. Each arm instantiates its own loop so the math
 /// inlines; cost is one evaluation of the function per element.
-pub(crate) fn unary(x: &Tensor, op: UnaryOp, pool: &mut Pool) -> Tensor {
+pub(crate) fn unary(x: &Tensor, op: UnaryKind, pool: &mut Pool) -> Tensor {
     let shape = x.shape().to_vec();
     let mut out = pool.take(x.numel());
     let o = || x.operand(&shape);
     match op {
-        UnaryOp::Sqrt => map_into(&mut out, &shape, [o()], |[v]| v.sqrt()),
-        UnaryOp::Rsqrt(eps) => map_into(&mut out, &shape, [o()], |[v]| 1.0 / (v + eps).sqrt()),
-        UnaryOp::Exp => map_into(&mut out, &shape, [o()], |[v]| v.exp()),
-        UnaryOp::Log(eps) => map_into(&mut out, &shape, [o()], |[v]| (v + eps).ln()),
-        UnaryOp::Tanh => map_into(&mut out, &shape, [o()], |[v]| v.tanh()),
-        UnaryOp::Sigmoid => map_into(&mut out, &shape, [o()], |[v]| sigmoid(v)),
-        UnaryOp::Silu => map_into(&mut out, &shape, [o()], |[v]| v * sigmoid(v)),
-        UnaryOp::Relu => map_into(&mut out, &shape, [o()], |[v]| v.max(0.0)),
-        UnaryOp::Gelu(mode) => map_into(&mut out, &shape, [o()], |[v]| gelu(v, mode)),
-        UnaryOp::Clip(lo, hi) => map_into(&mut out, &shape, [o()], |[v]| v.max(lo).min(hi)),
-        UnaryOp::Cast(t) => map_into(&mut out, &shape, [o()], |[v]| cast(v, t)),
+        UnaryKind::Sqrt => map_into(&mut out, &shape, [o()], |[v]| v.sqrt()),
+        UnaryKind::Rsqrt { epsilon: eps } => {
+            map_into(&mut out, &shape, [o()], |[v]| 1.0 / (v + eps).sqrt())
+        }
+        UnaryKind::Exp => map_into(&mut out, &shape, [o()], |[v]| v.exp()),
+        UnaryKind::Log { epsilon: eps } => map_into(&mut out, &shape, [o()], |[v]| (v + eps).ln()),
+        UnaryKind::Tanh => map_into(&mut out, &shape, [o()], |[v]| v.tanh()),
+        UnaryKind::Sigmoid => map_into(&mut out, &shape, [o()], |[v]| sigmoid(v)),
+        UnaryKind::Silu => map_into(&mut out, &shape, [o()], |[v]| v * sigmoid(v)),
+        UnaryKind::Relu => map_into(&mut out, &shape, [o()], |[v]| v.max(0.0)),
+        UnaryKind::Gelu(mode) => map_into(&mut out, &shape, [o()], |[v]| gelu(v, mode)),
+        UnaryKind::Clip {
+            alpha: lo,
+            beta: hi,
+        } => map_into(&mut out, &shape, [o()], |[v]| v.max(lo).min(hi)),
+        UnaryKind::Cast(t) => map_into(&mut out, &shape, [o()], |[v]| cast(v, t)),
     }
     Tensor::new(shape, out)
 }
@@ -149,20 +80,20 @@ pub(crate) fn unary(x: &Tensor, op: UnaryOp, pool: &mut Pool) -> Tensor {
 pub(crate) fn binary(
     x: &Tensor,
     y: &Tensor,
-    op: BinaryOp,
+    op: BinaryKind,
     shape: &[usize],
     pool: &mut Pool,
 ) -> Tensor {
     let mut out = pool.take(shape.iter().product());
     let ops = || [x.operand(shape), y.operand(shape)];
     match op {
-        BinaryOp::Add => map_into(&mut out, shape, ops(), |[a, b]| a + b),
-        BinaryOp::Sub => map_into(&mut out, shape, ops(), |[a, b]| a - b),
-        BinaryOp::Mul => map_into(&mut out, shape, ops(), |[a, b]| a * b),
-        BinaryOp::Div => map_into(&mut out, shape, ops(), |[a, b]| a / b),
-        BinaryOp::Pow => map_into(&mut out, shape, ops(), |[a, b]| a.powf(b)),
-        BinaryOp::Greater => map_into(&mut out, shape, ops(), |[a, b]| (a > b) as u8 as f32),
-        BinaryOp::Less => map_into(&mut out, shape, ops(), |[a, b]| (a < b) as u8 as f32),
+        BinaryKind::Add => map_into(&mut out, shape, ops(), |[a, b]| a + b),
+        BinaryKind::Sub => map_into(&mut out, shape, ops(), |[a, b]| a - b),
+        BinaryKind::Mul => map_into(&mut out, shape, ops(), |[a, b]| a * b),
+        BinaryKind::RealDiv => map_into(&mut out, shape, ops(), |[a, b]| a / b),
+        BinaryKind::Pow => map_into(&mut out, shape, ops(), |[a, b]| a.powf(b)),
+        BinaryKind::Greater => map_into(&mut out, shape, ops(), |[a, b]| (a > b) as u8 as f32),
+        BinaryKind::Less => map_into(&mut out, shape, ops(), |[a, b]| (a < b) as u8 as f32),
     }
     Tensor::new(shape.to_vec(), out)
 }

@@ -249,7 +249,18 @@ fn run_steps(plan: &Plan, slots: &mut [Option<Tensor>], pool: &mut Pool) -> Resu
                 .collect();
             step.exec(&args, pool)?
         };
-        for (mut t, &slot) in results.into_iter().zip(&step.outputs) {
+        for ((mut t, &slot), shape) in results
+            .into_iter()
+            .zip(&step.outputs)
+            .zip(&step.output_shapes)
+        {
+            if t.shape() != shape.as_slice() {
+                return Err(DeviceError::Runtime(format!(
+                    "internal error: op `{}` produced shape {:?} but mil resolved {shape:?}",
+                    step.label,
+                    t.shape()
+                )));
+            }
             if step.round_f16 {
                 if let Some(buf) = t.storage_mut() {
                     round_to_f16(buf);

@@ -4,12 +4,12 @@
 //! reshapes in front of a matmul cost nothing. A 1×1 convolution is one product per batch
 //! and group; other convolutions first unfold their input window by window (im2col).
 
-use super::elementwise::broadcast_shapes;
 use super::gemm::{matmul_into, MatRef, PAR_MACS};
 use super::pool::Pool;
 use super::shape_ops::reshape;
 use super::tensor::{broadcast_strides, Tensor};
 use crate::error::Result;
+use anetrain_mil::infer::{broadcast_shapes, ConvPlan};
 use rayon::prelude::*;
 
 /// One operand of a batched matmul: batch axes plus a strided `rows × cols` matrix.
@@ -54,35 +54,6 @@ fn batched(t: &Tensor, lhs: bool, transpose: bool) -> Batched {
         rs,
         cs,
     }
-}
-
-/// The output shape of `matmul` (numpy rules: rank-1 operands are promoted and their added
-/// axis removed again; batch axes broadcast).
-pub(crate) fn matmul_shape(
-    x: &[usize],
-    y: &[usize],
-    tx: bool,
-    ty: bool,
-) -> std::result::Result<Vec<usize>, String> {
-    if x.is_empty() || y.is_empty() {
-        return Err("matmul operands must have rank ≥ 1".to_string());
-    }
-    let (xb, m, k) = matrix_dims(x, true, tx);
-    let (yb, k2, n) = matrix_dims(y, false, ty);
-    if k != k2 {
-        return Err(format!(
-            "inner dimensions differ: x {x:?} gives {k}, y {y:?} gives {k2}"
-        ));
-    }
-    let mut out = broadcast_shapes(&xb, &yb)
-        .ok_or_else(|| format!("batch axes {xb:?} and {yb:?} do not broadcast"))?;
-    if x.len() > 1 {
-        out.push(m);
-    }
-    if y.len() > 1 {
-        out.push(n);
-    }
-    Ok(out)
 }
 
 /// Offset of batch `b` (row-major over `batch`) for the given batch strides.
@@ -139,31 +110,6 @@ pub(crate) fn matmul(
     Ok(Tensor::new(out_shape.to_vec(), out))
 }
 
-/// The output shape of `linear`: `x [..., in]`, `weight [out, in]`, optional `bias [out]`.
-pub(crate) fn linear_shape(
-    x: &[usize],
-    w: &[usize],
-    bias: Option<&[usize]>,
-) -> std::result::Result<Vec<usize>, String> {
-    let (&inn, lead) = x.split_last().ok_or("linear input must have rank ≥ 1")?;
-    let [outn, win] = w else {
-        return Err(format!("weight must be [out, in], got {w:?}"));
-    };
-    if *win != inn {
-        return Err(format!(
-            "weight {w:?} expects {win} inputs but x {x:?} has {inn}"
-        ));
-    }
-    if let Some(b) = bias {
-        if b != [*outn] {
-            return Err(format!("bias must be [{outn}], got {b:?}"));
-        }
-    }
-    let mut out = lead.to_vec();
-    out.push(*outn);
-    Ok(out)
-}
-
 /// `linear`: `x · weightᵀ + bias`, the bias written first and the product accumulated onto it.
 pub(crate) fn linear(
     x: &Tensor,
@@ -198,102 +144,6 @@ pub(crate) fn linear(
     Ok(Tensor::new(out_shape.to_vec(), out))
 }
 
-/// A resolved 2-D convolution.
-#[derive(Clone, Debug)]
-pub(crate) struct ConvParams {
-    strides: [usize; 2],
-    dilations: [usize; 2],
-    /// top, bottom, left, right
-    pad: [usize; 4],
-    groups: usize,
-}
-
-/// The MIL arguments of `conv`, as given (all optional).
-#[derive(Default)]
-pub(crate) struct ConvArgs {
-    pub strides: Option<Vec<i64>>,
-    pub pad_type: Option<String>,
-    pub pad: Option<Vec<i64>>,
-    pub dilations: Option<Vec<i64>>,
-    pub groups: Option<i64>,
-}
-
-fn pair(v: Option<Vec<i64>>, what: &str) -> std::result::Result<[usize; 2], String> {
-    match v.as_deref() {
-        None => Ok([1, 1]),
-        Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
-        Some(other) => Err(format!(
-            "`{what}` must be two positive integers, got {other:?}"
-        )),
-    }
-}
-
-/// Resolves padding and checks shapes; returns the parameters and the output shape.
-pub(crate) fn conv_params(
-    x: &[usize],
-    w: &[usize],
-    args: ConvArgs,
-) -> std::result::Result<(ConvParams, Vec<usize>), String> {
-    let (&[n, cin, h, wd], &[cout, cin_g, kh, kw]) = (x, w) else {
-        return Err(format!(
-            "only 2-D conv is supported: x must be [N, C, H, W] and weight [Cout, Cin/groups, kH, kW], got {x:?} and {w:?}; reshape 1-D inputs to [N, C, 1, L]"
-        ));
-    };
-    let groups = args.groups.unwrap_or(1);
-    if groups < 1
-        || cin % groups as usize != 0
-        || cout % groups as usize != 0
-        || cin / groups as usize != cin_g
-    {
-        return Err(format!(
-            "groups = {groups} does not fit: x has {cin} channels, weight {w:?} expects {cin_g} per group and {cout} outputs"
-        ));
-    }
-    let strides = pair(args.strides, "strides")?;
-    let dilations = pair(args.dilations, "dilations")?;
-    let span = |k: usize, d: usize| (k - 1) * d + 1;
-    let (spans, ins) = ([span(kh, dilations[0]), span(kw, dilations[1])], [h, wd]);
-    let pad = match args.pad_type.as_deref().unwrap_or("valid") {
-        "valid" => [0; 4],
-        "custom" => match args.pad.as_deref() {
-            Some(&[t, b, l, r]) if t >= 0 && b >= 0 && l >= 0 && r >= 0 => [t as usize, b as usize, l as usize, r as usize],
-            None => [0; 4],
-            Some(other) => return Err(format!("`pad` must be four non-negative integers [top, bottom, left, right], got {other:?}")),
-        },
-        mode @ ("same" | "same_lower") => {
-            let mut p = [0; 4];
-            for a in 0..2 {
-                let out = ins[a].div_ceil(strides[a]);
-                let total = ((out.max(1) - 1) * strides[a] + spans[a]).saturating_sub(ins[a]);
-                let small = total / 2;
-                let (before, after) = if mode == "same" { (small, total - small) } else { (total - small, small) };
-                p[2 * a] = before;
-                p[2 * a + 1] = after;
-            }
-            p
-        }
-        other => return Err(format!("pad_type `{other}` is not one of valid, same, same_lower, custom")),
-    };
-    let mut out = [0usize; 2];
-    for a in 0..2 {
-        let padded = ins[a] + pad[2 * a] + pad[2 * a + 1];
-        if padded < spans[a] {
-            return Err(format!(
-                "the kernel window ({}) is larger than the padded input ({padded})",
-                spans[a]
-            ));
-        }
-        out[a] = (padded - spans[a]) / strides[a] + 1;
-    }
-    let p = ConvParams {
-        strides,
-        dilations,
-        pad,
-        groups: groups as usize,
-    };
-    Ok((p, vec![n, cout, out[0], out[1]]))
-}
-
 /// Unfolds channels `c0..c0+cin_g` of image `b` of the packed `x` into `col`
 /// (`[cin_g·kh·kw, ho·wo]`), zero outside the padded border. Parallel over `col` rows.
 #[allow(clippy::too_many_arguments)]
@@ -304,7 +154,7 @@ fn im2col(
     c0: usize,
     kernel: [usize; 3],
     out_hw: [usize; 2],
-    p: &ConvParams,
+    p: &ConvPlan,
     col: &mut [f32],
 ) {
     let [_, cin, h, w] = shape;
@@ -316,14 +166,15 @@ fn im2col(
             let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
             let plane = &x[((b * cin) + c0 + c) * h * w..][..h * w];
             for oy in 0..ho {
-                let iy = (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pad[0] as isize;
+                let iy = (oy * p.strides[0] + i * p.dilations[0]) as isize - p.pad[0].0 as isize;
                 let row = &mut dst[oy * wo..(oy + 1) * wo];
                 if iy < 0 || iy >= h as isize {
                     row.fill(0.0);
                     continue;
                 }
                 for (ox, d) in row.iter_mut().enumerate() {
-                    let ix = (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pad[2] as isize;
+                    let ix =
+                        (ox * p.strides[1] + j * p.dilations[1]) as isize - p.pad[1].0 as isize;
                     *d = if ix < 0 || ix >= w as isize {
                         0.0
                     } else {
@@ -338,7 +189,7 @@ fn im2col(
 pub(crate) fn conv(
     x: &Tensor,
     weight: &Tensor,
-    p: &ConvParams,
+    p: &ConvPlan,
     out_shape: &[usize],
     pool: &mut Pool,
 ) -> Result<Tensor> {
@@ -353,7 +204,7 @@ pub(crate) fn conv(
     let (g, cout_g, kdim, hw_out) = (p.groups, cout / p.groups, cin_g * kh * kw, ho * wo);
     let wt = weight.contiguous(pool);
     let mut out = pool.take(n * cout * hw_out);
-    let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pad == [0; 4];
+    let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pad == [(0, 0); 2];
     let lhs_for = |gi: usize| MatRef {
         data: wt.storage(),
         offset: (wt.offset() + gi * cout_g * kdim) as isize,

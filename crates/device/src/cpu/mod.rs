@@ -14,7 +14,6 @@ mod linalg;
 mod pool;
 mod quant;
 mod reduce;
-mod resolve;
 mod shape_ops;
 mod step;
 mod tensor;

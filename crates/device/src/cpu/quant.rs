@@ -3,8 +3,8 @@
 //! tensor or one per index along `axis`.
 
 use super::pool::Pool;
-use super::shape_ops::normalize_axis;
 use super::tensor::{map_into, Tensor};
+use anetrain_mil::infer::AffinePlan;
 
 /// Scale and zero point, shaped to broadcast against the data (`[1, .., n, .., 1]`).
 #[derive(Clone, Debug)]
@@ -13,38 +13,23 @@ pub(crate) struct AffineParams {
     zero_point: Tensor,
 }
 
-/// Checks `scale`/`zero_point` (one value, or one per index of `axis`) against `shape`.
-pub(crate) fn affine_params(
-    shape: &[usize],
-    scale: Vec<f32>,
-    zero_point: Option<Vec<f32>>,
-    axis: Option<i64>,
-) -> Result<AffineParams, String> {
-    let zero_point = zero_point.unwrap_or_else(|| vec![0.0]);
-    let per_axis = scale.len() > 1 || zero_point.len() > 1;
-    let param_shape = if per_axis {
-        let axis = axis.ok_or("a per-axis scale or zero_point needs `axis`")?;
-        let a = normalize_axis(axis, shape.len())?;
-        let mut s = vec![1; shape.len()];
-        s[a] = shape[a];
-        s
-    } else {
-        vec![]
-    };
-    let n: usize = param_shape.iter().product();
-    let widen = |v: Vec<f32>, what: &str| -> Result<Tensor, String> {
-        match v.len() {
-            1 => Ok(Tensor::new(param_shape.clone(), vec![v[0]; n])),
-            len if len == n => Ok(Tensor::new(param_shape.clone(), v)),
-            len => Err(format!(
-                "`{what}` has {len} values; give 1 or one per index of the axis ({n})"
-            )),
+impl AffineParams {
+    /// Scale and zero point values (1 or one per index) laid out as `plan` resolved them.
+    pub(crate) fn new(
+        plan: &AffinePlan,
+        scale: &[f32],
+        zero_point: Option<&[f32]>,
+    ) -> AffineParams {
+        let n: usize = plan.param_shape.iter().product();
+        let widen = |v: &[f32]| match v {
+            [one] => Tensor::new(plan.param_shape.clone(), vec![*one; n]),
+            _ => Tensor::new(plan.param_shape.clone(), v.to_vec()),
+        };
+        AffineParams {
+            scale: widen(scale),
+            zero_point: widen(zero_point.unwrap_or(&[0.0])),
         }
-    };
-    Ok(AffineParams {
-        scale: widen(scale, "scale")?,
-        zero_point: widen(zero_point, "zero_point")?,
-    })
+    }
 }
 
 /// `clamp(round_half_even(x / scale) + zero_point, lo, hi)`.

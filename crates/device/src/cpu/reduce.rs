@@ -7,26 +7,11 @@
 
 use super::pool::Pool;
 use super::tensor::Tensor;
+use anetrain_mil::infer::ReduceKind;
 use rayon::prelude::*;
 
 /// Output elements per rayon task when combining rows: a few cache lines per row times `r` rows.
 const COLUMN_BLOCK: usize = 1024;
-
-/// Which reduction.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum ReduceKind {
-    Sum,
-    Mean,
-    Max,
-}
-
-/// A resolved reduction: sorted distinct axes and the output shape (with or without kept dims).
-#[derive(Clone, Debug)]
-pub(crate) struct ReduceParams {
-    pub kind: ReduceKind,
-    pub axes: Vec<usize>,
-    pub out_shape: Vec<usize>,
-}
 
 fn combine(kind: ReduceKind, a: f32, b: f32) -> f32 {
     match kind {
@@ -76,17 +61,24 @@ fn reduce_run(x: &[f32], outer: usize, r: usize, inner: usize, kind: ReduceKind,
     });
 }
 
-/// Applies a reduction, one maximal run of adjacent reduced axes at a time (last run first).
-pub(crate) fn reduce(x: &Tensor, p: &ReduceParams, pool: &mut Pool) -> Tensor {
+/// Reduces the sorted distinct `axes` into `out_shape`, one maximal run of adjacent reduced
+/// axes at a time (last run first).
+pub(crate) fn reduce(
+    x: &Tensor,
+    kind: ReduceKind,
+    axes: &[usize],
+    out_shape: &[usize],
+    pool: &mut Pool,
+) -> Tensor {
     let mut cur = x.contiguous(pool);
     let mut shape = x.shape().to_vec();
     let mut count = 1usize;
-    let mut i = p.axes.len();
+    let mut i = axes.len();
     while i > 0 {
-        let end = p.axes[i - 1] + 1;
+        let end = axes[i - 1] + 1;
         let mut start = end - 1;
         i -= 1;
-        while i > 0 && p.axes[i - 1] + 1 == start {
+        while i > 0 && axes[i - 1] + 1 == start {
             start -= 1;
             i -= 1;
         }
@@ -96,7 +88,7 @@ pub(crate) fn reduce(x: &Tensor, p: &ReduceParams, pool: &mut Pool) -> Tensor {
         count *= r;
         let mut out = pool.take(outer * inner);
         let src = cur.as_contiguous().unwrap_or_default();
-        reduce_run(src, outer, r, inner, p.kind, &mut out);
+        reduce_run(src, outer, r, inner, kind, &mut out);
         shape[start..end].iter_mut().for_each(|n| *n = 1);
         let prev = std::mem::replace(&mut cur, Tensor::new(shape.clone(), out));
         if let Some(buf) = prev.into_storage() {
@@ -111,11 +103,11 @@ pub(crate) fn reduce(x: &Tensor, p: &ReduceParams, pool: &mut Pool) -> Tensor {
             buf
         }
     };
-    if p.kind == ReduceKind::Mean && count > 0 {
+    if kind == ReduceKind::Mean && count > 0 {
         let scale = 1.0 / count as f32;
         data.iter_mut().for_each(|v| *v *= scale);
     }
-    Tensor::new(p.out_shape.clone(), data)
+    Tensor::new(out_shape.to_vec(), data)
 }
 
 /// Below this, `exp(d)` is subnormal or zero in f32 (`exp(-87.3)` is the smallest normal).

@@ -1,67 +1,31 @@
-//! One compiled op: its kind with every parameter resolved, and how to evaluate it.
+//! One compiled op: the op as `mil` resolved it, its slots, and how to evaluate it.
 
-use super::attention::{sdpa, SdpaParams};
-use super::elementwise::{binary, select, unary, BinaryOp, UnaryOp};
-use super::linalg::{conv, linear, matmul, ConvParams};
+use super::attention::sdpa;
+use super::elementwise::{binary, select, unary};
+use super::linalg::{conv, linear, matmul};
 use super::pool::Pool;
 use super::quant::{dequantize, quantize, AffineParams};
-use super::reduce::{reduce, softmax, ReduceParams};
-use super::shape_ops::{concat, reshape, slice, split, SliceParams};
+use super::reduce::{reduce, softmax};
+use super::shape_ops::{concat, reshape, slice, split};
 use super::tensor::Tensor;
 use crate::error::{DeviceError, Result};
+use anetrain_mil::{DType, OpKind};
 
-/// An op with its parameters resolved at compile time (axes normalised, shapes inferred).
-#[derive(Clone, Debug)]
-pub(crate) enum StepKind {
-    Slice(SliceParams),
-    Reshape,
-    Transpose(Vec<usize>),
-    Concat {
-        axis: usize,
-        interleave: bool,
-    },
-    Split {
-        axis: usize,
-        sizes: Vec<usize>,
-    },
-    Matmul {
-        tx: bool,
-        ty: bool,
-    },
-    Conv(ConvParams),
-    Linear,
-    Unary(UnaryOp),
-    Binary(BinaryOp),
-    Select,
-    Softmax(usize),
-    Reduce(ReduceParams),
-    Sdpa(SdpaParams),
-    Quantize {
-        params: AffineParams,
-        lo: f32,
-        hi: f32,
-    },
-    Dequantize(AffineParams),
-}
-
-impl StepKind {
-    /// Whether the result only re-views its input (no new values, so nothing to round).
-    pub fn is_view(&self) -> bool {
-        matches!(
-            self,
-            StepKind::Slice(_)
-                | StepKind::Reshape
-                | StepKind::Transpose(_)
-                | StepKind::Split { .. }
-        )
-    }
+/// Whether the op only re-views its input (no new values, so nothing to round).
+pub(crate) fn is_view(kind: &OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Slice(_) | OpKind::Reshape(_) | OpKind::Transpose(_) | OpKind::Split { .. }
+    )
 }
 
 /// A compiled op: slots it reads (tensor arguments in the op's argument order, `None` for an
 /// absent optional one), slots it writes, and the slots that die once it has run.
 #[derive(Clone, Debug)]
 pub(crate) struct Step {
-    pub kind: StepKind,
+    pub kind: OpKind,
+    /// The decoded scale and zero point of a `quantize` or `dequantize`.
+    pub affine: Option<AffineParams>,
     pub label: String,
     pub args: Vec<Option<usize>>,
     pub outputs: Vec<usize>,
@@ -84,34 +48,58 @@ impl Step {
     pub fn exec(&self, args: &[Option<&Tensor>], pool: &mut Pool) -> Result<Vec<Tensor>> {
         let a = |i| required(args, i, &self.label);
         let shape = &self.output_shapes[0];
+        let affine = || {
+            self.affine.as_ref().ok_or_else(|| {
+                DeviceError::Runtime(format!(
+                    "internal error: op `{}` has no scale and zero point",
+                    self.label
+                ))
+            })
+        };
         let out = match &self.kind {
-            StepKind::Slice(p) => slice(a(0)?, p),
-            StepKind::Reshape => reshape(a(0)?, shape, pool),
-            StepKind::Transpose(perm) => a(0)?.permute(perm),
-            StepKind::Concat { axis, interleave } => {
+            OpKind::Slice(p) => slice(a(0)?, p),
+            OpKind::Reshape(_) => reshape(a(0)?, shape, pool),
+            OpKind::Transpose(perm) => a(0)?.permute(perm),
+            OpKind::Concat { axis, interleave } => {
                 let values: Vec<&Tensor> = args.iter().flatten().copied().collect();
                 concat(&values, *axis, *interleave, shape, pool)
             }
-            StepKind::Split { axis, sizes } => return Ok(split(a(0)?, *axis, sizes)),
-            StepKind::Matmul { tx, ty } => matmul(a(0)?, a(1)?, *tx, *ty, shape, pool)?,
-            StepKind::Conv(p) => conv(a(0)?, a(1)?, p, shape, pool)?,
-            StepKind::Linear => linear(a(0)?, a(1)?, args.get(2).copied().flatten(), shape, pool)?,
-            StepKind::Unary(op) => unary(a(0)?, *op, pool),
-            StepKind::Binary(op) => binary(a(0)?, a(1)?, *op, shape, pool),
-            StepKind::Select => select(a(0)?, a(1)?, a(2)?, shape, pool),
-            StepKind::Softmax(axis) => softmax(a(0)?, *axis, pool),
-            StepKind::Reduce(p) => reduce(a(0)?, p, pool),
-            StepKind::Sdpa(p) => sdpa(
+            OpKind::Split { axis, sizes } => return Ok(split(a(0)?, *axis, sizes)),
+            OpKind::Matmul {
+                transpose_x,
+                transpose_y,
+            } => matmul(a(0)?, a(1)?, *transpose_x, *transpose_y, shape, pool)?,
+            OpKind::Conv(p) => conv(a(0)?, a(1)?, p, shape, pool)?,
+            OpKind::Linear => linear(a(0)?, a(1)?, args.get(2).copied().flatten(), shape, pool)?,
+            OpKind::Unary(op) => unary(a(0)?, *op, pool),
+            OpKind::Binary(op) => binary(a(0)?, a(1)?, *op, shape, pool),
+            OpKind::Select => select(a(0)?, a(1)?, a(2)?, shape, pool),
+            OpKind::Softmax { axis } => softmax(a(0)?, *axis, pool),
+            OpKind::Reduce { kind, axes, .. } => reduce(a(0)?, *kind, axes, shape, pool),
+            OpKind::Attention { scores, bool_mask } => sdpa(
                 a(0)?,
                 a(1)?,
                 a(2)?,
-                args.get(3).copied().flatten(),
-                p,
+                args.get(3).copied().flatten().map(|m| (m, *bool_mask)),
+                scores,
                 shape,
                 pool,
             )?,
-            StepKind::Quantize { params, lo, hi } => quantize(a(0)?, params, *lo, *hi, pool),
-            StepKind::Dequantize(params) => dequantize(a(0)?, params, pool),
+            OpKind::Quantize { dtype, .. } => {
+                let (lo, hi) = if *dtype == DType::Int8 {
+                    (-128.0, 127.0)
+                } else {
+                    (0.0, 255.0)
+                };
+                quantize(a(0)?, affine()?, lo, hi, pool)
+            }
+            OpKind::Dequantize(_) => dequantize(a(0)?, affine()?, pool),
+            OpKind::Const | OpKind::ConstAffineDequantize(_) => {
+                return Err(DeviceError::Runtime(format!(
+                    "internal error: constant `{}` was not folded",
+                    self.label
+                )))
+            }
         };
         Ok(vec![out])
     }

@@ -18,7 +18,7 @@
 
 use crate::blob::{BlobWriter, WeightFiles};
 use crate::error::{MilError, Result};
-use crate::infer::{infer_outputs, ArgInfo, Bound};
+use crate::infer::{resolve_op, ArgInfo, Bound};
 use crate::ops::Op;
 use crate::program::{Argument, Function, Operation, Output, Program};
 use crate::types::{DType, Literal, Scalar, TensorData, TensorType, Type};
@@ -399,7 +399,9 @@ impl Builder {
                 )
             })
             .collect();
-        let types = infer_outputs(op, &bound, &attrs).map_err(|m| type_err(op, m))?;
+        let types = resolve_op(op, &bound, &attrs)
+            .map_err(|m| type_err(op, m))?
+            .outputs;
         let base = op.name().to_string();
         let outputs: Vec<Var> = types
             .into_iter()

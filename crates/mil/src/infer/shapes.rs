@@ -1,5 +1,5 @@
-//! Shape rules shared by inference and the CPU interpreter: broadcasting, reshape, permutations,
-//! splits, matmul, reductions, and the resolved geometry of `conv` and `slice_by_index`.
+//! The shape rules of MIL ops, written once: broadcasting, reshape, permutations, splits,
+//! matmul, reductions, and the resolved geometry of `conv` and the slices.
 
 use super::normalize_axis;
 
@@ -232,6 +232,11 @@ impl ConvPlan {
         }
         let input = x[2..].to_vec();
         let kernel = w[2..].to_vec();
+        if kernel.contains(&0) {
+            return Err(format!(
+                "weight {w:?} has an empty kernel; every kernel size must be at least 1"
+            ));
+        }
         let eff: Vec<usize> = (0..ns)
             .map(|i| dilations[i] * (kernel[i] - 1) + 1)
             .collect();
@@ -248,7 +253,7 @@ impl ConvPlan {
             }
             "same" | "same_lower" => (0..ns)
                 .map(|i| {
-                    let out = input[i].div_ceil(strides[i]);
+                    let out = input[i].div_ceil(strides[i]).max(1);
                     let total = ((out - 1) * strides[i] + eff[i]).saturating_sub(input[i]);
                     if pad_type == Some("same") {
                         (total / 2, total - total / 2)
@@ -296,18 +301,61 @@ impl ConvPlan {
     }
 }
 
-/// Resolved `slice_by_index`: per-axis start, step and count, and which axes are squeezed.
+/// A resolved slice: per axis a start, a step (negative walks backwards) and a count;
+/// `squeeze` axes are dropped from the output.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SliceByIndexPlan {
+pub struct SlicePlan {
     pub begin: Vec<usize>,
-    pub stride: Vec<usize>,
+    pub stride: Vec<isize>,
     pub count: Vec<usize>,
     pub squeeze: Vec<bool>,
 }
 
-impl SliceByIndexPlan {
-    /// Resolves masks and negative indices. Only positive strides are supported.
-    pub fn new(
+fn entries(what: &str, v: &[i64], rank: usize) -> Res<()> {
+    if v.len() == rank {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} has {} entries but x has rank {rank}; give one per axis",
+            v.len()
+        ))
+    }
+}
+
+impl SlicePlan {
+    /// `slice_by_size`: `begin` and `size` (-1 meaning to the end) per axis.
+    pub fn by_size(shape: &[usize], begin: &[i64], size: &[i64]) -> Res<SlicePlan> {
+        entries("begin", begin, shape.len())?;
+        entries("size", size, shape.len())?;
+        let mut plan = SlicePlan {
+            begin: vec![],
+            stride: vec![1; shape.len()],
+            count: vec![],
+            squeeze: vec![false; shape.len()],
+        };
+        for (i, &n) in shape.iter().enumerate() {
+            let b = dim(begin[i], "begin")?;
+            let s = if size[i] == -1 {
+                n.checked_sub(b).ok_or("begin beyond the end")?
+            } else {
+                dim(size[i], "size")?
+            };
+            if b + s > n {
+                return Err(format!(
+                    "slice [{b}, {}) on axis {i} exceeds its size {n}",
+                    b + s
+                ));
+            }
+            plan.begin.push(b);
+            plan.count.push(s);
+        }
+        Ok(plan)
+    }
+
+    /// `slice_by_index` with numpy semantics: end exclusive, negative indices count from the
+    /// end, out-of-range indices clamp, a masked begin/end means "from the first/to the last
+    /// element in the stride's direction", and a squeezed axis keeps the element at `begin`.
+    pub fn by_index(
         shape: &[usize],
         begin: &[i64],
         end: &[i64],
@@ -315,23 +363,22 @@ impl SliceByIndexPlan {
         begin_mask: Option<&[i64]>,
         end_mask: Option<&[i64]>,
         squeeze_mask: Option<&[i64]>,
-    ) -> Res<SliceByIndexPlan> {
+    ) -> Res<SlicePlan> {
         let r = shape.len();
-        let check = |v: Option<&[i64]>, what: &str| -> Res<()> {
-            match v {
-                Some(v) if v.len() != r => Err(format!("{what} needs {r} entries")),
-                _ => Ok(()),
+        entries("begin", begin, r)?;
+        entries("end", end, r)?;
+        for (what, v) in [
+            ("stride", stride),
+            ("begin_mask", begin_mask),
+            ("end_mask", end_mask),
+            ("squeeze_mask", squeeze_mask),
+        ] {
+            if let Some(v) = v {
+                entries(what, v, r)?;
             }
-        };
-        if begin.len() != r || end.len() != r {
-            return Err(format!("begin and end need {r} entries (the rank of x)"));
         }
-        check(stride, "stride")?;
-        check(begin_mask, "begin_mask")?;
-        check(end_mask, "end_mask")?;
-        check(squeeze_mask, "squeeze_mask")?;
         let flag = |v: Option<&[i64]>, i: usize| v.is_some_and(|v| v[i] != 0);
-        let mut plan = SliceByIndexPlan {
+        let mut plan = SlicePlan {
             begin: vec![],
             stride: vec![],
             count: vec![],
@@ -340,29 +387,48 @@ impl SliceByIndexPlan {
         for i in 0..r {
             let n = shape[i] as i64;
             let s = stride.map_or(1, |s| s[i]);
-            if s <= 0 {
-                return Err(format!(
-                    "stride {s} on axis {i}: only positive strides are supported"
-                ));
+            if s == 0 {
+                return Err(format!("stride 0 on axis {i} is not allowed"));
             }
-            let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n);
-            let b = if flag(begin_mask, i) {
-                0
-            } else {
-                clamp(begin[i])
-            };
-            let e = if flag(end_mask, i) { n } else { clamp(end[i]) };
-            let count = if e > b { ((e - b) + s - 1) / s } else { 0 } as usize;
+            let norm = |v: i64| if v < 0 { v + n } else { v };
             let sq = flag(squeeze_mask, i);
-            if sq && count != 1 {
-                return Err(format!("squeeze_mask on axis {i} needs a slice of size 1"));
-            }
-            if count == 0 {
-                return Err(format!("empty slice on axis {i}"));
-            }
-            plan.begin.push(b as usize);
-            plan.stride.push(s as usize);
-            plan.count.push(count);
+            let (b, count) = if sq {
+                let b = norm(begin[i]);
+                if b < 0 || b >= n {
+                    return Err(format!(
+                        "squeezed index {} on axis {i} is outside its size {n}",
+                        begin[i]
+                    ));
+                }
+                (b, 1)
+            } else if s > 0 {
+                let b = if flag(begin_mask, i) {
+                    0
+                } else {
+                    norm(begin[i]).clamp(0, n)
+                };
+                let e = if flag(end_mask, i) {
+                    n
+                } else {
+                    norm(end[i]).clamp(0, n)
+                };
+                (b, if e > b { (e - b + s - 1) / s } else { 0 })
+            } else {
+                let b = if flag(begin_mask, i) {
+                    n - 1
+                } else {
+                    norm(begin[i]).clamp(-1, n - 1)
+                };
+                let e = if flag(end_mask, i) {
+                    -1
+                } else {
+                    norm(end[i]).clamp(-1, n - 1)
+                };
+                (b, if b > e { (b - e - s - 1) / -s } else { 0 })
+            };
+            plan.begin.push(if count == 0 { 0 } else { b as usize });
+            plan.stride.push(s as isize);
+            plan.count.push(count as usize);
             plan.squeeze.push(sq);
         }
         Ok(plan)
@@ -446,7 +512,7 @@ mod tests {
 
     #[test]
     fn slice_by_index_resolves_masks_and_negatives() {
-        let p = SliceByIndexPlan::new(
+        let p = SlicePlan::by_index(
             &[4, 10],
             &[1, -4],
             &[0, 10],

@@ -40,7 +40,6 @@ pub struct DeviceEngine {
     layer_kernels: Vec<Vec<Box<dyn Kernel>>>,
     attention_fwd: Box<dyn Kernel>,
     attention_bwd: Box<dyn Kernel>,
-    staged: bool,
     /// Per layer, the transpose buffer of [`stage_weights`] (grown on first use).
     stage_scratch: Vec<Vec<f32>>,
     rope: Rope,
@@ -67,9 +66,14 @@ fn replicate(
 }
 
 impl DeviceEngine {
-    /// Compiles every training kernel of `config` for sequences of `seq` tokens on `device`
-    /// and allocates all step buffers.
-    pub fn new(config: &ModelConfig, device: Box<dyn Device>, seq: usize) -> Result<DeviceEngine> {
+    /// Compiles every training kernel of `config` for sequences of `seq` tokens on `device`,
+    /// allocates all step buffers and stages `params`, so an engine always holds weights.
+    pub fn new(
+        config: &ModelConfig,
+        device: Box<dyn Device>,
+        seq: usize,
+        params: &Params,
+    ) -> Result<DeviceEngine> {
         config.validate()?;
         if seq == 0 || seq > config.max_seq_len {
             return Err(ModelError::Options(format!(
@@ -108,20 +112,21 @@ impl DeviceEngine {
         let acts = (0..c.n_layers).map(|_| LayerActs::new(c, dims)).collect();
         let back = (0..c.n_layers).map(|_| LayerBack::new(dims)).collect();
         let scratch = Scratch::new(c, dims);
-        Ok(DeviceEngine {
+        let mut engine = DeviceEngine {
             config: c.clone(),
             dims,
             device_name: device.name(),
             layer_kernels,
             attention_fwd,
             attention_bwd,
-            staged: false,
             stage_scratch: vec![Vec::new(); c.n_layers],
             rope: Rope::new(c.head_dim, seq, c.rope_theta),
             acts,
             back,
             scratch,
-        })
+        };
+        engine.stage(params)?;
+        Ok(engine)
     }
 
     /// The sequence length the kernels were compiled for.
@@ -149,11 +154,6 @@ impl DeviceEngine {
     }
 
     fn check_ready(&self, params: &Params) -> Result<()> {
-        if !self.staged {
-            return Err(ModelError::Input(
-                "the device engine has no weights staged; call stage(params) first".into(),
-            ));
-        }
         check_params(&self.config, params, "params")
     }
 
@@ -405,7 +405,6 @@ impl Engine for DeviceEngine {
                 }
                 Ok::<(), ModelError>(())
             })?;
-        self.staged = true;
         Ok(())
     }
 

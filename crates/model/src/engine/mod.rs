@@ -25,8 +25,8 @@ pub trait Engine: Send {
     /// A short description, e.g. `reference (fp32, plain Rust)` or `mil kernels on cpu (f32)`.
     fn describe(&self) -> String;
 
-    /// Makes `params` the weights the next passes use (stages fp16 copies on a device). Call it
-    /// once at the start and after every change to the parameters.
+    /// Makes `params` the weights the next passes use (stages fp16 copies on a device). An
+    /// engine is built with its weights staged; call this after every change to them.
     fn stage(&mut self, params: &Params) -> Result<()>;
 
     /// Forward and backward over `rows` (each `seq + 1` tokens: inputs `row[..seq]`, targets

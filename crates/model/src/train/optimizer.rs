@@ -102,33 +102,36 @@ impl Optimizer {
     }
 
     /// Applies one update with learning rate `lr` from gradients `grads` (already unscaled,
-    /// averaged and clipped). Cost: a few flops per parameter, one pass over each buffer;
-    /// tensors are updated in parallel, each element independently, so the result does not
-    /// depend on the thread count.
+    /// averaged and clipped). Cost: a few flops per parameter, one pass over each buffer.
+    /// Every tensor is cut into [`CHUNK`]-element pieces updated in parallel, so one large
+    /// tensor (the embedding) uses every core; each element is updated on its own, so the
+    /// result depends neither on the thread count nor on the chunking.
     pub fn step(&mut self, params: &mut Params, grads: &Params, lr: f32) {
         self.updates += 1;
-        let t = self.updates as i32;
-        let spec = self.spec;
+        let rule = Rule::new(self.spec, self.updates, lr);
         let mut states: Vec<_> = self
             .state
             .iter_mut()
             .map(|s| s.iter_mut().into_iter())
             .collect();
-        // One job per parameter tensor: the weights, the gradient and the state buffers.
-        let jobs: Vec<(&mut Tensor, &Tensor, Vec<&mut Tensor>)> = params
+        let tensors = params
             .iter_mut()
             .into_iter()
             .zip(grads.iter())
             .map(|((_, w), (_, g))| {
                 let state = states
                     .iter_mut()
-                    .filter_map(|s| s.next().map(|(_, t)| t))
+                    .filter_map(|s| s.next().map(|(_, t)| t.data_mut()))
                     .collect();
-                (w, g, state)
+                TensorSlices {
+                    decays: w.shape().len() > 1,
+                    w: w.data_mut(),
+                    g: g.data(),
+                    state,
+                }
             })
             .collect();
-        jobs.into_par_iter()
-            .for_each(|(w, g, mut state)| update_tensor(spec, t, lr, w, g, &mut state));
+        update_chunked(&rule, tensors, CHUNK);
     }
 
     /// The state tensors under saved names `<state>.<parameter name>`, e.g.
@@ -162,19 +165,75 @@ impl Optimizer {
     }
 }
 
-/// Updates one tensor `w` from its gradient `g` and state buffers (`[m, v]` for AdamW,
-/// `[momentum]` or `[]` for SGD) at update number `t`. Norm gains (1-D) are not decayed.
-fn update_tensor(
+/// Elements per parallel job: big enough that scheduling costs nothing next to the update,
+/// small enough that a 9M-element embedding spreads over every core.
+const CHUNK: usize = 1 << 15;
+
+/// One step's arithmetic: the spec with the step's learning rate and bias corrections, worked
+/// out once per step so every chunk uses the very same values.
+struct Rule {
     spec: OptimizerSpec,
-    t: i32,
     lr: f32,
-    w: &mut Tensor,
-    g: &Tensor,
-    state: &mut [&mut Tensor],
-) {
-    let decays = w.shape().len() > 1;
-    let (w, g) = (w.data_mut(), g.data());
-    match (spec, state) {
+    /// Adam's bias corrections `1 - β^t` (unused by SGD).
+    c1: f32,
+    c2: f32,
+}
+
+impl Rule {
+    fn new(spec: OptimizerSpec, updates: u64, lr: f32) -> Rule {
+        let t = updates as i32;
+        let (c1, c2) = match spec {
+            OptimizerSpec::Adamw { beta1, beta2, .. } => (1.0 - beta1.powi(t), 1.0 - beta2.powi(t)),
+            OptimizerSpec::Sgd { .. } => (1.0, 1.0),
+        };
+        Rule { spec, lr, c1, c2 }
+    }
+}
+
+/// One parameter tensor's buffers: weights, gradient and state (`[m, v]` for AdamW,
+/// `[momentum]` or `[]` for SGD), and whether weight decay applies (not to 1-D norm gains).
+struct TensorSlices<'a> {
+    decays: bool,
+    w: &'a mut [f32],
+    g: &'a [f32],
+    state: Vec<&'a mut [f32]>,
+}
+
+impl<'a> TensorSlices<'a> {
+    /// Cuts the buffers into aligned pieces of at most `chunk` elements.
+    fn split(self, chunk: usize, out: &mut Vec<TensorSlices<'a>>) {
+        let mut states: Vec<_> = self
+            .state
+            .into_iter()
+            .map(|s| s.chunks_mut(chunk))
+            .collect();
+        for (w, g) in self.w.chunks_mut(chunk).zip(self.g.chunks(chunk)) {
+            out.push(TensorSlices {
+                decays: self.decays,
+                w,
+                g,
+                state: states.iter_mut().filter_map(Iterator::next).collect(),
+            });
+        }
+    }
+}
+
+/// Applies `rule` to every element of `tensors`, in parallel pieces of `chunk` elements.
+fn update_chunked(rule: &Rule, tensors: Vec<TensorSlices<'_>>, chunk: usize) {
+    let mut pieces = Vec::new();
+    for t in tensors {
+        t.split(chunk, &mut pieces);
+    }
+    pieces
+        .into_par_iter()
+        .for_each(|mut p| update_slices(rule, p.decays, p.w, p.g, &mut p.state));
+}
+
+/// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW, `[momentum]`
+/// or `[]` for SGD), element by element.
+fn update_slices(rule: &Rule, decays: bool, w: &mut [f32], g: &[f32], state: &mut [&mut [f32]]) {
+    let lr = rule.lr;
+    match (rule.spec, state) {
         (
             OptimizerSpec::Adamw {
                 beta1,
@@ -185,9 +244,8 @@ fn update_tensor(
             [m, v],
         ) => {
             let wd = if decays { weight_decay } else { 0.0 };
-            let c1 = 1.0 - beta1.powi(t);
-            let c2 = 1.0 - beta2.powi(t);
-            let moments = m.data_mut().iter_mut().zip(v.data_mut());
+            let (c1, c2) = (rule.c1, rule.c2);
+            let moments = m.iter_mut().zip(v.iter_mut());
             for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
                 *m = beta1 * *m + (1.0 - beta1) * g;
                 *v = beta2 * *v + (1.0 - beta2) * g * g;
@@ -204,7 +262,7 @@ fn update_tensor(
             [b],
         ) => {
             let wd = if decays { weight_decay } else { 0.0 };
-            for ((w, &g), b) in w.iter_mut().zip(g).zip(b.data_mut()) {
+            for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
                 *b = momentum * *b + g;
                 *w -= lr * (*b + wd * *w);
             }
@@ -228,5 +286,75 @@ pub fn parse_optimizer(name: &str, weight_decay: f32) -> Result<OptimizerSpec> {
         other => Err(ModelError::Options(format!(
             "unknown optimizer `{other}`; choose adamw or sgd"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anetrain_data::rng::SplitMix64;
+
+    /// Buffers of odd sizes (around and across chunk boundaries) filled from `seed`.
+    fn buffers(seed: u64, sizes: &[usize]) -> Vec<Vec<f32>> {
+        let mut rng = SplitMix64::new(seed);
+        sizes
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect())
+            .collect()
+    }
+
+    /// Runs three steps of `spec` over the buffers with pieces of `chunk` elements; returns
+    /// weights and state.
+    fn run(spec: OptimizerSpec, chunk: usize) -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
+        let sizes = [1, 7, 33, 1000, 3 * 1024 + 5];
+        let mut w = buffers(1, &sizes);
+        let mut state: Vec<Vec<Vec<f32>>> = spec
+            .state_names()
+            .iter()
+            .map(|_| sizes.iter().map(|&n| vec![0.0; n]).collect())
+            .collect();
+        for step in 1..=3u64 {
+            let g = buffers(10 + step, &sizes);
+            let rule = Rule::new(spec, step, 1e-2);
+            let mut per_tensor: Vec<Vec<&mut [f32]>> = sizes.iter().map(|_| Vec::new()).collect();
+            for s in &mut state {
+                for (slot, buf) in per_tensor.iter_mut().zip(s.iter_mut()) {
+                    slot.push(buf.as_mut_slice());
+                }
+            }
+            let tensors = w
+                .iter_mut()
+                .zip(&g)
+                .zip(per_tensor)
+                .enumerate()
+                .map(|(i, ((w, g), state))| TensorSlices {
+                    decays: i % 2 == 0,
+                    w,
+                    g,
+                    state,
+                })
+                .collect();
+            update_chunked(&rule, tensors, chunk);
+        }
+        (w, state)
+    }
+
+    #[test]
+    fn updates_are_bit_identical_for_every_chunk_size() {
+        for spec in [
+            OptimizerSpec::adamw(0.1),
+            OptimizerSpec::sgd(0.1),
+            OptimizerSpec::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.1,
+            },
+        ] {
+            // One piece per tensor is how the optimizer worked before chunking.
+            let whole = run(spec, usize::MAX);
+            for chunk in [1, 3, 64, 1000, CHUNK] {
+                assert_eq!(run(spec, chunk), whole, "{spec:?} with chunks of {chunk}");
+            }
+            assert_ne!(whole.0, buffers(1, &[1, 7, 33, 1000, 3 * 1024 + 5]));
+        }
     }
 }
