@@ -57,7 +57,7 @@ impl Failure {
     fn from_device(e: &DeviceError) -> anetrain_status {
         match e {
             DeviceError::Mil(_) => ANETRAIN_ERR_MIL,
-            DeviceError::Layout(_) => ANETRAIN_ERR_SIZE,
+            DeviceError::Layout(_) | DeviceError::OutOfMemory(_) => ANETRAIN_ERR_SIZE,
             DeviceError::UnknownPort(_) => ANETRAIN_ERR_NOT_FOUND,
             DeviceError::Unavailable(_) => ANETRAIN_ERR_UNAVAILABLE,
             DeviceError::Runtime(_) if CompileBudget::process().used() >= HARD_LIMIT => {

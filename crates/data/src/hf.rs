@@ -18,6 +18,8 @@ pub struct HfTokenizer {
     vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// Hash of the `tokenizer.json` bytes, keying token caches.
+    fingerprint: u64,
 }
 
 impl HfTokenizer {
@@ -52,12 +54,14 @@ impl HfTokenizer {
         let bos = find(BOS_NAMES);
         let eos = find(EOS_NAMES);
         let vocab_size = inner.get_vocab_size(true);
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         Ok(HfTokenizer {
             inner,
             path: shown,
             vocab_size,
             bos,
             eos,
+            fingerprint: crate::rng::fnv1a(&bytes),
         })
     }
 
@@ -102,6 +106,10 @@ impl Tokenizer for HfTokenizer {
 
     fn eos(&self) -> Option<u32> {
         self.eos
+    }
+
+    fn fingerprint(&self) -> Option<u64> {
+        Some(self.fingerprint)
     }
 }
 

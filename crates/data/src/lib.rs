@@ -31,6 +31,7 @@ mod stream;
 mod stream_decoder;
 mod synthetic;
 mod text;
+mod text_cache;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
@@ -49,5 +50,6 @@ pub use split::{Split, DEFAULT_VAL_FRACTION};
 pub use stream::{validate_vocab, TokenStream, Tokens, Window};
 pub use stream_decoder::StreamDecoder;
 pub use synthetic::SyntheticStories;
-pub use text::{TextDataset, DOCUMENT_SEPARATOR};
+pub use text::{tokenize_text, TextDataset, DOCUMENT_SEPARATOR};
+pub use text_cache::{open_text, TextOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};

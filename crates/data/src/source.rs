@@ -6,7 +6,7 @@ use crate::hf::HfTokenizer;
 use crate::shards::ShardSet;
 use crate::stream::TokenStream;
 use crate::synthetic::SyntheticStories;
-use crate::text::TextDataset;
+use crate::text_cache::{open_text, TextOptions};
 use crate::tokenizer::{ByteTokenizer, Tokenizer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,7 +132,7 @@ pub enum DataSource {
     },
     /// A `.bin` file or a directory of `.bin` uint16 shards ([`ShardSet`]).
     Shards(PathBuf),
-    /// Any other file, read as UTF-8 text and tokenized ([`TextDataset`]).
+    /// Any other file, read as UTF-8 text and tokenized ([`crate::TextDataset`]).
     Text(PathBuf),
 }
 
@@ -168,11 +168,22 @@ impl DataSource {
     }
 
     /// Opens the source; `seed` chooses the synthetic stories and is ignored by files.
-    /// Pretokenized shards need no tokenizer; text and synthetic stories do.
+    /// Pretokenized shards need no tokenizer; text and synthetic stories do. A text file's
+    /// tokens are cached beside it when that directory is writable.
     pub fn open(
         &self,
         tokenizer: Option<&dyn Tokenizer>,
         seed: u64,
+    ) -> Result<Arc<dyn TokenStream>> {
+        self.open_with(tokenizer, seed, &TextOptions::default())
+    }
+
+    /// [`DataSource::open`] with a fallback directory for text caches and a progress callback.
+    pub fn open_with(
+        &self,
+        tokenizer: Option<&dyn Tokenizer>,
+        seed: u64,
+        text: &TextOptions,
     ) -> Result<Arc<dyn TokenStream>> {
         let needs_tokenizer = || {
             DataError::Config(format!(
@@ -189,7 +200,7 @@ impl DataSource {
             }
             DataSource::Text(path) => {
                 let tokenizer = tokenizer.ok_or_else(needs_tokenizer)?;
-                Arc::new(TextDataset::from_file(path, tokenizer)?)
+                open_text(path, tokenizer, text)?
             }
         })
     }

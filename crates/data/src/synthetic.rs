@@ -5,10 +5,10 @@
 //! recurs in every story and names and objects come back within a story, so even a tiny model's
 //! loss falls visibly within about a hundred steps, with nothing to download.
 
-use crate::error::Result;
+use crate::error::{DataError, Result};
 use crate::rng::SplitMix64;
 use crate::stream::Tokens;
-use crate::text::tokenize_documents;
+use crate::text::{tokenize_documents_of, CHUNK_BYTES};
 use crate::tokenizer::Tokenizer;
 
 /// A story character: name, subject pronoun, possessive, and what they are.
@@ -19,6 +19,9 @@ struct Character {
     possessive: &'static str,
     kind: &'static str,
 }
+
+/// The most tokens `synthetic:N` generates (4 GB in memory): a demo corpus, not a dataset.
+pub const MAX_SYNTHETIC_TOKENS: usize = 1_000_000_000;
 
 const fn girl(name: &'static str) -> Character {
     Character {
@@ -95,15 +98,22 @@ impl SyntheticStories {
         n_tokens_target: usize,
         tokenizer: &dyn Tokenizer,
     ) -> Result<Tokens> {
-        let mut ids = Vec::with_capacity(n_tokens_target);
+        if n_tokens_target > MAX_SYNTHETIC_TOKENS {
+            return Err(DataError::Config(format!(
+                "synthetic:{n_tokens_target} asks for more than the {MAX_SYNTHETIC_TOKENS} tokens the synthetic corpus makes; ask for fewer, or train on real data"
+            )));
+        }
+        let mut ids = Vec::new();
+        ids.try_reserve_exact(n_tokens_target).map_err(|_| {
+            DataError::Config(format!(
+                "there is not enough memory for synthetic:{n_tokens_target}; ask for fewer tokens"
+            ))
+        })?;
         for story in SyntheticStories::new(seed) {
             if ids.len() >= n_tokens_target {
                 break;
             }
-            ids.extend(tokenize_documents(
-                std::iter::once(story.as_str()),
-                tokenizer,
-            )?);
+            tokenize_documents_of(&story, tokenizer, CHUNK_BYTES, &mut ids)?;
         }
         Ok(Tokens::new(ids))
     }

@@ -23,6 +23,12 @@ pub trait Tokenizer: Send + Sync {
 
     /// The end-of-sequence id, if the tokenizer has one; generation stops there.
     fn eos(&self) -> Option<u32>;
+
+    /// A hash that changes whenever the tokenizer's output could, keying caches of tokenized
+    /// files; `None` (never cached) unless the tokenizer knows one.
+    fn fingerprint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A tokenizer that needs no file: ids `0..=255` are the UTF-8 bytes of the text, then

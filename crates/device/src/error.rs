@@ -25,6 +25,9 @@ pub enum DeviceError {
     /// The device is not available here (no ANE, wrong platform, framework missing).
     #[error("{0}")]
     Unavailable(String),
+    /// The kernel's buffers would not fit in the available memory.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The device's own runtime reported a failure; carries its message.
     #[error("{0}")]
     Runtime(String),

@@ -133,11 +133,12 @@ impl ModelConfig {
         let kv_dim = m(self.n_kv_heads, self.head_dim)?;
         let dim = self.dim as u64;
         let norms = if self.qk_norm {
-            2 * self.head_dim as u64
+            m(2, self.head_dim)?
         } else {
             0
         };
-        let layer = (2 * dim)
+        let layer = dim
+            .checked_mul(2)?
             .checked_add(q_dim.checked_mul(dim)?.checked_mul(2)?)?
             .checked_add(kv_dim.checked_mul(dim)?.checked_mul(2)?)?
             .checked_add(m(self.hidden_dim, self.dim)?.checked_mul(3)?)?

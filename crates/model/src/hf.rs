@@ -2,16 +2,16 @@
 //! `model.safetensors`, or shards listed in `model.safetensors.index.json`), read memory-mapped
 //! in F32, F16 or BF16 and written back in F32 so `transformers` loads them unchanged.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anetrain_data::TokenizerSource;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -274,44 +274,94 @@ pub fn save_hf_dir(
         serde_json::to_string_pretty(&generation).unwrap_or_else(|_| generation.to_string()),
     )?;
 
-    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    write_safetensors(&tmp, params.iter())?;
-    let dst = dir.join(WEIGHTS_FILE);
-    std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))?;
+    write_safetensors(&dir.join(WEIGHTS_FILE), params.iter())?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| ModelError::io(dir, e))
 }
 
 /// Writes `tensors` as an F32 safetensors file and makes it durable (fsync) before returning.
+///
+/// The bytes go to `NAME.tmp-PID` beside `path`, created like any file (mode 0666 less the
+/// umask, as `meta.json` and `config.json` are) and renamed onto `path` when complete, so
+/// `path` is never seen half-written. The temporary file is removed on error, and leftovers of
+/// writers that were killed (their pid is gone) are removed before writing.
 pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<()> {
-    let views: Vec<(String, F32View)> = tensors.into_iter().map(|(n, t)| (n, F32View(t))).collect();
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for (name, t) in &tensors {
+        let end = offset + t.len() * 4;
+        infos.push((
+            name.clone(),
+            TensorInfo {
+                dtype: Dtype::F32,
+                shape: t.shape().to_vec(),
+                data_offsets: (offset, end),
+            },
+        ));
+        offset = end;
+    }
+    let bad = |e: &dyn std::fmt::Display| {
+        ModelError::format(path, format!("could not write safetensors: {e}"))
+    };
     // transformers refuses safetensors files whose metadata lacks a known `format`.
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .map_err(|e| ModelError::format(path, format!("could not write safetensors: {e}")))?;
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| ModelError::io(path, e))
+    let format = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let metadata = Metadata::new(Some(format), infos).map_err(|e| bad(&e))?;
+    let mut header = serde_json::to_vec(&metadata).map_err(|e| bad(&e))?;
+    // The data section starts 8-byte aligned, padded with spaces as the format specifies.
+    header.resize(header.len().next_multiple_of(8), b' ');
+
+    remove_dead_writers_leftovers(path);
+    let tmp = temp_name(path, std::process::id());
+    let written = (|| -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(&header)?;
+        let mut buf = Vec::new();
+        for (_, t) in &tensors {
+            buf.clear();
+            buf.extend(t.data().iter().flat_map(|x| x.to_le_bytes()));
+            out.write_all(&buf)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ModelError::io(path, e));
+    }
+    Ok(())
 }
 
-/// A parameter tensor as a safetensors F32 view; bytes are produced one tensor at a time.
-struct F32View<'a>(&'a Tensor);
+/// The temporary name of `path` while process `pid` writes it.
+fn temp_name(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".tmp-{pid}"));
+    PathBuf::from(name)
+}
 
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        self.0.shape()
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.0.data().iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-
-    fn data_len(&self) -> usize {
-        self.0.len() * 4
+/// Deletes `path`'s temporary files left by writers that no longer run (killed mid-write).
+fn remove_dead_writers_leftovers(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}.tmp-");
+    for entry in entries.flatten() {
+        let pid = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix)?.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !anetrain_device::host::process_alive(pid)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use anetrain_data::rng::SplitMix64;
+use anetrain_data::rng::{fnv1a, SplitMix64};
 
 /// A dense fp32 tensor, row-major. Matrices are `[out, in]` as Hugging Face stores `Linear`
 /// weights; norm weights are `[dim]`.
@@ -454,13 +454,6 @@ impl Normals {
         self.spare = Some(radius * sin);
         radius * cos
     }
-}
-
-/// FNV-1a, to turn a tensor name into a per-tensor seed.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-    })
 }
 
 #[cfg(test)]

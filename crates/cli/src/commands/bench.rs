@@ -92,7 +92,7 @@ fn peak(args: &StackArgs) -> Result<()> {
     let device = open(args.device)?;
     let bundle = conv_stack(args, Weights::Fp16)?;
     let t = time(device.as_ref(), &bundle, args.warmup, args.runs)?;
-    print_stack("fp16", args, &t);
+    print_stack(precision_label(device.as_ref()), args, &t);
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn int8(args: &StackArgs) -> Result<()> {
         args.warmup,
         args.runs,
     )?;
-    print_stack("fp16", args, &fp16);
+    print_stack(precision_label(device.as_ref()), args, &fp16);
     let w8a8 = time(
         device.as_ref(),
         &conv_stack(args, Weights::Int8)?,
@@ -157,7 +157,31 @@ fn check_stack(args: &StackArgs) -> Result<()> {
             bail!("{flag} 0 leaves nothing to measure; pass a positive value");
         }
     }
-    Ok(())
+    // The fp16 weight blobs alone (the devices hold more), before anything is built.
+    let (c, s) = (args.channels as u64, args.spatial as u64);
+    let bytes = c
+        .checked_mul(c)
+        .and_then(|w| w.checked_mul(2 * args.layers as u64))
+        .and_then(|w| w.checked_add(c.checked_mul(s)?.checked_mul(s)?.checked_mul(4)?))
+        .unwrap_or(u64::MAX);
+    anetrain_device::host::ensure_memory(
+        bytes,
+        &format!(
+            "a stack of {} convs of {c} channels on {s}x{s}",
+            args.layers
+        ),
+        "pass smaller --channels, --spatial or --layers",
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// What a device computes the fp16 stack in: the CPU's f32 mode holds every tensor in fp32.
+fn precision_label(device: &dyn Device) -> &'static str {
+    if device.name().contains("f32") {
+        "fp32"
+    } else {
+        "fp16"
+    }
 }
 
 /// Seconds: compile, and the best and median of the timed runs.

@@ -100,6 +100,12 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     }
     let config = load_config(&args.model)?;
     let seq = kernel_seq(&config, args.seq);
+    if seq == 0 || seq > config.max_seq_len {
+        bail!(
+            "--seq {seq} must be between 1 and the model's max_seq_len {}; pass a smaller --seq",
+            config.max_seq_len
+        );
+    }
     let kernels = kernel_list(&config, seq)?;
     if let Some(name) = &args.kernel_one {
         return kernel_one(&args, &kernels, name);

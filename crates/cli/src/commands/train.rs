@@ -8,7 +8,7 @@ use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{
-    DataSource, Sampling, Split, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
+    DataSource, Sampling, Split, TextOptions, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
 };
 use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
@@ -291,7 +291,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     if let Some(t) = &tokenizer {
         config.adopt_special_tokens(t.as_ref());
     }
-    let split = open_split(&provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
     let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
@@ -362,7 +362,7 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
         provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
     }
-    let split = open_split(&provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
     let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     println!(
@@ -425,18 +425,47 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
 
 /// The training and validation data the provenance describes (synthetic when unset).
 fn open_split(
+    run_dir: &Path,
     provenance: &DataProvenance,
     tokenizer: Option<&dyn Tokenizer>,
     options: &TrainOptions,
 ) -> Result<Split> {
+    let bar = std::io::stdout().is_terminal().then(|| {
+        ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("tokenizing {bar:30} {bytes}/{total_bytes} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    });
+    let announced = std::sync::Once::new();
+    let progress = |done: u64, total: u64| {
+        announced.call_once(|| {
+            println!("tokenizing {total} bytes of text (cached for later runs; Ctrl-C stops)")
+        });
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let text = TextOptions {
+        fallback_cache_dir: Some(run_dir.to_path_buf()),
+        progress: Some(&progress),
+    };
     let open = |flag: &str, spec: &str| -> Result<_> {
         DataSource::parse(spec)
-            .and_then(|source| source.open(tokenizer, options.seed))
+            .and_then(|source| source.open_with(tokenizer, options.seed, &text))
             .with_context(|| format!("{flag} {spec}"))
     };
     let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
-    Ok(match &provenance.val_data {
-        Some(spec) => Split::separate(train, open("--val-data", spec)?),
+    let val = provenance
+        .val_data
+        .as_ref()
+        .map(|spec| open("--val-data", spec))
+        .transpose()?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(match val {
+        Some(val) => Split::separate(train, val),
         None => Split::by_fraction(
             train,
             provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),

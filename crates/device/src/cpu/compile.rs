@@ -72,6 +72,21 @@ pub(crate) fn compile(
             slot,
         ));
     }
+    // Inputs and outputs are always materialised (intermediates may be views): a lower
+    // bound, so a program too large for this machine fails here rather than in an abort.
+    let bytes = inputs
+        .iter()
+        .chain(&outputs)
+        .try_fold(0u64, |sum, (spec, _)| {
+            (spec.numel() as u64).checked_mul(4)?.checked_add(sum)
+        })
+        .unwrap_or(u64::MAX);
+    crate::host::ensure_memory(
+        bytes,
+        "the program (its inputs and outputs)",
+        "make its tensors smaller",
+    )
+    .map_err(DeviceError::OutOfMemory)?;
     Ok(c.finish(inputs, outputs))
 }
 

@@ -76,7 +76,7 @@ impl DeviceEngine {
     ) -> Result<DeviceEngine> {
         config.validate()?;
         if seq == 0 || seq > config.max_seq_len {
-            return Err(ModelError::Config(format!(
+            return Err(ModelError::Options(format!(
                 "sequence length {seq} is outside 1..={} (max_seq_len); pick a training seq the model supports",
                 config.max_seq_len
             )));

@@ -85,7 +85,10 @@ pub struct Generator {
 }
 
 fn kernel_error(name: &str, e: DeviceError) -> ModelError {
-    ModelError::Config(format!("decode kernel `{name}` failed on the device: {e}"))
+    ModelError::Device {
+        kernel: format!("decode {name}"),
+        source: e,
+    }
 }
 
 /// Compiles `bundle` once and gives every layer its own buffer set: forks of one compile, or
@@ -127,7 +130,7 @@ impl Generator {
         config.validate()?;
         params.check_matches(config)?;
         if max_seq == 0 || max_seq > config.max_seq_len {
-            return Err(ModelError::Config(format!(
+            return Err(ModelError::Options(format!(
                 "generation length {max_seq} is outside 1..={} (the model's max_seq_len)",
                 config.max_seq_len
             )));

@@ -283,7 +283,7 @@ pub fn parse_optimizer(name: &str, weight_decay: f32) -> Result<OptimizerSpec> {
     match name {
         "adamw" => Ok(OptimizerSpec::adamw(weight_decay)),
         "sgd" => Ok(OptimizerSpec::sgd(weight_decay)),
-        other => Err(ModelError::Config(format!(
+        other => Err(ModelError::Options(format!(
             "unknown optimizer `{other}`; choose adamw or sgd"
         ))),
     }

@@ -18,6 +18,9 @@ pub const LOCK_FILE: &str = ".lock";
 pub struct RunLock {
     path: PathBuf,
     stale_holder: Option<u32>,
+    /// The run directory, if taking the lock created it: removed again on release if the run
+    /// left nothing in it (it was refused before writing anything).
+    created: Option<PathBuf>,
 }
 
 impl RunLock {
@@ -25,6 +28,7 @@ impl RunLock {
     /// process that holds it. A lock left by a dead process is taken over; see
     /// [`RunLock::took_over_from`].
     pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let created = (!run_dir.exists()).then(|| run_dir.to_path_buf());
         std::fs::create_dir_all(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
         let path = run_dir.join(LOCK_FILE);
         let mut stale_holder = None;
@@ -39,14 +43,22 @@ impl RunLock {
                     writeln!(file, "{}", std::process::id())
                         .and_then(|()| file.sync_all())
                         .map_err(|e| ModelError::io(&path, e))?;
-                    return Ok(RunLock { path, stale_holder });
+                    return Ok(RunLock {
+                        path,
+                        stale_holder,
+                        created,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = read_holder(&path)?;
                     match holder {
                         // This very process, restarted by exec (same pid) to renew its budget.
                         Some(pid) if pid == std::process::id() => {
-                            return Ok(RunLock { path, stale_holder })
+                            return Ok(RunLock {
+                                path,
+                                stale_holder,
+                                created,
+                            })
                         }
                         Some(pid) if process_alive(pid) => {
                             return Err(ModelError::RunLocked {
@@ -92,6 +104,10 @@ impl Drop for RunLock {
         // Only our own lock is removed: never one another process took over meanwhile.
         if read_holder(&self.path).ok().flatten() == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = &self.created {
+                // Fails, as it should, unless the directory is empty.
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -119,19 +135,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_lock_fails_naming_the_holder_and_drop_releases() {
+    fn a_live_holder_is_named_and_drop_releases() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        // Process 1 (init) always runs.
+        std::fs::write(run.join(LOCK_FILE), "1\n").unwrap();
+        let err = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(err.contains("in use by another anetrain (pid 1)"), "{err}");
+        std::fs::remove_file(run.join(LOCK_FILE)).unwrap();
         let lock = RunLock::acquire(&run).unwrap();
         assert_eq!(lock.took_over_from(), None);
-        let err = RunLock::acquire(&run).unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        drop(lock);
+        // This process again (as after an exec restart) keeps its own lock.
+        drop(RunLock::acquire(&run).unwrap());
         assert!(!run.join(LOCK_FILE).exists());
-        RunLock::acquire(&run).unwrap();
+        drop(lock);
+    }
+
+    #[test]
+    fn a_directory_the_lock_created_goes_when_the_run_left_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("fresh");
+        drop(RunLock::acquire(&run).unwrap());
+        assert!(!run.exists());
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Trainer {
     ) -> Result<Self> {
         let optimizer = checkpoint.load_optimizer()?;
         let Some(state) = &checkpoint.meta.train else {
-            return Err(ModelError::Config(
+            return Err(ModelError::Options(
                 "the checkpoint has no training state; use --init-from".into(),
             ));
         };
