@@ -1,18 +1,8 @@
 //! `anetrain dashboard` and `train --dashboard` through the binary, where no terminal is:
 //! the error paths, and the fallback to progress lines.
 
-use std::process::{Command, Output};
-
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .expect("the anetrain binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{anetrain, stderr};
 
 #[test]
 fn dashboard_of_no_such_run_names_it() {

@@ -2,8 +2,10 @@
 //! fused by the binary, compared with the base plus the low-rank update computed here with
 //! plain loops.
 
+mod common;
+use common::{anetrain, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use anetrain_data::rng::SplitMix64;
 use anetrain_model::config::ModelConfig;
@@ -11,17 +13,6 @@ use anetrain_model::hf::{load_hf_dir, save_hf_dir};
 use anetrain_model::lora::{save_adapter, Adapter, AdapterFormat, Layers, LoraConfig, Target};
 use anetrain_model::params::Params;
 use anetrain_model::reference::model::forward;
-
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .expect("the anetrain binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A tiny Qwen3-style (GQA, QK-norm) base on disk, and an adapter on every projection of its
 /// top layer with a non-zero `B`.

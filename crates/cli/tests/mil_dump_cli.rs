@@ -3,11 +3,14 @@
 //! hardware (ane-reference §3.7): no transpose flag on a rectangular operand, no matmul with a
 //! constant operand, no concat with a constant.
 
+mod common;
+use common::anetrain;
+
 use anetrain_mil::{
     check, parse_program, Chip, Function, Literal, Op, Operation, Scalar, TensorData,
 };
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// Every kernel a config sends to the device, training first, then decode.
 const KERNELS: [&str; 14] = [
@@ -26,13 +29,6 @@ const KERNELS: [&str; 14] = [
     "decode_wo",
     "decode_ffn",
 ];
-
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(out: &Output) -> String {
     format!(

@@ -1,20 +1,11 @@
 //! `anetrain plot` and the `loss.png` of `anetrain train`, end to end on tiny real runs.
 
+mod common;
+use common::{anetrain, stderr};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use anetrain_model::train::metrics::read_metrics;
-
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .expect("the anetrain binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Trains the tiny model for 8 steps on the reference engine, checkpointing at step 4.
 fn tiny_run(out: &Path, seed: &str) {

@@ -3,15 +3,10 @@
 //! exercises everything but the ANE itself: building each probe, running it against the fp32
 //! reference, and the one-line JSON the parent reads.
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod common;
+use common::anetrain;
 
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .expect("the anetrain binary runs")
-}
+use serde_json::Value;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -2,6 +2,9 @@
 //! checkpoints, two writers on one run directory, SIGINT/SIGTERM, divergence, and bad inputs
 //! that must each get their message and exit code 2, never a panic or an abort.
 
+mod common;
+use common::anetrain;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,10 +15,6 @@ use anetrain_model::train::Checkpoint;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_anetrain"))
-}
-
-fn anetrain(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the anetrain binary runs")
 }
 
 fn text(bytes: &[u8]) -> String {

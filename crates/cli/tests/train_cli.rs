@@ -1,26 +1,14 @@
 //! `anetrain train/eval/import/export` end to end on a tiny model and a small synthetic corpus.
 
+mod common;
+use common::{anetrain, stderr, stdout};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use anetrain_model::train::checkpoint::latest_checkpoint;
 use anetrain_model::train::metrics::read_metrics;
 use anetrain_model::train::Checkpoint;
-
-fn anetrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anetrain"))
-        .args(args)
-        .output()
-        .expect("the anetrain binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Flags of a fast run: the tiny model, 16-token sequences, a 20k-token corpus.
 const FAST: &[&str] = &[
@@ -99,6 +87,10 @@ fn train_writes_checkpoint_and_metrics_and_resume_continues_to_the_total() {
     );
     let latest = latest_checkpoint(&run).unwrap().unwrap();
     assert_eq!(Checkpoint::load(&latest).unwrap().meta.step, 5);
+    // run.json, which the dashboard reads for the total, follows the resumed run's settings.
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["options"]["steps"], 5, "{run_json}");
 
     // Changing the batch shape on resume is refused by flag name.
     let o = train(

@@ -365,6 +365,8 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
     let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
     let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
+    // The totals may have changed (a larger --steps): run.json describes the run as it goes on.
+    write_run_json(&args.out, &trainer, &provenance)?;
     println!(
         "resuming {} at step {} of {}",
         dir.display(),
