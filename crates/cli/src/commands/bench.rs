@@ -105,7 +105,8 @@ fn int8(args: &StackArgs) -> Result<()> {
         args.warmup,
         args.runs,
     )?;
-    print_stack(precision_label(device.as_ref()), args, &fp16);
+    let baseline = precision_label(device.as_ref());
+    print_stack(baseline, args, &fp16);
     let w8a8 = time(
         device.as_ref(),
         &conv_stack(args, Weights::Int8)?,
@@ -114,7 +115,7 @@ fn int8(args: &StackArgs) -> Result<()> {
     )?;
     print_stack("int8 W8A8", args, &w8a8);
     println!(
-        "int8 speed-up over fp16: {:.2}x (best against best)",
+        "int8 speed-up over {baseline}: {:.2}x (best against best)",
         fp16.best / w8a8.best
     );
     Ok(())
