@@ -163,4 +163,14 @@ fn the_dump_never_writes_into_a_used_directory() {
     assert!(!out.status.success());
     assert!(text(&out).contains("preset name"), "{}", text(&out));
     assert!(!tmp.path().join("x").exists());
+
+    // A length the model cannot hold is refused before any kernel is built (tiny holds 64).
+    let out = dump("tiny", "100000", &tmp.path().join("y"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--seq 100000") && text(&out).contains("max_seq_len 64"),
+        "{}",
+        text(&out)
+    );
+    assert!(!tmp.path().join("y").exists());
 }

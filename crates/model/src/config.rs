@@ -117,6 +117,19 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl ModelConfig {
+    /// The sequence length to build kernels at: `seq` when given, else `max_seq_len` capped at
+    /// 256 (the training default); a length the model cannot hold is an error naming `--seq`.
+    pub fn kernel_seq(&self, seq: Option<usize>) -> Result<usize> {
+        let seq = seq.unwrap_or(self.max_seq_len.min(256));
+        if seq == 0 || seq > self.max_seq_len {
+            return Err(ModelError::Options(format!(
+                "--seq {seq} must be between 1 and the model's max_seq_len {}; pass a smaller --seq",
+                self.max_seq_len
+            )));
+        }
+        Ok(seq)
+    }
+
     /// Takes `tokenizer`'s BOS/EOS ids when the config names none (a preset, a llama2.c
     /// file), so checkpoints and exports carry them.
     pub fn adopt_special_tokens(&mut self, tokenizer: &dyn Tokenizer) {

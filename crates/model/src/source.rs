@@ -134,6 +134,22 @@ impl ModelSource {
         }
     }
 
+    /// The model's config alone: a preset's or a Hugging Face `config.json` without reading
+    /// weights; the other forms load their weights to find it.
+    pub fn config(&self) -> Result<ModelConfig> {
+        Ok(match self {
+            ModelSource::Preset { name, vocab_size } => {
+                let mut config = ModelConfig::preset(name)?;
+                if let Some(v) = vocab_size {
+                    config.vocab_size = *v;
+                }
+                config
+            }
+            ModelSource::HuggingFace(dir) => ModelConfig::from_hf_dir(dir)?,
+            other => other.load(0)?.config,
+        })
+    }
+
     /// Loads the config and weights; `seed` draws a preset's random weights.
     pub fn load(&self, seed: u64) -> Result<LoadedModel> {
         let tokenizer = self.tokenizer()?;

@@ -98,14 +98,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     if args.probe {
         return probe_all(args.capabilities.as_deref());
     }
-    let config = load_config(&args.model)?;
-    let seq = kernel_seq(&config, args.seq);
-    if seq == 0 || seq > config.max_seq_len {
-        bail!(
-            "--seq {seq} must be between 1 and the model's max_seq_len {}; pass a smaller --seq",
-            config.max_seq_len
-        );
-    }
+    let config = ModelSource::parse(&args.model)?.config()?;
+    let seq = config.kernel_seq(args.seq)?;
     let kernels = kernel_list(&config, seq)?;
     if let Some(name) = &args.kernel_one {
         return kernel_one(&args, &kernels, name);
@@ -189,22 +183,6 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A preset name, or a model on disk in any form `anetrain` reads. A Hugging Face directory is
-/// read for its config alone; the other forms load their weights to find it.
-pub(super) fn load_config(model: &str) -> Result<ModelConfig> {
-    Ok(match ModelSource::parse(model)? {
-        ModelSource::Preset { name, .. } => ModelConfig::preset(&name)?,
-        ModelSource::HuggingFace(dir) => ModelConfig::from_hf_dir(&dir)?,
-        other => other.load(0)?.config,
-    })
-}
-
-/// The sequence length kernels are built at: `seq` when given, else the model's
-/// `max_seq_len` capped at 256 (the training default).
-pub(super) fn kernel_seq(config: &ModelConfig, seq: Option<usize>) -> usize {
-    seq.unwrap_or(config.max_seq_len.min(256))
 }
 
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in

@@ -1,7 +1,6 @@
 //! `anetrain mil`: check, format and run MIL programs.
 
 use super::device::DeviceArgs;
-use super::doctor::{kernel_seq, load_config};
 use super::probe::measured_rules;
 use crate::npy;
 use anetrain_device::ane::capabilities::Capabilities;
@@ -11,6 +10,7 @@ use anetrain_device::Kernel;
 use anetrain_mil::check::{check, check_with, Chip};
 use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
 use anetrain_model::kernels;
+use anetrain_model::source::ModelSource;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -215,8 +215,8 @@ fn run_file(args: &RunArgs) -> Result<ExitCode> {
 /// `anetrain mil dump`: every kernel of the model laid out as the compiler's model directory
 /// (`model.mil`, `weights/*.bin`), so `anetrain mil check` and `anetrain mil run` read it as is.
 fn dump(args: &DumpArgs) -> Result<ExitCode> {
-    let config = load_config(&args.model)?;
-    let seq = kernel_seq(&config, args.seq);
+    let config = ModelSource::parse(&args.model)?.config()?;
+    let seq = config.kernel_seq(args.seq)?;
     // Built before anything is written, so a bad model or seq leaves no directory behind.
     let kernels = kernels::training_and_decode(&config, seq)?;
     let occupied = std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some());
