@@ -132,12 +132,35 @@ pub(crate) enum Half {
 
 /// How one format names and lays out the matrices of a pair.
 pub(crate) struct Naming {
-    /// The tensor name of `half` of `target` in block `layer`.
-    pub name: fn(usize, Target, Half) -> String,
-    /// The inverse of `name`, `None` for names the format does not produce.
-    pub parse: fn(&str) -> Option<(usize, Target, Half)>,
+    /// What comes before the block index, e.g. `model.layers.`.
+    pub prefix: &'static str,
+    /// What follows the module path for A and for B, e.g. `lora_A.weight` and `lora_B.weight`.
+    pub suffixes: [&'static str; 2],
     /// Whether the file stores `Aᵀ` and `Bᵀ` (mlx-lm) rather than `A` and `B` (PEFT).
     pub transposed: bool,
+}
+
+impl Naming {
+    /// The tensor name of `half` of `target` in block `layer`.
+    pub fn name(&self, layer: usize, target: Target, half: Half) -> String {
+        let suffix = match half {
+            Half::A => self.suffixes[0],
+            Half::B => self.suffixes[1],
+        };
+        format!("{}{layer}.{}.{suffix}", self.prefix, target.module_path())
+    }
+
+    /// The inverse of [`Naming::name`], `None` for names the format does not produce.
+    pub fn parse(&self, name: &str) -> Option<(usize, Target, Half)> {
+        let (layer, target, suffix) = parse_layer_key(name, self.prefix)?;
+        if suffix == self.suffixes[0] {
+            Some((layer, target, Half::A))
+        } else if suffix == self.suffixes[1] {
+            Some((layer, target, Half::B))
+        } else {
+            None
+        }
+    }
 }
 
 /// Reads the adapter's `config.json` as JSON.
@@ -164,13 +187,13 @@ pub(crate) fn read_pairs(
     let file = SafetensorsFile::open(&path)?;
     let mut halves: BTreeMap<(usize, Target), (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
     for name in file.names() {
-        let (layer, target, half) = (naming.parse)(&name).ok_or_else(|| {
+        let (layer, target, half) = naming.parse(&name).ok_or_else(|| {
             ModelError::format(
                 &path,
                 format!(
                     "tensor `{name}` is not a LoRA matrix of a q/k/v/o/gate/up/down projection \
                      (expected names like `{}`); anetrain cannot apply it",
-                    (naming.name)(0, Target::QProj, Half::A)
+                    naming.name(0, Target::QProj, Half::A)
                 ),
             )
         })?;
@@ -200,7 +223,7 @@ pub(crate) fn read_pairs(
                 &path,
                 format!(
                     "tensor `{}` is missing though its partner is present; the file is incomplete, re-export the adapter",
-                    (naming.name)(layer, target, half)
+                    naming.name(layer, target, half)
                 ),
             )
         };
@@ -209,7 +232,7 @@ pub(crate) fn read_pairs(
         let pair = LoraLinear::new(a, b, scale).map_err(|e| {
             ModelError::format(
                 &path,
-                format!("{}: {e}", (naming.name)(layer, target, Half::A)),
+                format!("{}: {e}", naming.name(layer, target, Half::A)),
             )
         })?;
         pairs.insert((layer, target), pair);
@@ -227,14 +250,14 @@ pub(crate) fn write_pairs(adapter: &Adapter, naming: &Naming) -> Vec<(String, Te
             } else {
                 t.clone()
             };
-            out.push(((naming.name)(layer, target, half), t));
+            out.push((naming.name(layer, target, half), t));
         }
     }
     out
 }
 
 /// Splits `model.layers.{i}.{module_path}.{suffix}` after `prefix` into (layer, target, rest).
-pub(crate) fn parse_layer_key<'a>(name: &'a str, prefix: &str) -> Option<(usize, Target, &'a str)> {
+fn parse_layer_key<'a>(name: &'a str, prefix: &str) -> Option<(usize, Target, &'a str)> {
     let rest = name.strip_prefix(prefix)?;
     let (layer, rest) = rest.split_once('.')?;
     let layer = layer.parse().ok()?;

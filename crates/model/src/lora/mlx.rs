@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 
 use super::adapter::Adapter;
 use super::config::{Layers, LoraConfig, Target, DEFAULT_TARGETS};
-use super::format::{
-    field_error, parse_layer_key, read_config, read_pairs, write_pairs, Half, Naming,
-};
+use super::format::{field_error, read_config, read_pairs, write_pairs, Half, Naming};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::Tensor;
@@ -19,24 +17,9 @@ use crate::params::Tensor;
 /// mlx-lm's weights file.
 pub const WEIGHTS_FILE: &str = "adapters.safetensors";
 
-const PREFIX: &str = "model.layers.";
-
 const NAMING: Naming = Naming {
-    name: |layer, target, half| {
-        let half = match half {
-            Half::A => "lora_a",
-            Half::B => "lora_b",
-        };
-        format!("{PREFIX}{layer}.{}.{half}", target.module_path())
-    },
-    parse: |name| {
-        let (layer, target, suffix) = parse_layer_key(name, PREFIX)?;
-        match suffix {
-            "lora_a" => Some((layer, target, Half::A)),
-            "lora_b" => Some((layer, target, Half::B)),
-            _ => None,
-        }
-    },
+    prefix: "model.layers.",
+    suffixes: ["lora_a", "lora_b"],
     transposed: true,
 };
 
@@ -64,7 +47,7 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
     let v = read_config(dir)?;
     let config = parse_config(dir, &v, model)?;
     let pairs = read_pairs(dir, WEIGHTS_FILE, &NAMING, config.scale())?;
-    Adapter::from_modules(config, model, pairs, &|l, t| (NAMING.name)(l, t, Half::A))
+    Adapter::from_modules(config, model, pairs, &|l, t| NAMING.name(l, t, Half::A))
 }
 
 fn parse_config(dir: &Path, v: &Value, model: &ModelConfig) -> Result<LoraConfig> {

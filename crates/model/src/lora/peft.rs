@@ -8,9 +8,7 @@ use serde_json::{json, Value};
 
 use super::adapter::Adapter;
 use super::config::{Layers, LoraConfig, Target};
-use super::format::{
-    field_error, parse_layer_key, read_config, read_pairs, write_pairs, Half, Naming,
-};
+use super::format::{field_error, read_config, read_pairs, write_pairs, Half, Naming};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::params::Tensor;
@@ -18,24 +16,9 @@ use crate::params::Tensor;
 /// PEFT's weights file.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
-const PREFIX: &str = "base_model.model.model.layers.";
-
 const NAMING: Naming = Naming {
-    name: |layer, target, half| {
-        let half = match half {
-            Half::A => "lora_A",
-            Half::B => "lora_B",
-        };
-        format!("{PREFIX}{layer}.{}.{half}.weight", target.module_path())
-    },
-    parse: |name| {
-        let (layer, target, suffix) = parse_layer_key(name, PREFIX)?;
-        match suffix {
-            "lora_A.weight" => Some((layer, target, Half::A)),
-            "lora_B.weight" => Some((layer, target, Half::B)),
-            _ => None,
-        }
-    },
+    prefix: "base_model.model.model.layers.",
+    suffixes: ["lora_A.weight", "lora_B.weight"],
     transposed: false,
 };
 
@@ -74,7 +57,7 @@ pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
     let v = read_config(dir)?;
     let config = parse_config(dir, &v, model)?;
     let pairs = read_pairs(dir, WEIGHTS_FILE, &NAMING, config.scale())?;
-    Adapter::from_modules(config, model, pairs, &|l, t| (NAMING.name)(l, t, Half::A))
+    Adapter::from_modules(config, model, pairs, &|l, t| NAMING.name(l, t, Half::A))
 }
 
 /// The [`LoraConfig`] a PEFT config describes; settings anetrain cannot apply faithfully are
