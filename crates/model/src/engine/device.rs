@@ -20,12 +20,12 @@ use rayon::prelude::*;
 
 use super::{Engine, PassStats};
 use crate::config::ModelConfig;
-use crate::cpu_ops::dw::{run_worker, DwJob, MatrixGrads};
+use crate::cpu_ops::dw::{run_worker, DwJob};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::{cross_entropy, embedding, matmul, MatRef, Rope};
 use crate::error::{ModelError, Result};
 use crate::kernels::{device_error, stage_weights, Role};
-use crate::params::{LayerParams, Params};
+use crate::params::Params;
 
 use block::{BackScratch, LayerIo, NormGrads, WEIGHT_ROLES};
 use buffers::{Dims, LayerActs, LayerBack, Scratch};
@@ -292,33 +292,13 @@ impl DeviceEngine {
         let mut mats = Vec::with_capacity(layers.len());
         let mut norms = Vec::with_capacity(layers.len());
         for l in layers.iter_mut() {
-            let LayerParams {
-                input_layernorm,
-                q_proj,
-                k_proj,
-                v_proj,
-                o_proj,
-                q_norm,
-                k_norm,
-                post_attention_layernorm,
-                gate_proj,
-                up_proj,
-                down_proj,
-            } = l;
-            mats.push(MatrixGrads {
-                q_proj: q_proj.data_mut(),
-                k_proj: k_proj.data_mut(),
-                v_proj: v_proj.data_mut(),
-                o_proj: o_proj.data_mut(),
-                gate_proj: gate_proj.data_mut(),
-                up_proj: up_proj.data_mut(),
-                down_proj: down_proj.data_mut(),
-            });
+            let parts = l.parts_mut();
+            mats.push(parts.linears.map(|t| t.data_mut()));
             norms.push(NormGrads {
-                input: input_layernorm.data_mut(),
-                post: post_attention_layernorm.data_mut(),
-                q_norm: q_norm.as_mut().map(|t| t.data_mut()),
-                k_norm: k_norm.as_mut().map(|t| t.data_mut()),
+                input: parts.input_layernorm.data_mut(),
+                post: parts.post_attention_layernorm.data_mut(),
+                q_norm: parts.q_norm.map(|t| t.data_mut()),
+                k_norm: parts.k_norm.map(|t| t.data_mut()),
             });
         }
         let classifier_grad = match lm_head {

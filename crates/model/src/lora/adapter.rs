@@ -138,7 +138,7 @@ impl Adapter {
             )));
         }
         for (&(layer, target), pair) in &self.modules {
-            pair.fuse_into(target.weight_mut(&mut params.layers[layer]))?;
+            pair.fuse_into(target.get_mut(&mut params.layers[layer]))?;
         }
         Ok(())
     }

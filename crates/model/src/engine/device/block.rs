@@ -6,13 +6,13 @@ use std::sync::mpsc;
 use anetrain_device::Kernel;
 
 use super::buffers::{Dims, LayerActs, LayerBack};
-use crate::cpu_ops::dw::{DwJob, Weight};
+use crate::cpu_ops::dw::DwJob;
 use crate::cpu_ops::elementwise::{add, scale, swiglu_backward};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::Rope;
 use crate::error::{ModelError, Result};
 use crate::kernels::{device_error, Role};
-use crate::params::LayerParams;
+use crate::params::{LayerParams, Linear};
 
 /// The kernels that carry weights, in the order of a layer's kernel list.
 pub(super) const WEIGHT_ROLES: [Role; 8] = [
@@ -176,13 +176,13 @@ impl LayerIo<'_> {
         let (h1, h3, act) = (&a.up[..h * s], &a.up[h * s..2 * h * s], &a.up[2 * h * s..]);
 
         self.run(Role::FfnDownBwd, d_out, scr.d_act)?;
-        send(Weight::Down, d_out, act)?;
+        send(Linear::DownProj, d_out, act)?;
         let (dh1, dh3) = dh13.split_at_mut(h * s);
         swiglu_backward(dh1, dh3, scr.d_act, h1, h3);
         let dh13: &'a [f32] = dh13;
         self.run(Role::FfnUpBwd, dh13, scr.dhn)?;
-        send(Weight::Gate, &dh13[..h * s], &a.hn)?;
-        send(Weight::Up, &dh13[h * s..], &a.hn)?;
+        send(Linear::GateProj, &dh13[..h * s], &a.hn)?;
+        send(Linear::UpProj, &dh13[h * s..], &a.hn)?;
         dh.copy_from_slice(d_out);
         let post = p.post_attention_layernorm.data();
         rmsnorm_backward(
@@ -198,7 +198,7 @@ impl LayerIo<'_> {
         let dh: &'a [f32] = dh;
 
         self.run(Role::WoBwd, dh, scr.d_attn)?;
-        send(Weight::O, dh, &a.attn)?;
+        send(Linear::OProj, dh, &a.attn)?;
         let err = |e| device_error(Role::AttentionBwd.name(), e);
         let qkv_c = q + 2 * kv;
         attention
@@ -229,9 +229,9 @@ impl LayerIo<'_> {
         }
         let dqkv: &'a [f32] = dqkv;
         self.run(Role::QkvBwd, dqkv, scr.dxn)?;
-        send(Weight::Q, &dqkv[..q * s], &a.xn)?;
-        send(Weight::K, &dqkv[q * s..(q + kv) * s], &a.xn)?;
-        send(Weight::V, &dqkv[(q + kv) * s..], &a.xn)?;
+        send(Linear::QProj, &dqkv[..q * s], &a.xn)?;
+        send(Linear::KProj, &dqkv[q * s..(q + kv) * s], &a.xn)?;
+        send(Linear::VProj, &dqkv[(q + kv) * s..], &a.xn)?;
         scr.dx.copy_from_slice(dh);
         let input = p.input_layernorm.data();
         rmsnorm_backward(

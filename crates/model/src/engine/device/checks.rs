@@ -3,7 +3,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{Params, Tensor};
+use crate::params::{Linear, Params, Tensor};
 
 /// Fails unless every token is inside the vocabulary.
 pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
@@ -28,7 +28,7 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
             })
         }
     };
-    let (d, q, kv, h, v) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.vocab_size);
+    let (d, v) = (c.dim, c.vocab_size);
     shape_is("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
     shape_is("model.norm.weight", &p.norm, &[d])?;
     if p.lm_head.is_some() == c.tied_embeddings || p.layers.len() != c.n_layers {
@@ -50,13 +50,10 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
             &l.post_attention_layernorm,
             &[d],
         )?;
-        shape_is("q_proj", &l.q_proj, &[q, d])?;
-        shape_is("k_proj", &l.k_proj, &[kv, d])?;
-        shape_is("v_proj", &l.v_proj, &[kv, d])?;
-        shape_is("o_proj", &l.o_proj, &[d, q])?;
-        shape_is("gate_proj", &l.gate_proj, &[h, d])?;
-        shape_is("up_proj", &l.up_proj, &[h, d])?;
-        shape_is("down_proj", &l.down_proj, &[d, h])?;
+        for linear in Linear::ALL {
+            let (out, inp) = linear.shape(c);
+            shape_is(linear.name(), linear.get(l), &[out, inp])?;
+        }
         match (&l.q_norm, &l.k_norm, c.qk_norm) {
             (Some(qn), Some(kn), true) => {
                 shape_is("q_norm", qn, &[c.head_dim])?;
