@@ -171,6 +171,25 @@ fn module_order<T>(linears: [T; 7], norms: [T; 2], qk_norms: [Option<T>; 2]) -> 
     out
 }
 
+/// A set of named fp32 tensors that optimizers update and gradients mirror: a whole model
+/// ([`Params`]) or an adapter on a frozen one ([`crate::lora::Adapter`]).
+pub trait ParamSet: Clone + Send + Sync {
+    /// Every tensor with its saved name, in a stable order.
+    fn tensors(&self) -> Vec<(String, &Tensor)>;
+    /// Mutable twin of [`ParamSet::tensors`], same order.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)>;
+}
+
+impl ParamSet for Params {
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        self.iter()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.iter_mut()
+    }
+}
+
 /// All weights of a model (or gradients of them: same names, same shapes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {

@@ -8,6 +8,7 @@ use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, PassStats, ReferenceEngine};
 use anetrain_model::error::Result;
+use anetrain_model::lora::Adapter;
 use anetrain_model::params::Params;
 use anetrain_model::train::checkpoint::latest_checkpoint;
 use anetrain_model::train::{Checkpoint, OptimizerSpec, TrainOptions, Trainer};
@@ -254,6 +255,18 @@ impl Engine for Overflowing {
     }
     fn loss(&mut self, params: &Params, rows: &[Vec<u32>]) -> Result<PassStats> {
         self.inner.loss(params, rows)
+    }
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
+        self.inner.set_adapter(adapter)
+    }
+    fn adapter_backward(
+        &mut self,
+        params: &Params,
+        rows: &[Vec<u32>],
+        loss_scale: f32,
+        grads: &mut Adapter,
+    ) -> Result<PassStats> {
+        self.inner.adapter_backward(params, rows, loss_scale, grads)
     }
 }
 

@@ -19,4 +19,4 @@ pub use adapter::Adapter;
 pub use config::{Layers, LoraConfig, Target};
 pub use format::{load_adapter, save_adapter, AdapterFormat};
 pub use fuse::fuse_to_hf;
-pub use linear::{Layout, LoraGrad, LoraLinear};
+pub use linear::{Layout, LoraLinear};

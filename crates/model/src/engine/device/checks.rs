@@ -3,6 +3,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::lora::Adapter;
 use crate::params::{Linear, Params, Tensor};
 
 /// Fails unless every token is inside the vocabulary.
@@ -66,6 +67,28 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
                     c.qk_norm
                 )))
             }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `adapter` was made for a model shaped like `c` (the engine indexes by it).
+pub(super) fn check_adapter(c: &ModelConfig, adapter: &Adapter) -> Result<()> {
+    if adapter.n_layers() != c.n_layers {
+        return Err(ModelError::Config(format!(
+            "the adapter was made for a base with {} layers but this model has {}; pass the base model it was trained on",
+            adapter.n_layers(),
+            c.n_layers
+        )));
+    }
+    for ((layer, target), pair) in adapter.modules() {
+        let (out, inp) = target.shape(c);
+        if (pair.d_out(), pair.d_in()) != (out, inp) {
+            return Err(ModelError::ShapeMismatch {
+                name: format!("adapter pair of layer {layer} {target}"),
+                expected: vec![out, inp],
+                found: vec![pair.d_out(), pair.d_in()],
+            });
         }
     }
     Ok(())
