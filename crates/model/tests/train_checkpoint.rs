@@ -45,6 +45,7 @@ fn meta(step: u64, val_loss: Option<f32>) -> CheckpointMeta {
             val_data: None,
             val_fraction: Some(0.05),
         },
+        lora_base: None,
     }
 }
 
