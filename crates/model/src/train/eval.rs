@@ -33,12 +33,9 @@ pub fn evaluate(
 ) -> Result<EvalResult> {
     let mut batches = EvalBatches::new(stream, seq, batch)?;
     let mut buf = Batch::new(batch, seq);
-    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(batch);
     let (mut total, mut tokens, mut seen) = (0f64, 0usize, 0usize);
     while batches.next_batch(&mut buf)? {
-        rows.clear();
-        rows.extend((0..buf.rows()).map(|r| buf.row(r).to_vec()));
-        let stats = engine.loss(params, &rows)?;
+        let stats = engine.loss(params, &buf)?;
         total += stats.loss as f64 * stats.tokens as f64;
         tokens += stats.tokens;
         seen += 1;

@@ -37,10 +37,9 @@ pub struct Trainer {
     scaler: LossScaler,
     sampler: Sampler,
     val: Option<Arc<dyn TokenStream>>,
-    /// Micro-batch buffers, allocated once: the sampler fills `batch`, which is copied into
-    /// `rows` in the shape the engine takes.
-    batch: Batch,
-    rows: Vec<Vec<u32>>,
+    /// One buffer per accumulation micro-batch, allocated once: a step draws them all first,
+    /// so each is weighted by its share of the step's counted targets.
+    batches: Vec<Batch>,
     step: u64,
     tokens_seen: u64,
     elapsed_secs: f64,
@@ -145,8 +144,7 @@ impl Trainer {
         let grads = Params::zeros(config);
         Ok(Trainer {
             config: config.clone(),
-            batch: Batch::new(options.batch, options.seq),
-            rows: vec![vec![0; options.seq + 1]; options.batch],
+            batches: vec![Batch::new(options.batch, options.seq); options.accum],
             options,
             engine,
             params,
@@ -203,20 +201,25 @@ impl Trainer {
             .iter_mut()
             .into_iter()
             .for_each(|(_, t)| t.data_mut().fill(0.0));
-        let mut loss_sum = 0.0f64;
-        for _ in 0..self.options.accum {
-            self.sampler.next_batch(&mut self.batch)?;
-            for (r, row) in self.rows.iter_mut().enumerate() {
-                row.copy_from_slice(self.batch.row(r));
-            }
-            let stats =
-                self.engine
-                    .forward_backward(&self.params, &self.rows, scale, &mut self.grads)?;
-            loss_sum += stats.loss as f64;
+        for batch in &mut self.batches {
+            self.sampler.next_batch(batch)?;
         }
-        let loss = (loss_sum / self.options.accum as f64) as f32;
-        // The engines add the gradient of each micro-batch's mean loss, times the scale.
-        scale_grads(&mut self.grads, 1.0 / (self.options.accum as f32 * scale));
+        // The step's loss is the mean over every counted target of its micro-batches (as
+        // transformers and mlx-lm accumulate), so micro-batch k's mean weighs n_k / Σ n.
+        let counted: usize = self.batches.iter().map(Batch::counted_targets).sum();
+        let mut loss_sum = 0.0f64;
+        for batch in &self.batches {
+            let share = batch.counted_targets() as f32 / counted.max(1) as f32;
+            let stats = self.engine.forward_backward(
+                &self.params,
+                batch,
+                scale * share,
+                &mut self.grads,
+            )?;
+            loss_sum += stats.loss as f64 * stats.tokens as f64;
+        }
+        let loss = (loss_sum / counted.max(1) as f64) as f32;
+        scale_grads(&mut self.grads, 1.0 / scale);
         let norm = global_norm(&self.grads);
         let lr = self.options.schedule().lr(self.step);
         let apply = self.scaler.update(norm.is_finite());
@@ -228,7 +231,7 @@ impl Trainer {
             self.engine.stage(&self.params)?;
         }
         self.step += 1;
-        self.tokens_seen += self.options.tokens_per_step();
+        self.tokens_seen += counted as u64;
         let secs = started.elapsed().as_secs_f64();
         self.elapsed_secs += secs;
         let mut metrics = StepMetrics {
@@ -240,7 +243,7 @@ impl Trainer {
             skipped: !apply,
             skipped_total: self.scaler.skipped,
             tokens: self.tokens_seen,
-            tokens_per_s: self.options.tokens_per_step() as f64 / secs.max(1e-9),
+            tokens_per_s: counted as f64 / secs.max(1e-9),
             elapsed_s: self.elapsed_secs,
             val_loss: None,
             perplexity: None,
