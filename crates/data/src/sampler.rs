@@ -376,4 +376,9 @@ impl EvalBatches {
     pub fn rewind(&mut self) {
         self.next = 0;
     }
+
+    /// `(batch, seq)`: the [`Batch::new`] shape [`EvalBatches::next_batch`] fills.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.batch, self.seq)
+    }
 }

@@ -6,10 +6,9 @@
 //! MIL kernels on any device.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anetrain_data::{validate_vocab, Batch, EvalBatches, Sampler, Split, TokenStream};
+use anetrain_data::{Batch, BatchSampler, EvalSource, TrainData};
 
 use super::checkpoint::{
     apply_retention, save_checkpoint, Checkpoint, CheckpointMeta, DataProvenance, TrainState,
@@ -35,8 +34,8 @@ pub struct Trainer {
     grads: Params,
     optimizer: Optimizer,
     scaler: LossScaler,
-    sampler: Sampler,
-    val: Option<Arc<dyn TokenStream>>,
+    sampler: Box<dyn BatchSampler>,
+    val: Option<Box<dyn EvalSource>>,
     /// One buffer per accumulation micro-batch, allocated once: a step draws them all first,
     /// so each is weighted by its share of the step's counted targets.
     batches: Vec<Batch>,
@@ -52,17 +51,19 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A run from step 0 with weights `params` (fresh or imported). Every token of the data is
-    /// checked against the vocabulary first, so bad data fails now, naming the position.
+    /// A run from step 0 with weights `params` (fresh or imported), on token streams (a
+    /// [`anetrain_data::Split`]) or fine-tuning examples (an [`anetrain_data::ExampleSplit`]).
+    /// Every token of the data is checked against the vocabulary first, so bad data fails now,
+    /// naming the position.
     pub fn new(
         config: &ModelConfig,
         params: Params,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let optimizer = Optimizer::new(options.optimizer, &params);
-        Self::build(config, params, optimizer, options, data, engine)
+        Self::build(config, params, optimizer, options, data.into(), engine)
     }
 
     /// Continues the run saved in `checkpoint` with `options` (which may change only the total
@@ -71,7 +72,7 @@ impl Trainer {
     pub fn resume(
         checkpoint: &Checkpoint,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let optimizer = checkpoint.load_optimizer()?;
@@ -92,7 +93,7 @@ impl Trainer {
             checkpoint.params.clone(),
             optimizer,
             options,
-            data,
+            data.into(),
             engine,
         )?;
         if trainer.sampler.num_samples() != state.train_samples {
@@ -119,7 +120,7 @@ impl Trainer {
         params: Params,
         optimizer: Optimizer,
         options: TrainOptions,
-        data: Split,
+        data: TrainData,
         mut engine: Box<dyn Engine>,
     ) -> Result<Self> {
         config.validate()?;
@@ -131,15 +132,12 @@ impl Trainer {
             4,
             "training (weights, gradients, optimizer state)",
         )?;
-        validate_vocab(data.train.as_ref(), config.vocab_size)?;
-        if let Some(val) = &data.val {
-            validate_vocab(val.as_ref(), config.vocab_size)?;
-            // Found now rather than at the first evaluation, many steps into the run.
-            EvalBatches::new(val.clone(), options.seq, options.batch).map_err(|e| {
-                ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
-            })?;
-        }
-        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
+        data.validate_vocab(config.vocab_size)?;
+        // Found now rather than at the first evaluation, many steps into the run.
+        let val = data.validation(options.seq, options.batch).map_err(|e| {
+            ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
+        })?;
+        let sampler = data.sampler(options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
         let grads = Params::zeros(config);
         Ok(Trainer {
@@ -152,7 +150,7 @@ impl Trainer {
             optimizer,
             scaler: LossScaler::default(),
             sampler,
-            val: data.val,
+            val,
             step: 0,
             tokens_seen: 0,
             elapsed_secs: 0.0,
@@ -260,15 +258,13 @@ impl Trainer {
     /// Evaluates on the validation data (at most `eval_batches` batches); `None` without any.
     /// Updates the best validation loss that checkpoint retention keeps.
     pub fn evaluate(&mut self) -> Result<Option<EvalResult>> {
-        let Some(val) = self.val.clone() else {
+        let Some(val) = self.val.as_mut() else {
             return Ok(None);
         };
         let result = evaluate(
             self.engine.as_mut(),
             &self.params,
-            val,
-            self.options.seq,
-            self.options.batch,
+            val.as_mut(),
             self.options.eval_batches,
         )?;
         self.last_val_loss = Some(result.loss);
