@@ -13,6 +13,8 @@
 //!   [`ChatTemplate`] renders a model's Jinja chat template, [`ExampleEncoder`] turns examples
 //!   into [`MaskedTokens`] (ids plus which count in the loss), and [`ExampleSampler`] /
 //!   [`ExampleEvalBatches`] pad them into [`Batch`]es with per-target weights.
+//! - [`TrainData`]: a run's data, streams or examples ([`ExampleSplit`]), behind one
+//!   [`BatchSampler`] and one [`EvalSource`].
 
 #![warn(missing_docs)]
 
@@ -33,6 +35,7 @@ mod synthetic;
 mod text;
 mod text_cache;
 mod tokenizer;
+mod train_data;
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
 pub use error::{DataError, Result};
@@ -53,3 +56,4 @@ pub use synthetic::SyntheticStories;
 pub use text::{tokenize_text, TextDataset, DOCUMENT_SEPARATOR};
 pub use text_cache::{open_text, TextOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};
+pub use train_data::{BatchSampler, EvalSource, ExampleSplit, TrainData};

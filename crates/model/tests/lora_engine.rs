@@ -7,6 +7,7 @@ mod common;
 use common::rel_err;
 
 use anetrain_data::rng::SplitMix64;
+use anetrain_data::Batch;
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
@@ -15,14 +16,20 @@ use anetrain_model::params::{ParamSet, Params};
 
 const SEQ: usize = 16;
 
-fn rows(c: &ModelConfig, batch: usize) -> Vec<Vec<u32>> {
-    (0..batch as u32)
+/// `batch` rows of `SEQ + 1` tokens; `masked` weighs the first five targets of each row 0,
+/// as `--mask-prompt` does, so the loss weights go through the adapter path too.
+fn rows(c: &ModelConfig, batch: usize, masked: bool) -> Batch {
+    let rows: Vec<Vec<u32>> = (0..batch as u32)
         .map(|b| {
             (0..=SEQ as u32)
                 .map(|t| (t * 37 + b * 101 + t * t * 7 + 5) % c.vocab_size as u32)
                 .collect()
         })
-        .collect()
+        .collect();
+    let weights: Vec<Vec<f32>> = (0..batch)
+        .map(|_| (0..SEQ).map(|t| if t < 5 { 0.0 } else { 1.0 }).collect())
+        .collect();
+    Batch::from_rows(&rows, masked.then_some(&weights[..])).unwrap()
 }
 
 /// An adapter on every projection of every layer with a non-zero B, so every path carries
@@ -59,7 +66,7 @@ fn device_adapter_gradients_match_the_reference_route() {
     for c in configs() {
         let p = Params::init(&c, 3).unwrap();
         let a = adapter(&c);
-        let batch = rows(&c, 2);
+        let batch = rows(&c, 2, true);
         let mut reference = ReferenceEngine::new(&c);
         reference.set_adapter(Some(&a)).unwrap();
         let mut want = a.zeros_like();
@@ -91,7 +98,7 @@ fn adapter_gradients_match_finite_differences() {
     for c in configs() {
         let p = Params::init(&c, 21).unwrap();
         let mut a = adapter(&c);
-        let batch = rows(&c, 1);
+        let batch = rows(&c, 1, false);
         let mut dev = device(&c, &p);
         dev.set_adapter(Some(&a)).unwrap();
         let mut g = a.zeros_like();
@@ -142,7 +149,7 @@ fn adapter_gradients_match_finite_differences() {
 fn a_fresh_adapter_gives_exactly_the_base_loss() {
     for c in configs() {
         let p = Params::init(&c, 4).unwrap();
-        let batch = rows(&c, 2);
+        let batch = rows(&c, 2, false);
         let fresh = Adapter::init(LoraConfig::default(), &c, 1).unwrap();
         let mut dev = device(&c, &p);
         let base = dev.loss(&p, &batch).unwrap();
@@ -163,14 +170,14 @@ fn full_gradients_are_refused_while_an_adapter_is_on() {
     let mut dev = device(&c, &p);
     dev.set_adapter(Some(&a)).unwrap();
     let err = dev
-        .forward_backward(&p, &rows(&c, 1), 1.0, &mut Params::zeros(&c))
+        .forward_backward(&p, &rows(&c, 1, false), 1.0, &mut Params::zeros(&c))
         .unwrap_err()
         .to_string();
     assert!(err.contains("set_adapter(None)"), "{err}");
     dev.set_adapter(None).unwrap();
     let mut g = a.zeros_like();
     let err = dev
-        .adapter_backward(&p, &rows(&c, 1), 1.0, &mut g)
+        .adapter_backward(&p, &rows(&c, 1, false), 1.0, &mut g)
         .unwrap_err()
         .to_string();
     assert!(err.contains("set_adapter"), "{err}");

@@ -1,7 +1,7 @@
 //! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset.
 
 use super::device::DeviceArgs;
-use anetrain_data::{validate_vocab, DataSource, TokenizerSource};
+use anetrain_data::{validate_vocab, DataSource, EvalBatches, TokenizerSource};
 use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
 use anyhow::{bail, Context, Result};
@@ -74,7 +74,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .with_context(|| format!("opening --data {}", args.data))?;
     validate_vocab(stream.as_ref(), config.vocab_size)?;
     let (mut engine, why) = args.device.device.engine(config, seq, &model.params)?;
-    let result = evaluate(engine.as_mut(), &model.params, stream, seq, args.batch, 0)?;
+    let mut batches = EvalBatches::new(stream, seq, args.batch)?;
+    let result = evaluate(engine.as_mut(), &model.params, &mut batches, 0)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

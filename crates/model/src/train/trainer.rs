@@ -6,10 +6,9 @@
 //! MIL kernels on any device.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anetrain_data::{validate_vocab, Batch, EvalBatches, Sampler, Split, TokenStream};
+use anetrain_data::{Batch, BatchSampler, EvalSource, TrainData};
 
 use super::base_ref::BaseRef;
 use super::checkpoint::{
@@ -54,12 +53,11 @@ pub struct Trainer {
     params: Params,
     trained: Trained,
     scaler: LossScaler,
-    sampler: Sampler,
-    val: Option<Arc<dyn TokenStream>>,
-    /// Micro-batch buffers, allocated once: the sampler fills `batch`, which is copied into
-    /// `rows` in the shape the engine takes.
-    batch: Batch,
-    rows: Vec<Vec<u32>>,
+    sampler: Box<dyn BatchSampler>,
+    val: Option<Box<dyn EvalSource>>,
+    /// One buffer per accumulation micro-batch, allocated once: a step draws them all first,
+    /// so each is weighted by its share of the step's counted targets.
+    batches: Vec<Batch>,
     step: u64,
     tokens_seen: u64,
     elapsed_secs: f64,
@@ -72,20 +70,22 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A run from step 0 with weights `params` (fresh or imported). Every token of the data is
-    /// checked against the vocabulary first, so bad data fails now, naming the position.
+    /// A run from step 0 with weights `params` (fresh or imported), on token streams (a
+    /// [`anetrain_data::Split`]) or fine-tuning examples (an [`anetrain_data::ExampleSplit`]).
+    /// Every token of the data is checked against the vocabulary first, so bad data fails now,
+    /// naming the position.
     pub fn new(
         config: &ModelConfig,
         params: Params,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let trained = Trained::Full {
             grads: Params::zeros(config),
             optimizer: Optimizer::new(options.optimizer, &params),
         };
-        Self::build(config, params, trained, options, data, engine)
+        Self::build(config, params, trained, options, data.into(), engine)
     }
 
     /// A LoRA run from step 0: trains `adapter` (fresh, or one to continue) on the frozen
@@ -96,7 +96,7 @@ impl Trainer {
         base_ref: BaseRef,
         adapter: Adapter,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let trained = Trained::Adapter {
@@ -105,7 +105,7 @@ impl Trainer {
             adapter,
             base: base_ref,
         };
-        Self::build(config, base, trained, options, data, engine)
+        Self::build(config, base, trained, options, data.into(), engine)
     }
 
     /// Continues the run saved in `checkpoint` with `options` (which may change only the total
@@ -114,7 +114,7 @@ impl Trainer {
     pub fn resume(
         checkpoint: &Checkpoint,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let trained = match (&checkpoint.adapter, &checkpoint.meta.lora_base) {
@@ -146,7 +146,7 @@ impl Trainer {
             checkpoint.params.clone(),
             trained,
             options,
-            data,
+            data.into(),
             engine,
         )?;
         if trainer.sampler.num_samples() != state.train_samples {
@@ -173,7 +173,7 @@ impl Trainer {
         params: Params,
         trained: Trained,
         options: TrainOptions,
-        data: Split,
+        data: TrainData,
         mut engine: Box<dyn Engine>,
     ) -> Result<Self> {
         config.validate()?;
@@ -188,30 +188,26 @@ impl Trainer {
                 "training (weights, gradients, optimizer state)",
             )?;
         }
-        validate_vocab(data.train.as_ref(), config.vocab_size)?;
-        if let Some(val) = &data.val {
-            validate_vocab(val.as_ref(), config.vocab_size)?;
-            // Found now rather than at the first evaluation, many steps into the run.
-            EvalBatches::new(val.clone(), options.seq, options.batch).map_err(|e| {
-                ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
-            })?;
-        }
-        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
+        data.validate_vocab(config.vocab_size)?;
+        // Found now rather than at the first evaluation, many steps into the run.
+        let val = data.validation(options.seq, options.batch).map_err(|e| {
+            ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
+        })?;
+        let sampler = data.sampler(options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
         if let Trained::Adapter { adapter, .. } = &trained {
             engine.set_adapter(Some(adapter))?;
         }
         Ok(Trainer {
             config: config.clone(),
-            batch: Batch::new(options.batch, options.seq),
-            rows: vec![vec![0; options.seq + 1]; options.batch],
+            batches: vec![Batch::new(options.batch, options.seq); options.accum],
             options,
             engine,
             params,
             trained,
             scaler: LossScaler::default(),
             sampler,
-            val: data.val,
+            val,
             step: 0,
             tokens_seen: 0,
             elapsed_secs: 0.0,
@@ -260,24 +256,27 @@ impl Trainer {
             Trained::Full { grads, .. } => zero(grads),
             Trained::Adapter { grads, .. } => zero(grads),
         }
+        for batch in &mut self.batches {
+            self.sampler.next_batch(batch)?;
+        }
+        // The step's loss is the mean over every counted target of its micro-batches (as
+        // transformers and mlx-lm accumulate), so micro-batch k's mean weighs n_k / Σ n.
+        let counted: usize = self.batches.iter().map(Batch::counted_targets).sum();
         let mut loss_sum = 0.0f64;
-        for _ in 0..self.options.accum {
-            self.sampler.next_batch(&mut self.batch)?;
-            for (r, row) in self.rows.iter_mut().enumerate() {
-                row.copy_from_slice(self.batch.row(r));
-            }
-            let (params, rows, engine) = (&self.params, &self.rows, &mut self.engine);
+        for batch in &self.batches {
+            let share = scale * batch.counted_targets() as f32 / counted.max(1) as f32;
+            let (params, engine) = (&self.params, &mut self.engine);
             let stats = match &mut self.trained {
                 Trained::Full { grads, .. } => {
-                    engine.forward_backward(params, rows, scale, grads)?
+                    engine.forward_backward(params, batch, share, grads)?
                 }
                 Trained::Adapter { grads, .. } => {
-                    engine.adapter_backward(params, rows, scale, grads)?
+                    engine.adapter_backward(params, batch, share, grads)?
                 }
             };
-            loss_sum += stats.loss as f64;
+            loss_sum += stats.loss as f64 * stats.tokens as f64;
         }
-        let loss = (loss_sum / self.options.accum as f64) as f32;
+        let loss = (loss_sum / counted.max(1) as f64) as f32;
         let lr = self.options.schedule().lr(self.step);
         let (options, scaler) = (&self.options, &mut self.scaler);
         let (norm, apply) = match &mut self.trained {
@@ -302,7 +301,7 @@ impl Trainer {
             }
         };
         self.step += 1;
-        self.tokens_seen += self.options.tokens_per_step();
+        self.tokens_seen += counted as u64;
         let secs = started.elapsed().as_secs_f64();
         self.elapsed_secs += secs;
         let mut metrics = StepMetrics {
@@ -314,7 +313,7 @@ impl Trainer {
             skipped: !apply,
             skipped_total: self.scaler.skipped,
             tokens: self.tokens_seen,
-            tokens_per_s: self.options.tokens_per_step() as f64 / secs.max(1e-9),
+            tokens_per_s: counted as f64 / secs.max(1e-9),
             elapsed_s: self.elapsed_secs,
             val_loss: None,
             perplexity: None,
@@ -331,15 +330,13 @@ impl Trainer {
     /// Evaluates on the validation data (at most `eval_batches` batches); `None` without any.
     /// Updates the best validation loss that checkpoint retention keeps.
     pub fn evaluate(&mut self) -> Result<Option<EvalResult>> {
-        let Some(val) = self.val.clone() else {
+        let Some(val) = self.val.as_mut() else {
             return Ok(None);
         };
         let result = evaluate(
             self.engine.as_mut(),
             &self.params,
-            val,
-            self.options.seq,
-            self.options.batch,
+            val.as_mut(),
             self.options.eval_batches,
         )?;
         self.last_val_loss = Some(result.loss);
@@ -481,8 +478,8 @@ fn zero(grads: &mut impl ParamSet) {
 }
 
 /// The end of a step over whatever `weights` are trained: the engines added the gradient of
-/// each micro-batch's mean loss times the loss scale, so unscale and average, check the norm
-/// is finite (else the scaler skips the step), clip, and apply the optimizer. Returns the norm
+/// the step's mean loss times the loss scale, so unscale, check the norm is finite (else the
+/// scaler skips the step), clip, and apply the optimizer. Returns the norm
 /// before clipping and whether the update was applied.
 fn update<P: ParamSet>(
     options: &TrainOptions,
@@ -492,7 +489,7 @@ fn update<P: ParamSet>(
     grads: &mut P,
     lr: f32,
 ) -> (f64, bool) {
-    scale_grads(grads, 1.0 / (options.accum as f32 * scaler.scale));
+    scale_grads(grads, 1.0 / scaler.scale);
     let norm = global_norm(grads);
     let apply = scaler.update(norm.is_finite());
     if apply {
