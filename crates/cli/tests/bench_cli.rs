@@ -152,3 +152,46 @@ fn bench_generate_rejects_prompts_that_do_not_fit_the_model() {
         text(&o).1
     );
 }
+
+#[test]
+fn bench_train_with_lora_times_both_and_a_fresh_adapter_starts_at_the_base_loss() {
+    let o = anetrain(&[
+        "bench",
+        "train",
+        "--model",
+        "tiny",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--lora-rank",
+        "4",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    // Rank 4 on q_proj and v_proj (64 -> 64 each) of 2 layers: 4·(64 + 64) per pair.
+    assert!(out.contains("(2048 adapter params)"), "{out}");
+    // B = 0: the first LoRA step sees exactly the base model, the same batch as full training.
+    let full = out
+        .lines()
+        .find(|l| l.starts_with("mil kernels on cpu"))
+        .unwrap_or_else(|| panic!("no full fine-tuning line in:\n{out}"));
+    assert_eq!(
+        number_before(&out, "LoRA rank 4", "->"),
+        number_before(full, "loss", "->"),
+        "{out}"
+    );
+    let lora_ms = number_before(&out, "LoRA rank 4", "ms/step");
+    let full_ms = number_before(full, "ms/step", "ms/step");
+    let share = number_before(&out, "LoRA / full fine-tuning", "% (");
+    assert!(
+        (share - 100.0 * lora_ms / full_ms).abs() < 1.0,
+        "share {share} vs {lora_ms} / {full_ms}: {out}"
+    );
+}

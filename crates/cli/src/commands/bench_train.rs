@@ -1,7 +1,8 @@
 //! `anetrain bench train`: the speed of the real training step (the [`Trainer`] that `train`
 //! runs: forward, loss, backward, unscale, finiteness check, clipping, AdamW, restaging) on a
 //! preset with random weights and a new random batch every step, reported against a bare
-//! `gemm` call of the model's largest matrix product measured in the same run.
+//! `gemm` call of the model's largest matrix product measured in the same run. With
+//! `--lora-rank R`, LoRA training on the frozen model is timed first, beside it.
 //!
 //! Two FLOP counts per token, both printed:
 //! - model: `6·P + 12·L·Q·S`, with `P` the parameters that multiply activations (an untied
@@ -17,8 +18,10 @@ use anetrain_data::rng::SplitMix64;
 use anetrain_data::{Sampling, Split, Tokens};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::device_choice::DeviceChoice;
+use anetrain_model::lora::{Adapter, LoraRequest};
 use anetrain_model::params::Params;
-use anetrain_model::train::{TrainOptions, Trainer};
+use anetrain_model::train::base_ref::content_hash;
+use anetrain_model::train::{BaseRef, TrainOptions, Trainer};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::sync::Arc;
@@ -46,6 +49,13 @@ pub struct TrainBenchArgs {
     /// Also time the plain-Rust reference engine as a baseline (slow for big models).
     #[arg(long)]
     reference: bool,
+    /// Also time LoRA training of this rank on the frozen model, first (so its peak RSS is
+    /// its own), and print its step time and peak RSS as shares of full fine-tuning's.
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// The projections LoRA adapts (as `train --lora-targets`) [default: q_proj,v_proj].
+    #[arg(long, requires = "lora_rank")]
+    lora_targets: Option<String>,
 }
 
 /// FLOPs of one training token under both counts (see the module docs).
@@ -146,6 +156,7 @@ fn time_trainer(
     params: Params,
     args: &TrainBenchArgs,
     device: DeviceChoice,
+    adapter: Option<Adapter>,
 ) -> Result<StepTimes> {
     let total = args.warmup + args.steps;
     let options = TrainOptions {
@@ -163,7 +174,16 @@ fn time_trainer(
         val: None,
     };
     let (engine, _) = device.engine(config, args.seq, &params)?;
-    let mut trainer = Trainer::new(config, params, options, split, engine)?;
+    let mut trainer = match adapter {
+        Some(adapter) => {
+            let base = BaseRef {
+                path: format!("preset {} (random weights)", args.model),
+                hash: content_hash(&params),
+            };
+            Trainer::new_adapter(config, params, base, adapter, options, split, engine)?
+        }
+        None => Trainer::new(config, params, options, split, engine)?,
+    };
     let built_mib = peak_rss_mib();
     let mut samples = Vec::with_capacity(args.steps);
     let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
@@ -211,6 +231,37 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
             config.max_seq_len
         );
     }
+    let adapter = LoraRequest {
+        rank: args.lora_rank,
+        targets: args.lora_targets.clone(),
+        ..LoraRequest::default()
+    }
+    .resolve(Some(&config), 1)?;
+    // LoRA first: peak RSS only grows, so measured before full fine-tuning it is LoRA's own.
+    let lora = match adapter {
+        Some(adapter) => {
+            let described = format!(
+                "LoRA rank {} on {} ({} adapter params)",
+                adapter.config().rank,
+                adapter.config().targets_list(),
+                adapter.num_params()
+            );
+            let params = Params::init(&config, 1)?;
+            let timed = time_trainer(&config, params, args, args.device.device, Some(adapter))?;
+            let rss = peak_rss_mib();
+            println!(
+                "{described}, {}: {:.2} ms/step, {:.0} tokens/s, loss {:.4} -> {:.4}, peak RSS {}",
+                timed.description,
+                timed.ms,
+                (args.batch * args.seq) as f64 / (timed.ms / 1e3),
+                timed.first_loss,
+                timed.last_loss,
+                peak_rss()
+            );
+            Some((timed.ms, rss))
+        }
+        None => None,
+    };
     let params = Params::init(&config, 1)?;
     let n_params = params.num_params();
     let weights_mib = peak_rss_mib();
@@ -232,7 +283,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
          random batch each step"
     );
     // Only the trainer's own memory before the peak RSS is read: no spare copy of the weights.
-    let timed = time_trainer(&config, params, args, args.device.device)?;
+    let timed = time_trainer(&config, params, args, args.device.device, None)?;
     let rss = peak_rss();
     let (name, m, k, n) = largest_product(&config, tokens);
     let gemm = bare_gemm_gflops(m, k, n, 5);
@@ -269,9 +320,20 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
             16.0 * n_params as f64 / 1048576.0
         );
     }
+    if let Some((ms, lora_rss)) = lora {
+        let rss_share = match (lora_rss, peak_rss_mib()) {
+            (Some(l), Some(f)) => format!("{:.0}% ({l:.0} / {f:.0} MiB)", 100.0 * l / f),
+            _ => "n/a".into(),
+        };
+        println!(
+            "LoRA / full fine-tuning: step time {:.0}% ({ms:.2} / {:.2} ms), peak RSS {rss_share}",
+            100.0 * ms / timed.ms,
+            timed.ms
+        );
+    }
     if args.reference {
         let params = Params::init(&config, 1)?;
-        let reference = time_trainer(&config, params, args, DeviceChoice::Reference)?;
+        let reference = time_trainer(&config, params, args, DeviceChoice::Reference, None)?;
         println!(
             "{}: {:.1} ms/step ({:.2}x the kernels' time)",
             reference.description,

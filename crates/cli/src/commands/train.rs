@@ -326,13 +326,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
                 "training a LoRA adapter ({} parameters, rank {}, {}) on the frozen base",
                 adapter.num_params(),
                 adapter.config().rank,
-                adapter
-                    .config()
-                    .targets
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                adapter.config().targets_list()
             );
             let base_ref = BaseRef::new(base, &params)?;
             Trainer::new_adapter(&config, params, base_ref, adapter, options, split, engine)?

@@ -62,7 +62,7 @@ impl Adapter {
                 "adapter tensor `{}` is outside the adapter's own config (layers {layers:?}, \
                  targets {}); fix the adapter_config.json that came with it",
                 name(layer, target),
-                join(&config.targets)
+                config.targets_list()
             )));
         }
         for layer in layers.clone() {
@@ -72,7 +72,7 @@ impl Adapter {
                     ModelError::Config(format!(
                         "adapter tensor `{key}` is missing: the adapter's config adapts {} in \
                          layers {layers:?}; the adapter is incomplete or its config was edited",
-                        join(&config.targets)
+                        config.targets_list()
                     ))
                 })?;
                 let (d_out, d_in) = target.shape(model);
@@ -210,14 +210,6 @@ fn pair_names(layer: usize, target: Target) -> [String; 2] {
         format!("{module}.lora_A.weight"),
         format!("{module}.lora_B.weight"),
     ]
-}
-
-fn join(targets: &[Target]) -> String {
-    targets
-        .iter()
-        .map(|t| t.name())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

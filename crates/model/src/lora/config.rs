@@ -88,6 +88,15 @@ impl LoraConfig {
         Ok(())
     }
 
+    /// The targets as `q_proj,v_proj`, for messages and reports.
+    pub fn targets_list(&self) -> String {
+        self.targets
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Indices of the adapted blocks of a model with `n_layers` blocks.
     pub fn layer_range(&self, n_layers: usize) -> Range<usize> {
         match self.layers {

@@ -74,11 +74,14 @@ impl LoraRequest {
             ));
         }
         if let Some(t) = targets.filter(|t| *t != have.targets) {
-            let names = |t: &[Target]| t.iter().map(|t| t.name()).collect::<Vec<_>>().join(",");
+            let asked = LoraConfig {
+                targets: t,
+                ..have.clone()
+            };
             clashes.push(format!(
                 "--lora-targets {} (the adapter's are {})",
-                names(&t),
-                names(&have.targets)
+                asked.targets_list(),
+                have.targets_list()
             ));
         }
         if let Some(l) = layers.filter(|&l| l != have.layers) {
