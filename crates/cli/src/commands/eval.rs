@@ -6,6 +6,7 @@ use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -31,6 +32,9 @@ pub struct EvalArgs {
     /// with `train`.
     #[arg(long, default_value = "sequential")]
     sampling: String,
+    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Seed of the synthetic corpus when --data is synthetic.
@@ -58,7 +62,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .map(TokenizerSource::parse)
         .transpose()?;
     let data = DataSource::parse(&args.data)?;
-    let model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    let mut model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    if let Some(dir) = &args.adapter {
+        model.apply_adapter(dir)?;
+    }
     let config = &model.config;
     let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
     if seq == 0 || seq > config.max_seq_len {

@@ -8,6 +8,7 @@ use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::source::ModelSource;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -43,6 +44,9 @@ pub struct GenerateArgs {
     /// same text.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -65,7 +69,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     if let Some(flag) = &flag {
         source = source.with_preset_vocab(flag.open()?.vocab_size());
     }
-    let model = source.load(args.seed)?;
+    let mut model = source.load(args.seed)?;
+    if let Some(dir) = &args.adapter {
+        model.apply_adapter(dir)?;
+    }
     let tokenizer = model.tokenizer(flag.as_ref())?;
     let prompt = match (&args.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids.clone(),
