@@ -13,10 +13,12 @@
 //!   [`ChatTemplate`] renders a model's Jinja chat template, [`ExampleEncoder`] turns examples
 //!   into [`MaskedTokens`] (ids plus which count in the loss), and [`ExampleSampler`] /
 //!   [`ExampleEvalBatches`] pad them into [`Batch`]es with per-target weights.
+//! - Chatting: [`Conversation`] keeps a chat's history and renders the next [`ChatPrompt`].
 
 #![warn(missing_docs)]
 
 mod chat;
+mod conversation;
 mod error;
 mod example_batches;
 mod finetune;
@@ -35,6 +37,7 @@ mod text_cache;
 mod tokenizer;
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
+pub use conversation::{ChatPrompt, Conversation};
 pub use error::{DataError, Result};
 pub use example_batches::{ExampleEvalBatches, ExampleSampler};
 pub use finetune::{EncodeSummary, ExampleEncoder, MaskedTokens};

@@ -1,6 +1,7 @@
 //! Choosing a tokenizer and a dataset from command-line style strings (`--tokenizer`, `--data`),
 //! so every front end accepts the same spellings.
 
+use crate::chat::ChatTemplate;
 use crate::error::{DataError, Result};
 use crate::hf::HfTokenizer;
 use crate::shards::ShardSet;
@@ -74,6 +75,18 @@ impl TokenizerSource {
         match self {
             TokenizerSource::Byte => "byte".into(),
             TokenizerSource::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// The chat template of the `tokenizer_config.json` beside the tokenizer file, `None` when
+    /// there is no such file or it has no `chat_template` (the byte tokenizer has none).
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
+        let TokenizerSource::File(path) = self else {
+            return Ok(None);
+        };
+        match path.parent().map(|p| p.join(TOKENIZER_CONFIG_FILE)) {
+            Some(config) if config.is_file() => ChatTemplate::from_tokenizer_config(&config),
+            _ => Ok(None),
         }
     }
 
