@@ -62,16 +62,16 @@ impl<'a> Conversation<'a> {
     /// tokens (dropping the oldest exchanges for good while it is longer), hands it to
     /// `respond`, and records the reply it returns. A message that does not fit even without
     /// history is an error naming its length, and the history is left as it was.
-    pub fn turn(
+    pub fn turn<E: From<DataError>>(
         &mut self,
         user: &str,
         max_prompt_tokens: usize,
-        respond: impl FnOnce(&ChatPrompt) -> Result<String>,
-    ) -> Result<String> {
+        respond: impl FnOnce(&ChatPrompt) -> std::result::Result<String, E>,
+    ) -> std::result::Result<String, E> {
         let mut dropped = 0;
         let prompt = loop {
             let messages = self.messages(&self.exchanges[dropped..], user);
-            let (text, tokens) = self.encoder.generation_prompt(&messages)?;
+            let (text, tokens) = self.encoder.generation_prompt(&messages).map_err(E::from)?;
             if tokens.len() <= max_prompt_tokens {
                 break ChatPrompt {
                     text,
@@ -80,12 +80,12 @@ impl<'a> Conversation<'a> {
                 };
             }
             if dropped == self.exchanges.len() {
-                return Err(DataError::Config(format!(
+                return Err(E::from(DataError::Config(format!(
                     "the message makes a prompt of {} tokens but the model has room for {} \
                      (its context less the reply); send a shorter message or a shorter --system",
                     tokens.len(),
                     max_prompt_tokens
-                )));
+                ))));
             }
             dropped += 1;
         };
@@ -135,7 +135,7 @@ mod tests {
             let got = chat
                 .turn(user, 1000, |p| {
                     seen.push(p.clone());
-                    Ok(reply.to_string())
+                    Ok::<_, DataError>(reply.to_string())
                 })
                 .unwrap();
             assert_eq!(got, reply);
@@ -154,7 +154,7 @@ mod tests {
             let mut p = None;
             chat.turn("e", room, |x| {
                 p = Some(x.clone());
-                Ok("f".into())
+                Ok::<_, DataError>("f".into())
             })
             .unwrap();
             p.unwrap()
@@ -163,7 +163,9 @@ mod tests {
         assert!(p.text.contains("user\nc") && !p.text.contains("user\na"));
         assert_eq!(chat.len(), 2);
 
-        let err = chat.turn("far too long a message", 5, |_| Ok(String::new()));
+        let err = chat.turn("far too long a message", 5, |_| {
+            Ok::<_, DataError>(String::new())
+        });
         assert!(err.unwrap_err().to_string().contains("shorter message"));
         assert_eq!(chat.len(), 2);
     }

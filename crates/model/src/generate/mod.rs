@@ -4,13 +4,19 @@
 //! - [`kernels`]: the MIL decode kernels and their bucket and port sizing;
 //! - [`positions`]: RoPE at a position offset and the per-chunk cache mask;
 //! - [`generator`]: [`Generator`], which stages weights, holds the cache and runs chunks;
+//! - [`chat`]: [`Chat`], a conversation through the model's chat template, and the
+//!   [`stop_tokens`] generation ends at;
 //! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator.
 
+pub mod chat;
 pub mod generator;
 pub mod kernels;
 pub mod positions;
 pub mod sampler;
 
+pub use chat::{
+    stop_tokens, Chat, ChatEvent, ChatOptions, ChatReply, DEFAULT_CONTEXT as DEFAULT_CHAT_CONTEXT,
+};
 pub use generator::{GenerationStats, Generator};
 pub use kernels::{DecodeKernels, BUCKET};
 pub use sampler::{argmax, Sampler, SamplingOptions};
