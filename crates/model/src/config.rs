@@ -622,6 +622,27 @@ mod tests {
     }
 
     #[test]
+    fn generation_config_adds_its_eos_ids_and_a_broken_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut obj: Value =
+            serde_json::from_str(&ModelConfig::preset("tiny").unwrap().to_hf_json()).unwrap();
+        obj["eos_token_id"] = json!(2);
+        std::fs::write(dir.path().join("config.json"), obj.to_string()).unwrap();
+        let generation = dir.path().join(crate::hf::GENERATION_CONFIG_FILE);
+        std::fs::write(&generation, r#"{"eos_token_id": [5, 2]}"#).unwrap();
+        let config = ModelConfig::from_hf_dir(dir.path()).unwrap();
+        assert_eq!(config.special_tokens.eos, vec![2, 5]);
+        std::fs::write(&generation, "{").unwrap();
+        let e = ModelConfig::from_hf_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation_config.json") && e.contains("fix or remove"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn presets_have_the_documented_shapes() {
         let s = ModelConfig::preset("stories15M").unwrap();
         assert_eq!(
