@@ -11,7 +11,7 @@ use anetrain_data::rng::SplitMix64;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::lora::{save_adapter, Adapter, AdapterFormat, Layers, LoraConfig, Target};
-use anetrain_model::params::Params;
+use anetrain_model::params::{LayerParams, Params, Tensor};
 use anetrain_model::reference::model::forward;
 
 const SEQ: usize = 12;
@@ -39,6 +39,19 @@ fn setup(dir: &Path) -> (ModelConfig, Params, Adapter) {
     (config, params, adapter)
 }
 
+/// The weight `target` names in `layer`.
+fn weight(layer: &mut LayerParams, target: Target) -> &mut Tensor {
+    match target {
+        Target::QProj => &mut layer.q_proj,
+        Target::KProj => &mut layer.k_proj,
+        Target::VProj => &mut layer.v_proj,
+        Target::OProj => &mut layer.o_proj,
+        Target::GateProj => &mut layer.gate_proj,
+        Target::UpProj => &mut layer.up_proj,
+        Target::DownProj => &mut layer.down_proj,
+    }
+}
+
 /// `W + (alpha/r)·B·A` for every adapted projection, by plain loops.
 fn fused(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Params {
     let mut fused = base.clone();
@@ -46,7 +59,7 @@ fn fused(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Params {
     for ((layer, target), pair) in adapter.modules() {
         let (d_out, d_in) = target.shape(config);
         let r = pair.rank();
-        let w = target.weight_mut(&mut fused.layers[layer]).data_mut();
+        let w = weight(&mut fused.layers[layer], target).data_mut();
         for o in 0..d_out {
             for i in 0..d_in {
                 let ba: f32 = (0..r)

@@ -78,13 +78,13 @@ impl TokenizerSource {
         }
     }
 
-    /// The chat template of the `tokenizer_config.json` beside the tokenizer file, `None` when
-    /// there is no such file or it has no `chat_template` (the byte tokenizer has none).
+    /// The chat template of the `tokenizer_config.json` beside the tokenizer file, if there is
+    /// one with a template (the byte tokenizer has none).
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
         let TokenizerSource::File(path) = self else {
             return Ok(None);
         };
-        match path.parent().map(|p| p.join(TOKENIZER_CONFIG_FILE)) {
+        match path.parent().map(|dir| dir.join(TOKENIZER_CONFIG_FILE)) {
             Some(config) if config.is_file() => ChatTemplate::from_tokenizer_config(&config),
             _ => Ok(None),
         }

@@ -11,7 +11,7 @@ use crate::config::{ModelConfig, PRESETS};
 use crate::error::{ModelError, Result};
 use crate::hf::load_hf_dir;
 use crate::llama2c::read_llama2c;
-use crate::lora::{load_adapter, Adapter, AdapterFormat};
+use crate::lora::Adapter;
 use crate::params::Params;
 use crate::train::checkpoint::{resolve_checkpoint, CheckpointMeta, META_FILE};
 use crate::train::Checkpoint;
@@ -197,7 +197,7 @@ pub struct AppliedAdapter {
     /// The adapter as read (it fits the model it was applied to).
     pub adapter: Adapter,
     /// The format its directory was in.
-    pub format: AdapterFormat,
+    pub format: crate::lora::AdapterFormat,
 }
 
 impl LoadedModel {
@@ -212,7 +212,7 @@ impl LoadedModel {
                 dir.display()
             )));
         }
-        let (adapter, format) = load_adapter(dir, &self.config)?;
+        let (adapter, format) = crate::lora::load_adapter(dir, &self.config)?;
         adapter.fuse_into(&mut self.params)?;
         self.description = format!(
             "{} + {} adapter {} (rank {}, {} projections)",
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn an_applied_adapter_is_fused_once_and_must_fit_the_model() {
-        use crate::lora::{save_adapter, LoraConfig};
+        use crate::lora::{save_adapter, AdapterFormat, LoraConfig};
         let dir = tempfile::tempdir().unwrap();
         let source = ModelSource::Preset {
             name: "tiny".into(),
