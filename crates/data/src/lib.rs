@@ -25,6 +25,7 @@ mod finetune;
 mod hf;
 mod jsonl;
 pub mod rng;
+mod run_data;
 mod sampler;
 mod shards;
 mod source;
@@ -43,6 +44,7 @@ pub use example_batches::{ExampleEvalBatches, ExampleSampler};
 pub use finetune::{EncodeSummary, ExampleEncoder, MaskedTokens};
 pub use hf::HfTokenizer;
 pub use jsonl::{Example, ExampleFile, ExampleKind, ExampleSplits};
+pub use run_data::{DataRequest, OpenedData};
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
 pub use source::{
