@@ -68,7 +68,7 @@ impl EncodeSummary {
             );
             if self.without_targets > 0 {
                 line += &format!(
-                    "; {} of them have no completion tokens left (raise --seq)",
+                    "; {} of them have no completion tokens left and are left out (raise --seq)",
                     self.without_targets
                 );
             }
@@ -126,6 +126,11 @@ impl<'a> ExampleEncoder<'a> {
             specials,
             mask_prompt,
         })
+    }
+
+    /// Whether only completion / assistant tokens count (`--mask-prompt`).
+    pub fn masks_prompt(&self) -> bool {
+        self.mask_prompt
     }
 
     /// The tokens and loss mask of one example.
