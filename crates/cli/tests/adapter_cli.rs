@@ -289,3 +289,31 @@ fn a_missing_unknown_or_mismatched_adapter_is_refused_before_any_work() {
         "different base model",
     );
 }
+
+#[test]
+fn bench_generate_fuses_the_adapter_once_and_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, adapter) = setup(tmp.path());
+    let dir = tmp.path().join("adapter");
+    save_adapter(&dir, AdapterFormat::Peft, &adapter, "base").unwrap();
+    let o = ok(&[
+        "bench",
+        "generate",
+        "--model",
+        arg(&tmp.path().join("base")),
+        "--adapter",
+        arg(&dir),
+        "--prompts",
+        "3",
+        "--tokens",
+        "2",
+        "--runs",
+        "1",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("PEFT adapter") && out.contains("rank 4"),
+        "{out}"
+    );
+    assert!(out.contains("adapter fused into the weights once"), "{out}");
+}
