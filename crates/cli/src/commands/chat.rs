@@ -9,7 +9,7 @@ use anetrain_model::generate::{Chat, ChatEvent, ChatOptions, DEFAULT_CHAT_CONTEX
 use anetrain_model::source::{LoadedModel, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +78,11 @@ pub fn run(args: ChatArgs) -> Result<ExitCode> {
         args.adapter.as_deref(),
         args.sampling.seed,
     )?;
-    let lines = std::io::stdin().lock().lines();
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("type a message and press Enter; Ctrl-D ends the chat");
+    }
+    let lines = stdin.lock().lines();
     talk(
         model,
         tokenizer,
