@@ -2,7 +2,8 @@
 //! Hugging Face directory, then `train --init-from BASE --lora-rank 4` on the MIL kernels (CPU
 //! device). Checked against independent expectations: the loss falls; the run directory holds
 //! the adapter and no base weights; `--resume` continues bit-exactly; the adapter written by
-//! `export --format peft`, fused here with plain loops, gives the run's own eval loss; `export
+//! `export --format peft`, fused here with plain loops or read back by `eval --adapter`, gives
+//! the run's own eval loss; `export
 //! --format hf` gives the logits of base + adapter; and bad flags or a changed base are errors.
 
 mod common;
@@ -196,6 +197,25 @@ fn lora_training_runs_resumes_exports_and_fuses() {
     assert!(
         (run_loss - hand_loss).abs() < 1e-5,
         "run {run_loss} vs fused by hand {hand_loss}"
+    );
+    // The exported adapter read back by `eval --adapter` on the base: the run's loss again.
+    let with_adapter = eval_loss(&[
+        "--model",
+        arg(&base),
+        "--adapter",
+        arg(&peft),
+        "--data",
+        "synthetic:3000",
+        "--tokenizer",
+        "byte",
+        "--seq",
+        "16",
+        "--device",
+        "reference",
+    ]);
+    assert!(
+        (with_adapter - run_loss).abs() < 1e-5,
+        "eval --adapter {with_adapter} vs the run {run_loss}"
     );
     // The same held-out tokens, before and after: the adapter learned.
     let base_loss = eval(&base);

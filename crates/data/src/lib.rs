@@ -15,16 +15,19 @@
 //!   [`ExampleEvalBatches`] pad them into [`Batch`]es with per-target weights.
 //! - [`TrainData`]: a run's data, streams or examples ([`ExampleSplit`]), behind one
 //!   [`BatchSampler`] and one [`EvalSource`].
+//! - Chatting: [`Conversation`] keeps a chat's history and renders the next [`ChatPrompt`].
 
 #![warn(missing_docs)]
 
 mod chat;
+mod conversation;
 mod error;
 mod example_batches;
 mod finetune;
 mod hf;
 mod jsonl;
 pub mod rng;
+mod run_data;
 mod sampler;
 mod shards;
 mod source;
@@ -38,11 +41,13 @@ mod tokenizer;
 mod train_data;
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
+pub use conversation::{ChatPrompt, Conversation};
 pub use error::{DataError, Result};
 pub use example_batches::{ExampleEvalBatches, ExampleSampler};
 pub use finetune::{EncodeSummary, ExampleEncoder, MaskedTokens};
 pub use hf::HfTokenizer;
 pub use jsonl::{Example, ExampleFile, ExampleKind, ExampleSplits};
+pub use run_data::{DataRequest, OpenedData};
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
 pub use source::{

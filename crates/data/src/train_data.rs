@@ -123,34 +123,18 @@ impl ExampleSplit {
             None => valid,
         };
         for file in std::iter::once(&train).chain(&valid) {
-            if encoder.masks_prompt() && file.kind == ExampleKind::Text {
-                return Err(DataError::Config(format!(
-                    "--mask-prompt needs prompts, but {} holds {{\"text\"}} examples; use \
-                     {{\"prompt\", \"completion\"}} or {{\"messages\"}} examples, or drop \
-                     --mask-prompt",
-                    file.path.display()
-                )));
-            }
+            check_maskable(file, encoder)?;
         }
         let (train_examples, val_examples): (&[Example], Option<&[Example]>) = match &valid {
             Some(v) => (&train.examples, Some(&v.examples)),
             None => hold_out(&train, val_fraction)?,
         };
         let mut summary = EncodeSummary::default();
-        let mut encode = |examples: &[Example]| -> Result<Vec<MaskedTokens>> {
-            let (mut encoded, s) = encoder.encode_all(examples, seq + 1)?;
-            summary.truncated += s.truncated;
-            summary.without_targets += s.without_targets;
-            encoded.retain(|e| e.counted() > 0);
-            Ok(encoded)
-        };
+        let mut encode =
+            |examples: &[Example]| encode_counted(examples, encoder, seq, &mut summary);
         let train_encoded = encode(train_examples)?;
         if train_encoded.is_empty() {
-            return Err(DataError::Config(format!(
-                "no example of {} has a token that counts in the loss within --seq {seq}; raise \
-                 --seq, or check the examples have completions",
-                train.path.display()
-            )));
+            return Err(nothing_counts(&train.path, seq));
         }
         let val_encoded = val_examples.map(&mut encode).transpose()?;
         let split = ExampleSplit {
@@ -159,6 +143,42 @@ impl ExampleSplit {
         };
         Ok((split, summary))
     }
+}
+
+/// Refuses `--mask-prompt` on `{"text"}` examples, which have no prompt to mask (as mlx-lm).
+pub(crate) fn check_maskable(file: &ExampleFile, encoder: &ExampleEncoder<'_>) -> Result<()> {
+    if encoder.masks_prompt() && file.kind == ExampleKind::Text {
+        return Err(DataError::Config(format!(
+            "--mask-prompt needs prompts, but {} holds {{\"text\"}} examples; use \
+             {{\"prompt\", \"completion\"}} or {{\"messages\"}} examples, or drop --mask-prompt",
+            file.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `examples` encoded and cut to `seq + 1` tokens, without those left with no counted target
+/// (they would add nothing); the cuts are added to `summary`.
+pub(crate) fn encode_counted(
+    examples: &[Example],
+    encoder: &ExampleEncoder<'_>,
+    seq: usize,
+    summary: &mut EncodeSummary,
+) -> Result<Vec<MaskedTokens>> {
+    let (mut encoded, s) = encoder.encode_all(examples, seq + 1)?;
+    summary.truncated += s.truncated;
+    summary.without_targets += s.without_targets;
+    encoded.retain(|e| e.counted() > 0);
+    Ok(encoded)
+}
+
+/// The error for a file none of whose examples has a counted target within `seq`.
+pub(crate) fn nothing_counts(path: &Path, seq: usize) -> DataError {
+    DataError::Config(format!(
+        "no example of {} has a token that counts in the loss within --seq {seq}; raise --seq, \
+         or check the examples have completions",
+        path.display()
+    ))
 }
 
 /// The training examples and the last `val_fraction` of them (at least one when positive).

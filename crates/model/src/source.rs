@@ -177,6 +177,8 @@ impl ModelSource {
     /// Loads the config and weights; `seed` draws a preset's random weights.
     pub fn load(&self, seed: u64) -> Result<LoadedModel> {
         let tokenizer = self.tokenizer()?;
+        // A LoRA checkpoint is itself an adapter directory, applied to its base below.
+        let mut lora_dir = None;
         let (config, params, description) = match self {
             ModelSource::Llama2c(path) => {
                 let (config, params) = read_llama2c(path)?;
@@ -191,13 +193,11 @@ impl ModelSource {
                 let ckpt = Checkpoint::load(&dir)?;
                 let mut description =
                     format!("checkpoint {} (step {})", dir.display(), ckpt.meta.step);
-                let mut params = ckpt.params;
-                // A LoRA run is its base with the adapter on it: fused, it is one plain model.
-                if let (Some(adapter), Some(base)) = (&ckpt.adapter, &ckpt.meta.lora_base) {
-                    adapter.fuse_into(&mut params)?;
-                    description.push_str(&format!(", a LoRA adapter on {}", base.path));
+                if let Some(base) = &ckpt.meta.lora_base {
+                    description = format!("base {} of LoRA {description}", base.path);
+                    lora_dir = Some(dir.clone());
                 }
-                (ckpt.config, params, description)
+                (ckpt.config, ckpt.params, description)
             }
             ModelSource::Preset { name, vocab_size } => {
                 let mut config = ModelConfig::preset(name)?;
@@ -212,16 +212,53 @@ impl ModelSource {
                 (config, params, description)
             }
         };
-        Ok(LoadedModel {
+        let mut model = LoadedModel {
             config,
             params,
             description,
             tokenizer,
-        })
+        };
+        if let Some(dir) = lora_dir {
+            model.apply_adapter(&dir)?;
+        }
+        Ok(model)
     }
 }
 
+/// What [`LoadedModel::apply_adapter`] folded in.
+#[derive(Debug)]
+pub struct AppliedAdapter {
+    /// The adapter as read (it fits the model it was applied to).
+    pub adapter: Adapter,
+    /// The format its directory was in.
+    pub format: crate::lora::AdapterFormat,
+}
+
 impl LoadedModel {
+    /// Reads the LoRA adapter in `dir` (PEFT or mlx-lm, detected from its files), checks that
+    /// it fits this model (layers, targets, shapes; errors name the tensor or config field)
+    /// and folds it into the weights once (`W += s·B·A`), so evaluation and generation run the
+    /// plain fused model at the base model's speed. The description gains the adapter.
+    pub fn apply_adapter(&mut self, dir: &Path) -> Result<AppliedAdapter> {
+        if !dir.is_dir() {
+            return Err(ModelError::Input(format!(
+                "adapter {} is not a directory; pass the directory holding adapter_config.json",
+                dir.display()
+            )));
+        }
+        let (adapter, format) = crate::lora::load_adapter(dir, &self.config)?;
+        adapter.fuse_into(&mut self.params)?;
+        self.description = format!(
+            "{} + {} adapter {} (rank {}, {} projections)",
+            self.description,
+            format.label(),
+            dir.display(),
+            adapter.config().rank,
+            adapter.modules().count()
+        );
+        Ok(AppliedAdapter { adapter, format })
+    }
+
     /// The tokenizer to use: `flag` when given, else the one the model carries, else none.
     /// One that has more tokens than the model's vocabulary is an error, never a silent
     /// fallback.
@@ -288,6 +325,59 @@ mod tests {
         assert!(
             e.contains("does not exist") && e.contains("stories15M"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_applied_adapter_is_fused_once_and_must_fit_the_model() {
+        use crate::lora::{save_adapter, AdapterFormat, LoraConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let source = ModelSource::Preset {
+            name: "tiny".into(),
+            vocab_size: None,
+        };
+        let base = source.load(3).unwrap();
+        let mut adapter = Adapter::init(LoraConfig::default(), &base.config, 5).unwrap();
+        let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
+        for (layer, target) in keys {
+            adapter
+                .get_mut(layer, target)
+                .unwrap()
+                .b
+                .data_mut()
+                .fill(0.01);
+        }
+        let adapter_dir = dir.path().join("adapter");
+        save_adapter(&adapter_dir, AdapterFormat::Mlx, &adapter, "tiny").unwrap();
+
+        let mut model = source.load(3).unwrap();
+        let applied = model.apply_adapter(&adapter_dir).unwrap();
+        assert_eq!(applied.format, AdapterFormat::Mlx);
+        let mut expected = base.params.clone();
+        adapter.fuse_into(&mut expected).unwrap();
+        assert_eq!(model.params, expected);
+        assert_ne!(model.params, base.params);
+        assert!(
+            model.description.contains("mlx-lm adapter"),
+            "{}",
+            model.description
+        );
+
+        let err = source
+            .load(3)
+            .unwrap()
+            .apply_adapter(&dir.path().join("none"));
+        assert!(err.unwrap_err().to_string().contains("is not a directory"));
+        let mut other = ModelSource::Preset {
+            name: "tiny-qwen3".into(),
+            vocab_size: None,
+        }
+        .load(3)
+        .unwrap();
+        let err = other.apply_adapter(&adapter_dir).unwrap_err().to_string();
+        assert!(
+            err.contains("lora_a") && err.contains("different base"),
+            "{err}"
         );
     }
 
