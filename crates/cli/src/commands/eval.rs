@@ -1,6 +1,6 @@
 //! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset.
 
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use anetrain_data::{validate_vocab, DataSource, TokenizerSource};
 use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
@@ -33,6 +33,8 @@ pub struct EvalArgs {
     sampling: String,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
     /// Seed of the synthetic corpus when --data is synthetic.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -73,7 +75,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .open(tokenizer.as_ref().map(|t| t.tokenizer.as_ref()), args.seed)
         .with_context(|| format!("opening --data {}", args.data))?;
     validate_vocab(stream.as_ref(), config.vocab_size)?;
-    let (mut engine, why) = args.device.device.engine(config, seq, &model.params)?;
+    let (mut engine, why) =
+        args.device
+            .device
+            .engine_with(config, seq, &model.params, args.capabilities.path())?;
     let result = evaluate(engine.as_mut(), &model.params, stream, seq, args.batch, 0)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);

@@ -1,7 +1,7 @@
 //! `anetrain generate`: text from a model, streamed as it is sampled: the prompt through the
 //! tokenizer, a prefill, then one KV-cache decode step per token on the chosen device.
 
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use crate::sample::{stream_generation, stream_ids};
 use anetrain_data::TokenizerSource;
 use anetrain_model::generate::{Generator, SamplingOptions};
@@ -45,6 +45,8 @@ pub struct GenerateArgs {
     seed: u64,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
 }
 
 /// Runs `anetrain generate`.
@@ -101,7 +103,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
     let max_seq = config.max_seq_len.min(prompt.len() + args.max_tokens);
-    let (device, why) = args.device.device.device()?;
+    let (device, why) = args.device.device.device_with(args.capabilities.path())?;
     eprintln!("model: {}\ndevice: {why}", model.description);
     let mut generator = Generator::new(&config, model.params, device, max_seq)?;
     let stats = match &tokenizer {
