@@ -3,14 +3,15 @@
 //! [`Engine`], with a sentence saying what was chosen and why.
 //!
 //! On the ANE the capability file of `anetrain doctor --probe` (or one named with
-//! `--capabilities`) decides the kernel forms ([`KernelForms`]); CPU devices run every form
-//! alike and ignore it.
+//! `--capabilities`) decides the kernel forms ([`KernelForms`]) and the rules the constraint
+//! check holds programs to; CPU devices run every form alike and ignore it.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
 use anetrain_device::ane::capabilities::Capabilities;
+use anetrain_device::ane::ConstraintCheck;
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 
 use crate::config::ModelConfig;
@@ -18,6 +19,7 @@ use crate::engine::{DeviceEngine, Engine, ReferenceEngine};
 use crate::error::{ModelError, Result};
 use crate::kernels::KernelForms;
 use crate::params::Params;
+use crate::probes::measured_rules;
 
 /// A device name. With the `clap` feature it is a `clap::ValueEnum`, whose help lists each
 /// variant's doc comment.
@@ -189,9 +191,28 @@ fn with_capabilities(
         return Ok((ane, why));
     };
     let caps = read_capabilities(&path)?;
+    if (caps.chip.as_str(), caps.macos.as_str()) != (info.chip(), info.macos.as_str()) {
+        return Err(ModelError::Options(format!(
+            "the capability file {} was measured on {} with macOS `{}`, but this is {} with \
+             macOS `{}`; run `anetrain doctor --probe` on this machine, or pass its own file \
+             with --capabilities",
+            path.display(),
+            caps.chip,
+            caps.macos,
+            info.chip(),
+            info.macos
+        )));
+    }
     let forms = KernelForms::from_capabilities(&caps)?;
+    let (ane, rules) = match measured_rules(&caps) {
+        Ok(measured) => (
+            ane.with_constraint_check(ConstraintCheck::Measured(measured)),
+            "its measured rules".to_string(),
+        ),
+        Err(e) => (ane, format!("the catalog's rules ({e})")),
+    };
     let why = format!(
-        "{why}; kernel forms from the capability file {}: {}",
+        "{why}; from the capability file {}: kernel forms {}; constraint check with {rules}",
         path.display(),
         forms.describe().join(", ")
     );

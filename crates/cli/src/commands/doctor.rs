@@ -329,7 +329,7 @@ fn ane_device() -> Result<Box<dyn Device>> {
     let measured = Capabilities::default_path(info.chip(), &info.macos)
         .ok()
         .filter(|path| path.is_file())
-        .map(|path| -> Result<_> { measured_rules(&Capabilities::read(&path)?) });
+        .map(|path| -> Result<_> { Ok(measured_rules(&Capabilities::read(&path)?)?) });
     Ok(Box::new(match measured {
         Some(Ok(rules)) => ane.with_constraint_check(ConstraintCheck::Measured(rules)),
         Some(Err(e)) => {

@@ -2,8 +2,9 @@
 //! per kernel form ([`KernelForms`]), so the capability file says which forms work.
 
 use anetrain_mil::{Builder, Bundle, ConvOptions, DType, Var};
-use anetrain_model::kernels::KernelForms;
-use anyhow::{anyhow, Result};
+
+use crate::error::{ModelError, Result};
+use crate::kernels::KernelForms;
 
 /// The id of the probe every other result depends on: the plain anchored kernel.
 pub const BASELINE: &str = "baseline";
@@ -27,15 +28,17 @@ impl ProbeSpec {
 }
 
 fn spec(id: &'static str, rule: Option<&'static str>, build: Build) -> ProbeSpec {
-    let build = Box::new(move || build().map_err(anyhow::Error::from));
+    let build = Box::new(move || build().map_err(ModelError::from));
     ProbeSpec { id, rule, build }
 }
 
 /// The probe of kernel form `id`, built by the generator that emits the form.
 fn form(id: &'static str) -> ProbeSpec {
     let build = Box::new(move || match KernelForms::probe_kernel(id) {
-        Some(bundle) => Ok(bundle?),
-        None => Err(anyhow!("there is no kernel form probe `{id}`")),
+        Some(bundle) => bundle,
+        None => Err(ModelError::Internal(format!(
+            "there is no kernel form probe `{id}`"
+        ))),
     });
     ProbeSpec {
         id,
@@ -144,9 +147,9 @@ pub fn find(id: &str) -> Result<ProbeSpec> {
     let all = matrix();
     let ids: Vec<&str> = all.iter().map(|p| p.id).collect();
     let list = ids.join(", ");
-    all.into_iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| anyhow!("there is no probe `{id}`; the probes are: {list}"))
+    all.into_iter().find(|p| p.id == id).ok_or_else(|| {
+        ModelError::Options(format!("there is no probe `{id}`; the probes are: {list}"))
+    })
 }
 
 // ------------------------------------------------------------------------------ kernels
