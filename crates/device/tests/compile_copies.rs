@@ -2,10 +2,12 @@
 //! compile and forks where kernels fork, a compile per copy where they cannot, and copies that
 //! never share buffers either way.
 
-use anetrain_device::{CpuDevice, Device, DeviceError, Kernel, Precision, Result, TensorSpec};
+use anetrain_device::{CpuDevice, Device, Kernel, Precision, Result};
 use anetrain_mil::{Builder, Bundle, DType, Program, WeightFiles};
 use std::cell::Cell;
-use std::ops::Range;
+
+mod common;
+use common::{Fault, Faulty};
 
 /// `y = 2 x` on `[1, 4, 1, 8]`.
 fn doubling() -> Bundle {
@@ -16,22 +18,19 @@ fn doubling() -> Bundle {
     b.finish().unwrap()
 }
 
-/// A CPU device that counts its compiles; with `forks: false` its kernels refuse to fork,
-/// like a device that cannot share a compiled program, and with `fork_error` they fail to.
+/// A CPU device that counts its compiles, its kernels given `fault` (none: they fork).
 struct Counting {
     inner: CpuDevice,
     compiles: Cell<usize>,
-    forks: bool,
-    fork_error: bool,
+    fault: Option<Fault>,
 }
 
 impl Counting {
-    fn new(forks: bool, fork_error: bool) -> Counting {
+    fn new(fault: Option<Fault>) -> Counting {
         Counting {
             inner: CpuDevice::new(Precision::F32),
             compiles: Cell::new(0),
-            forks,
-            fork_error,
+            fault,
         }
     }
 }
@@ -44,67 +43,9 @@ impl Device for Counting {
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
         self.compiles.set(self.compiles.get() + 1);
         let inner = self.inner.compile(program, weights)?;
-        if self.forks {
-            return Ok(inner);
-        }
-        Ok(Box::new(Unforkable {
-            inner,
-            fork_error: self.fork_error,
-        }))
-    }
-}
-
-struct Unforkable {
-    inner: Box<dyn Kernel>,
-    fork_error: bool,
-}
-
-impl Kernel for Unforkable {
-    fn inputs(&self) -> &[TensorSpec] {
-        self.inner.inputs()
-    }
-
-    fn outputs(&self) -> &[TensorSpec] {
-        self.inner.outputs()
-    }
-
-    fn write_input(&mut self, index: usize, data: &[f32]) -> Result<()> {
-        self.inner.write_input(index, data)
-    }
-
-    fn write_input_region(
-        &mut self,
-        index: usize,
-        channels: Range<usize>,
-        columns: Range<usize>,
-        data: &[f32],
-    ) -> Result<()> {
-        self.inner
-            .write_input_region(index, channels, columns, data)
-    }
-
-    fn run(&mut self) -> Result<()> {
-        self.inner.run()
-    }
-
-    fn read_output(&self, index: usize, out: &mut [f32]) -> Result<()> {
-        self.inner.read_output(index, out)
-    }
-
-    fn read_output_channels(
-        &self,
-        index: usize,
-        channels: Range<usize>,
-        out: &mut [f32],
-    ) -> Result<()> {
-        self.inner.read_output_channels(index, channels, out)
-    }
-
-    fn fork(&self) -> Result<Box<dyn Kernel>> {
-        Err(if self.fork_error {
-            DeviceError::Runtime("the model was unloaded".into())
-        } else {
-            DeviceError::Unavailable("no sharing".into())
+        Ok(match self.fault {
+            Some(fault) => Box::new(Faulty { inner, fault }),
+            None => inner,
         })
     }
 }
@@ -128,7 +69,7 @@ fn assert_independent(kernels: &mut [Box<dyn Kernel>]) {
 #[test]
 fn forking_devices_compile_once() {
     let bundle = doubling();
-    let device = Counting::new(true, false);
+    let device = Counting::new(None);
     let mut kernels = device
         .compile_copies(&bundle.program, &bundle.weights, 4)
         .unwrap();
@@ -139,7 +80,7 @@ fn forking_devices_compile_once() {
 #[test]
 fn devices_that_cannot_fork_compile_each_copy() {
     let bundle = doubling();
-    let device = Counting::new(false, false);
+    let device = Counting::new(Some(Fault::CannotFork));
     let mut kernels = device
         .compile_copies(&bundle.program, &bundle.weights, 3)
         .unwrap();
@@ -150,7 +91,7 @@ fn devices_that_cannot_fork_compile_each_copy() {
 #[test]
 fn a_failing_fork_is_an_error_not_a_recompile() {
     let bundle = doubling();
-    let device = Counting::new(false, true);
+    let device = Counting::new(Some(Fault::ForkFails));
     let err = device
         .compile_copies(&bundle.program, &bundle.weights, 2)
         .err()
@@ -162,7 +103,7 @@ fn a_failing_fork_is_an_error_not_a_recompile() {
 #[test]
 fn no_copies_compile_nothing() {
     let bundle = doubling();
-    let device = Counting::new(true, false);
+    let device = Counting::new(None);
     let kernels = device
         .compile_copies(&bundle.program, &bundle.weights, 0)
         .unwrap();
