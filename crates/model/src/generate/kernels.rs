@@ -28,7 +28,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::kernels::{dynamic_matmul_into, KernelForms, INPUT, OUTPUT, SWAP_LAST};
+use crate::kernels::{dynamic_matmul_into, swiglu_into, KernelForms, INPUT, OUTPUT, SWAP_LAST};
 
 /// Spatial columns of every decode kernel: one chunk of up to this many tokens per run.
 pub const BUCKET: usize = 32;
@@ -114,16 +114,11 @@ pub fn decode_matmul(ic: usize, oc: usize, forms: KernelForms) -> Result<Bundle>
 
 /// `decode_ffn`: input `[1, D, 1, W  B+3H]` holding `hn [D][B]`, `W1ᵀ [D][H]`, `W3ᵀ [D][H]`
 /// and `W2 [D][H]` (not transposed: `W2 act` reads it as it is), output `[1, D, 1, B]`.
-/// SiLU is spelled `mul(sigmoid)`, the form every ANE project compiles.
 pub fn decode_ffn(d: usize, h: usize, forms: KernelForms) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b.input(INPUT, DType::Fp16, [1, d, 1, port_width(d, BUCKET + 3 * h)])?;
     let h13 = dynamic_matmul_into(&mut b, x, d, 2 * h, BUCKET, forms.matmul)?;
-    let h1 = b.slice(h13, &[0, 0, 0, 0], &[1, h, 1, BUCKET])?;
-    let h3 = b.slice(h13, &[0, h, 0, 0], &[1, h, 1, BUCKET])?;
-    let gate = b.sigmoid(h1)?;
-    let silu = b.mul(h1, gate)?;
-    let act = b.mul(silu, h3)?;
+    let act = swiglu_into(&mut b, h13, h, BUCKET)?;
     let w2 = b.slice(x, &[0, 0, 0, BUCKET + 2 * h], &[1, d, 1, h])?;
     let w2 = b.reshape(w2, &[1, 1, d, h])?;
     let act = b.reshape(act, &[1, 1, h, BUCKET])?;

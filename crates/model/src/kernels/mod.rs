@@ -26,7 +26,7 @@ mod stage;
 pub use attention::{attention_bwd, attention_fwd, causal_mask, MASK_VALUE};
 pub use forms::{KernelForms, MatmulForm, RowSumForm};
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
-pub(crate) use matmul::{dynamic_matmul_into, SWAP_LAST};
+pub(crate) use matmul::{dynamic_matmul_into, swiglu_into, SWAP_LAST};
 pub(crate) use stage::device_error;
 pub use stage::stage_weights;
 
