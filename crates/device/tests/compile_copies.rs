@@ -66,26 +66,22 @@ fn assert_independent(kernels: &mut [Box<dyn Kernel>]) {
     }
 }
 
+/// Forking kernels cost one compile for four copies; kernels that cannot fork, one each.
 #[test]
-fn forking_devices_compile_once() {
+fn copies_are_forks_where_kernels_fork_and_compiles_where_they_cannot() {
     let bundle = doubling();
-    let device = Counting::new(None);
-    let mut kernels = device
-        .compile_copies(&bundle.program, &bundle.weights, 4)
-        .unwrap();
-    assert_eq!((kernels.len(), device.compiles.get()), (4, 1));
-    assert_independent(&mut kernels);
-}
-
-#[test]
-fn devices_that_cannot_fork_compile_each_copy() {
-    let bundle = doubling();
-    let device = Counting::new(Some(Fault::CannotFork));
-    let mut kernels = device
-        .compile_copies(&bundle.program, &bundle.weights, 3)
-        .unwrap();
-    assert_eq!((kernels.len(), device.compiles.get()), (3, 3));
-    assert_independent(&mut kernels);
+    for (fault, copies, compiles) in [(None, 4, 1), (Some(Fault::CannotFork), 3, 3)] {
+        let device = Counting::new(fault);
+        let mut kernels = device
+            .compile_copies(&bundle.program, &bundle.weights, copies)
+            .unwrap();
+        assert_eq!(
+            (kernels.len(), device.compiles.get()),
+            (copies, compiles),
+            "{fault:?}"
+        );
+        assert_independent(&mut kernels);
+    }
 }
 
 #[test]
