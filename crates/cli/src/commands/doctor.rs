@@ -186,11 +186,12 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
 }
 
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in
-/// fp16, so it isolates layout and port-order faults), then every training and decode kernel.
+/// fp16, so it isolates layout and port-order faults), then every training and decode kernel
+/// in the forms training would compile here ([`machine_forms`]).
 fn kernel_list(config: &ModelConfig, seq: usize) -> Result<Vec<(String, Bundle)>> {
     let mut list = vec![("self_test".to_string(), SelfTest::new()?.bundle)];
     list.extend(
-        kernels::training_and_decode(config, seq, KernelForms::default())?
+        kernels::training_and_decode(config, seq, machine_forms())?
             .into_iter()
             .map(|k| (k.name.to_string(), k.bundle)),
     );
@@ -314,6 +315,26 @@ fn kernel_one(args: &DoctorArgs, kernels: &[(String, Bundle)], name: &str) -> Re
     );
     println!("{}", serde_json::to_string(&row)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The kernel forms of this machine's capability file when `anetrain doctor --probe` wrote
+/// one and it leaves every kernel a form, else the proven defaults (off Apple silicon too).
+// Off Apple silicon `AneDevice` is uninhabited, so everything after `new()` is statically dead.
+#[cfg_attr(
+    not(all(target_os = "macos", target_arch = "aarch64")),
+    allow(unreachable_code)
+)]
+fn machine_forms() -> KernelForms {
+    let Ok(ane) = AneDevice::new() else {
+        return KernelForms::default();
+    };
+    let info = ane.info();
+    Capabilities::default_path(info.chip(), &info.macos)
+        .ok()
+        .filter(|path| path.is_file())
+        .and_then(|path| Capabilities::read(&path).ok())
+        .and_then(|caps| KernelForms::from_capabilities(&caps).ok())
+        .unwrap_or_default()
 }
 
 /// The ANE for a kernel child, holding programs to the rules this machine's capability file
