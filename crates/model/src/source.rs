@@ -11,6 +11,7 @@ use crate::config::{ModelConfig, PRESETS};
 use crate::error::{ModelError, Result};
 use crate::hf::load_hf_dir;
 use crate::llama2c::read_llama2c;
+use crate::lora::Adapter;
 use crate::params::Params;
 use crate::train::checkpoint::{resolve_checkpoint, CheckpointMeta, META_FILE};
 use crate::train::Checkpoint;
@@ -190,7 +191,40 @@ impl ModelSource {
     }
 }
 
+/// What [`LoadedModel::apply_adapter`] folded in.
+#[derive(Debug)]
+pub struct AppliedAdapter {
+    /// The adapter as read (it fits the model it was applied to).
+    pub adapter: Adapter,
+    /// The format its directory was in.
+    pub format: crate::lora::AdapterFormat,
+}
+
 impl LoadedModel {
+    /// Reads the LoRA adapter in `dir` (PEFT or mlx-lm, detected from its files), checks that
+    /// it fits this model (layers, targets, shapes; errors name the tensor or config field)
+    /// and folds it into the weights once (`W += s·B·A`), so evaluation and generation run the
+    /// plain fused model at the base model's speed. The description gains the adapter.
+    pub fn apply_adapter(&mut self, dir: &Path) -> Result<AppliedAdapter> {
+        if !dir.is_dir() {
+            return Err(ModelError::Input(format!(
+                "adapter {} is not a directory; pass the directory holding adapter_config.json",
+                dir.display()
+            )));
+        }
+        let (adapter, format) = crate::lora::load_adapter(dir, &self.config)?;
+        adapter.fuse_into(&mut self.params)?;
+        self.description = format!(
+            "{} + {} adapter {} (rank {}, {} projections)",
+            self.description,
+            format.label(),
+            dir.display(),
+            adapter.config().rank,
+            adapter.modules().count()
+        );
+        Ok(AppliedAdapter { adapter, format })
+    }
+
     /// The tokenizer to use: `flag` when given, else the one the model carries, else none.
     /// One that has more tokens than the model's vocabulary is an error, never a silent
     /// fallback.
@@ -257,6 +291,59 @@ mod tests {
         assert!(
             e.contains("does not exist") && e.contains("stories15M"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_applied_adapter_is_fused_once_and_must_fit_the_model() {
+        use crate::lora::{save_adapter, AdapterFormat, LoraConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let source = ModelSource::Preset {
+            name: "tiny".into(),
+            vocab_size: None,
+        };
+        let base = source.load(3).unwrap();
+        let mut adapter = Adapter::init(LoraConfig::default(), &base.config, 5).unwrap();
+        let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
+        for (layer, target) in keys {
+            adapter
+                .get_mut(layer, target)
+                .unwrap()
+                .b
+                .data_mut()
+                .fill(0.01);
+        }
+        let adapter_dir = dir.path().join("adapter");
+        save_adapter(&adapter_dir, AdapterFormat::Mlx, &adapter, "tiny").unwrap();
+
+        let mut model = source.load(3).unwrap();
+        let applied = model.apply_adapter(&adapter_dir).unwrap();
+        assert_eq!(applied.format, AdapterFormat::Mlx);
+        let mut expected = base.params.clone();
+        adapter.fuse_into(&mut expected).unwrap();
+        assert_eq!(model.params, expected);
+        assert_ne!(model.params, base.params);
+        assert!(
+            model.description.contains("mlx-lm adapter"),
+            "{}",
+            model.description
+        );
+
+        let err = source
+            .load(3)
+            .unwrap()
+            .apply_adapter(&dir.path().join("none"));
+        assert!(err.unwrap_err().to_string().contains("is not a directory"));
+        let mut other = ModelSource::Preset {
+            name: "tiny-qwen3".into(),
+            vocab_size: None,
+        }
+        .load(3)
+        .unwrap();
+        let err = other.apply_adapter(&adapter_dir).unwrap_err().to_string();
+        assert!(
+            err.contains("lora_a") && err.contains("different base"),
+            "{err}"
         );
     }
 

@@ -44,6 +44,7 @@ fn meta(step: u64, val_loss: Option<f32>) -> CheckpointMeta {
             tokenizer: Some("byte".into()),
             val_data: None,
             val_fraction: Some(0.05),
+            mask_prompt: false,
         },
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anetrain_data::{ByteTokenizer, Sampling, Split, SyntheticStories, TokenStream, Tokens};
+use anetrain_data::{Batch, ByteTokenizer, Sampling, Split, SyntheticStories, TokenStream, Tokens};
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, PassStats, ReferenceEngine};
@@ -239,21 +239,21 @@ impl Engine for Overflowing {
     fn forward_backward(
         &mut self,
         params: &Params,
-        rows: &[Vec<u32>],
+        batch: &Batch,
         loss_scale: f32,
         grads: &mut Params,
     ) -> Result<PassStats> {
         let stats = self
             .inner
-            .forward_backward(params, rows, loss_scale, grads)?;
+            .forward_backward(params, batch, loss_scale, grads)?;
         self.calls += 1;
         if self.calls == self.poison {
             grads.norm.data_mut()[0] = f32::INFINITY;
         }
         Ok(stats)
     }
-    fn loss(&mut self, params: &Params, rows: &[Vec<u32>]) -> Result<PassStats> {
-        self.inner.loss(params, rows)
+    fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
+        self.inner.loss(params, batch)
     }
 }
 

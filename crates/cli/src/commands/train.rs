@@ -8,7 +8,8 @@ use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{
-    DataSource, Sampling, Split, TextOptions, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
+    DataRequest, DataSource, Sampling, TextOptions, Tokenizer, TokenizerSource, TrainData,
+    DEFAULT_VAL_FRACTION,
 };
 use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
@@ -61,13 +62,18 @@ pub struct TrainArgs {
     /// or a llama2.c .bin.
     #[arg(long, value_name = "DIR")]
     init_from: Option<std::path::PathBuf>,
-    /// Training data: `synthetic[:TOKENS]`, a .bin shard or directory of shards, or a text
-    /// file. Default: the synthetic corpus (or the resumed run's data).
+    /// Training data: `synthetic[:TOKENS]`, a .bin shard or directory of shards, a text
+    /// file, or fine-tuning examples: a .jsonl file or an mlx-lm directory (train.jsonl,
+    /// valid.jsonl for validation). Default: the synthetic corpus (or the resumed run's data).
     #[arg(long)]
     data: Option<String>,
-    /// Separate validation data (same spellings as --data); default: hold out --val-fraction.
+    /// Separate validation data (same spellings as --data); default: hold out --val-fraction
+    /// (or, for an examples directory, its valid.jsonl).
     #[arg(long)]
     val_data: Option<String>,
+    /// Fine-tuning examples: only completion / assistant tokens count in the loss.
+    #[arg(long)]
+    mask_prompt: bool,
     /// Share of the data held out for validation when --val-data is not given [default: 0.05,
     /// or the resumed run's].
     #[arg(long)]
@@ -222,7 +228,8 @@ fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
         .transpose()?)
 }
 
-/// Whether the run's data (training or validation) is text that needs a tokenizer.
+/// Whether the run's data (training or validation) is text for which the byte tokenizer
+/// serves when no other is given.
 fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
     let train = DataSource::parse(provenance.data.as_deref().unwrap_or("synthetic"))?;
     let val = provenance
@@ -230,7 +237,7 @@ fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
         .as_deref()
         .map(DataSource::parse)
         .transpose()?;
-    Ok(train.needs_tokenizer() || val.is_some_and(|v| v.needs_tokenizer()))
+    Ok(train.byte_tokenizer_by_default() || val.is_some_and(|v| v.byte_tokenizer_by_default()))
 }
 
 fn new_session(args: &TrainArgs) -> Result<Session> {
@@ -250,6 +257,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             .val_data
             .is_none()
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
+        mask_prompt: args.mask_prompt,
     };
     let flag = tokenizer_flag(args)?;
     let source = match &args.init_from {
@@ -293,7 +301,13 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     if let Some(t) = &tokenizer {
         config.adopt_special_tokens(t.as_ref());
     }
-    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(
+        &args.out,
+        &provenance,
+        tokenizer.as_deref(),
+        chosen.as_ref(),
+        &options,
+    )?;
     let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
@@ -347,6 +361,7 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         tokenizer: None,
         val_data: args.val_data.clone().or(saved.val_data.clone()),
         val_fraction: args.val_fraction.or(saved.val_fraction),
+        mask_prompt: args.mask_prompt || saved.mask_prompt,
     };
     let carried = ModelSource::Checkpoint(dir.clone()).tokenizer()?;
     let chosen = match (tokenizer_flag(args)?, carried) {
@@ -364,7 +379,13 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
         provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
     }
-    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(
+        &args.out,
+        &provenance,
+        tokenizer.as_deref(),
+        chosen.as_ref(),
+        &options,
+    )?;
     let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     // The totals may have changed (a larger --steps): run.json describes the run as it goes on.
@@ -432,8 +453,9 @@ fn open_split(
     run_dir: &Path,
     provenance: &DataProvenance,
     tokenizer: Option<&dyn Tokenizer>,
+    tokenizer_source: Option<&TokenizerSource>,
     options: &TrainOptions,
-) -> Result<Split> {
+) -> Result<TrainData> {
     let bar = std::io::stdout().is_terminal().then(|| {
         ProgressBar::new(0).with_style(
             ProgressStyle::with_template("tokenizing {bar:30} {bytes}/{total_bytes} eta {eta}")
@@ -454,28 +476,26 @@ fn open_split(
         fallback_cache_dir: Some(run_dir.to_path_buf()),
         progress: Some(&progress),
     };
-    let open = |flag: &str, spec: &str| -> Result<_> {
-        DataSource::parse(spec)
-            .and_then(|source| source.open_with(tokenizer, options.seed, &text))
-            .with_context(|| format!("{flag} {spec}"))
-    };
-    let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
-    let val = provenance
-        .val_data
-        .as_ref()
-        .map(|spec| open("--val-data", spec))
-        .transpose()?;
+    let data = provenance.data.as_deref().unwrap_or("synthetic");
+    let opened = DataRequest {
+        data,
+        val_data: provenance.val_data.as_deref(),
+        val_fraction: provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
+        mask_prompt: provenance.mask_prompt,
+        seq: options.seq,
+        seed: options.seed,
+        tokenizer: tokenizer.zip(tokenizer_source),
+        text: &text,
+    }
+    .open()
+    .with_context(|| format!("--data {data}"))?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    Ok(match val {
-        Some(val) => Split::separate(train, val),
-        None => Split::by_fraction(
-            train,
-            provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
-            options.seq,
-        )?,
-    })
+    if let Some(line) = opened.truncation {
+        println!("{line}");
+    }
+    Ok(opened.data)
 }
 
 fn engine_for(

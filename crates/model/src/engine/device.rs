@@ -15,6 +15,7 @@ mod checks;
 
 use std::sync::mpsc;
 
+use anetrain_data::Batch;
 use anetrain_device::{Device, Kernel};
 use rayon::prelude::*;
 
@@ -142,23 +143,32 @@ impl DeviceEngine {
         check_params(&self.config, params, "params")
     }
 
-    /// Validates `rows` against the engine's seq and vocabulary.
-    fn check_rows(&self, rows: &[Vec<u32>]) -> Result<()> {
+    /// Validates `batch` against the engine's seq and vocabulary.
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
         let s = self.dims.s;
-        if rows.is_empty() {
+        if batch.rows() == 0 {
             return Err(ModelError::Input("the batch has no rows".into()));
         }
-        for (b, row) in rows.iter().enumerate() {
-            if row.len() != s + 1 {
-                return Err(ModelError::Input(format!(
-                    "row {b} has {} tokens but this engine was built for seq {s}, so rows need {}",
-                    row.len(),
-                    s + 1
-                )));
-            }
-            check_tokens(row, self.dims.v, b)?;
+        if batch.seq() != s {
+            return Err(ModelError::Input(format!(
+                "the batch has rows of {} tokens but this engine was built for seq {s}, so rows \
+                 need {}",
+                batch.seq() + 1,
+                s + 1
+            )));
+        }
+        for b in 0..batch.rows() {
+            check_tokens(batch.row(b), self.dims.v, b)?;
         }
         Ok(())
+    }
+
+    /// Whether row `r` of `batch` has any target that counts; a row that has none is skipped,
+    /// since it adds nothing to the loss or the gradient.
+    fn row_counts(batch: &Batch, r: usize) -> bool {
+        batch
+            .target_weights(r)
+            .is_none_or(|w| w.iter().any(|&x| x != 0.0))
     }
 
     /// Loads `row` into the token and target buffers.
@@ -396,24 +406,25 @@ impl Engine for DeviceEngine {
     fn forward_backward(
         &mut self,
         params: &Params,
-        rows: &[Vec<u32>],
+        batch: &Batch,
         loss_scale: f32,
         grads: &mut Params,
     ) -> Result<PassStats> {
         self.check_ready(params)?;
         check_params(&self.config, grads, "grads")?;
-        self.check_rows(rows)?;
-        let (s, v) = (self.dims.s, self.dims.v);
-        let tokens = rows.len() * s;
-        let scale = loss_scale / tokens as f32;
+        self.check_batch(batch)?;
+        let v = self.dims.v;
+        let tokens = batch.counted_targets();
+        let scale = loss_scale / tokens.max(1) as f32;
         let mut total = 0.0;
-        for row in rows {
-            self.load_row(row);
+        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
+            self.load_row(batch.row(r));
             self.forward_sequence(params)?;
             let sc = &mut self.scratch;
             total += cross_entropy::loss_and_grad_in_place(
                 &mut sc.logits,
                 &sc.targets,
+                batch.target_weights(r),
                 v,
                 scale,
                 &mut sc.row_loss,
@@ -421,25 +432,31 @@ impl Engine for DeviceEngine {
             self.backward_sequence(params, grads)?;
         }
         Ok(PassStats {
-            loss: (total / tokens as f64) as f32,
+            loss: (total / tokens.max(1) as f64) as f32,
             tokens,
         })
     }
 
-    fn loss(&mut self, params: &Params, rows: &[Vec<u32>]) -> Result<PassStats> {
+    fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
         self.check_ready(params)?;
-        self.check_rows(rows)?;
-        let (s, v) = (self.dims.s, self.dims.v);
+        self.check_batch(batch)?;
+        let v = self.dims.v;
         let mut total = 0.0;
-        for row in rows {
-            self.load_row(row);
+        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
+            self.load_row(batch.row(r));
             self.forward_sequence(params)?;
             let sc = &mut self.scratch;
-            total += cross_entropy::loss_sum(&sc.logits, &sc.targets, v, &mut sc.row_loss);
+            total += cross_entropy::loss_sum(
+                &sc.logits,
+                &sc.targets,
+                batch.target_weights(r),
+                v,
+                &mut sc.row_loss,
+            );
         }
-        let tokens = rows.len() * s;
+        let tokens = batch.counted_targets();
         Ok(PassStats {
-            loss: (total / tokens as f64) as f32,
+            loss: (total / tokens.max(1) as f64) as f32,
             tokens,
         })
     }

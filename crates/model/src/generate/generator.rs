@@ -79,7 +79,7 @@ pub struct Generator {
     cache_len: usize,
     max_seq: usize,
     position: usize,
-    eos: Option<u32>,
+    stop: Vec<u32>,
     rope: RotaryTable,
     buf: Buffers,
 }
@@ -166,7 +166,7 @@ impl Generator {
             cache_len,
             max_seq,
             position: 0,
-            eos: None,
+            stop: Vec::new(),
             rope: RotaryTable::new(c.head_dim, cache_len + BUCKET, c.rope_theta),
             buf,
         };
@@ -208,7 +208,13 @@ impl Generator {
 
     /// Makes `eos` the token that ends [`Generator::generate`] (none by default).
     pub fn set_eos(&mut self, eos: Option<u32>) {
-        self.eos = eos;
+        self.set_stop_tokens(eos.as_slice());
+    }
+
+    /// Makes drawing any of `stop` end [`Generator::generate`] (EOS, a chat template's
+    /// end-of-turn, ...).
+    pub fn set_stop_tokens(&mut self, stop: &[u32]) {
+        self.stop = stop.to_vec();
     }
 
     /// Forgets the cached sequence. Old cache entries stay in place but the mask hides them.
@@ -245,7 +251,7 @@ impl Generator {
 
     /// Prefills `prompt_ids` (the cache is reset first), then samples up to `max_new_tokens`
     /// tokens under `options`, handing each to `on_token` as soon as it is chosen. Stops early
-    /// when the EOS set by [`Generator::set_eos`] is drawn (it is not handed over), when
+    /// when a stop token ([`Generator::set_stop_tokens`]) is drawn (it is not handed over), when
     /// `on_token` returns false, or when the sequence reaches `max_seq`.
     pub fn generate(
         &mut self,
@@ -268,7 +274,7 @@ impl Generator {
         let mut generated = 0;
         while generated < max_new_tokens {
             let token = sampler.sample(&self.buf.logits)?;
-            if Some(token) == self.eos {
+            if self.stop.contains(&token) {
                 break;
             }
             generated += 1;

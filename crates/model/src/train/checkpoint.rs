@@ -91,6 +91,9 @@ pub struct DataProvenance {
     pub val_data: Option<String>,
     /// `--val-fraction`, if validation was held out of the training data.
     pub val_fraction: Option<f64>,
+    /// `--mask-prompt`: only completion / assistant tokens of fine-tuning examples count.
+    #[serde(default)]
+    pub mask_prompt: bool,
 }
 
 /// A loaded checkpoint: its metadata, config and weights (optimizer state loads on demand).

@@ -6,10 +6,9 @@
 //! MIL kernels on any device.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anetrain_data::{validate_vocab, Batch, EvalBatches, Sampler, Split, TokenStream};
+use anetrain_data::{Batch, BatchSampler, EvalSource, TrainData};
 
 use super::checkpoint::{
     apply_retention, save_checkpoint, Checkpoint, CheckpointMeta, DataProvenance, TrainState,
@@ -35,12 +34,11 @@ pub struct Trainer {
     grads: Params,
     optimizer: Optimizer,
     scaler: LossScaler,
-    sampler: Sampler,
-    val: Option<Arc<dyn TokenStream>>,
-    /// Micro-batch buffers, allocated once: the sampler fills `batch`, which is copied into
-    /// `rows` in the shape the engine takes.
-    batch: Batch,
-    rows: Vec<Vec<u32>>,
+    sampler: Box<dyn BatchSampler>,
+    val: Option<Box<dyn EvalSource>>,
+    /// One buffer per accumulation micro-batch, allocated once: a step draws them all first,
+    /// so each is weighted by its share of the step's counted targets.
+    batches: Vec<Batch>,
     step: u64,
     tokens_seen: u64,
     elapsed_secs: f64,
@@ -53,17 +51,19 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A run from step 0 with weights `params` (fresh or imported). Every token of the data is
-    /// checked against the vocabulary first, so bad data fails now, naming the position.
+    /// A run from step 0 with weights `params` (fresh or imported), on token streams (a
+    /// [`anetrain_data::Split`]) or fine-tuning examples (an [`anetrain_data::ExampleSplit`]).
+    /// Every token of the data is checked against the vocabulary first, so bad data fails now,
+    /// naming the position.
     pub fn new(
         config: &ModelConfig,
         params: Params,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let optimizer = Optimizer::new(options.optimizer, &params);
-        Self::build(config, params, optimizer, options, data, engine)
+        Self::build(config, params, optimizer, options, data.into(), engine)
     }
 
     /// Continues the run saved in `checkpoint` with `options` (which may change only the total
@@ -72,7 +72,7 @@ impl Trainer {
     pub fn resume(
         checkpoint: &Checkpoint,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
         let optimizer = checkpoint.load_optimizer()?;
@@ -93,7 +93,7 @@ impl Trainer {
             checkpoint.params.clone(),
             optimizer,
             options,
-            data,
+            data.into(),
             engine,
         )?;
         if trainer.sampler.num_samples() != state.train_samples {
@@ -120,7 +120,7 @@ impl Trainer {
         params: Params,
         optimizer: Optimizer,
         options: TrainOptions,
-        data: Split,
+        data: TrainData,
         mut engine: Box<dyn Engine>,
     ) -> Result<Self> {
         config.validate()?;
@@ -132,21 +132,17 @@ impl Trainer {
             4,
             "training (weights, gradients, optimizer state)",
         )?;
-        validate_vocab(data.train.as_ref(), config.vocab_size)?;
-        if let Some(val) = &data.val {
-            validate_vocab(val.as_ref(), config.vocab_size)?;
-            // Found now rather than at the first evaluation, many steps into the run.
-            EvalBatches::new(val.clone(), options.seq, options.batch).map_err(|e| {
-                ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
-            })?;
-        }
-        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
+        data.validate_vocab(config.vocab_size)?;
+        // Found now rather than at the first evaluation, many steps into the run.
+        let val = data.validation(options.seq, options.batch).map_err(|e| {
+            ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
+        })?;
+        let sampler = data.sampler(options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
         let grads = Params::zeros(config);
         Ok(Trainer {
             config: config.clone(),
-            batch: Batch::new(options.batch, options.seq),
-            rows: vec![vec![0; options.seq + 1]; options.batch],
+            batches: vec![Batch::new(options.batch, options.seq); options.accum],
             options,
             engine,
             params,
@@ -154,7 +150,7 @@ impl Trainer {
             optimizer,
             scaler: LossScaler::default(),
             sampler,
-            val: data.val,
+            val,
             step: 0,
             tokens_seen: 0,
             elapsed_secs: 0.0,
@@ -203,20 +199,25 @@ impl Trainer {
             .iter_mut()
             .into_iter()
             .for_each(|(_, t)| t.data_mut().fill(0.0));
-        let mut loss_sum = 0.0f64;
-        for _ in 0..self.options.accum {
-            self.sampler.next_batch(&mut self.batch)?;
-            for (r, row) in self.rows.iter_mut().enumerate() {
-                row.copy_from_slice(self.batch.row(r));
-            }
-            let stats =
-                self.engine
-                    .forward_backward(&self.params, &self.rows, scale, &mut self.grads)?;
-            loss_sum += stats.loss as f64;
+        for batch in &mut self.batches {
+            self.sampler.next_batch(batch)?;
         }
-        let loss = (loss_sum / self.options.accum as f64) as f32;
-        // The engines add the gradient of each micro-batch's mean loss, times the scale.
-        scale_grads(&mut self.grads, 1.0 / (self.options.accum as f32 * scale));
+        // The step's loss is the mean over every counted target of its micro-batches (as
+        // transformers and mlx-lm accumulate), so micro-batch k's mean weighs n_k / Σ n.
+        let counted: usize = self.batches.iter().map(Batch::counted_targets).sum();
+        let mut loss_sum = 0.0f64;
+        for batch in &self.batches {
+            let share = batch.counted_targets() as f32 / counted.max(1) as f32;
+            let stats = self.engine.forward_backward(
+                &self.params,
+                batch,
+                scale * share,
+                &mut self.grads,
+            )?;
+            loss_sum += stats.loss as f64 * stats.tokens as f64;
+        }
+        let loss = (loss_sum / counted.max(1) as f64) as f32;
+        scale_grads(&mut self.grads, 1.0 / scale);
         let norm = global_norm(&self.grads);
         let lr = self.options.schedule().lr(self.step);
         let apply = self.scaler.update(norm.is_finite());
@@ -228,7 +229,7 @@ impl Trainer {
             self.engine.stage(&self.params)?;
         }
         self.step += 1;
-        self.tokens_seen += self.options.tokens_per_step();
+        self.tokens_seen += counted as u64;
         let secs = started.elapsed().as_secs_f64();
         self.elapsed_secs += secs;
         let mut metrics = StepMetrics {
@@ -240,7 +241,7 @@ impl Trainer {
             skipped: !apply,
             skipped_total: self.scaler.skipped,
             tokens: self.tokens_seen,
-            tokens_per_s: self.options.tokens_per_step() as f64 / secs.max(1e-9),
+            tokens_per_s: counted as f64 / secs.max(1e-9),
             elapsed_s: self.elapsed_secs,
             val_loss: None,
             perplexity: None,
@@ -257,15 +258,13 @@ impl Trainer {
     /// Evaluates on the validation data (at most `eval_batches` batches); `None` without any.
     /// Updates the best validation loss that checkpoint retention keeps.
     pub fn evaluate(&mut self) -> Result<Option<EvalResult>> {
-        let Some(val) = self.val.clone() else {
+        let Some(val) = self.val.as_mut() else {
             return Ok(None);
         };
         let result = evaluate(
             self.engine.as_mut(),
             &self.params,
-            val,
-            self.options.seq,
-            self.options.batch,
+            val.as_mut(),
             self.options.eval_batches,
         )?;
         self.last_val_loss = Some(result.loss);
