@@ -485,8 +485,7 @@ fn open_split(
         tokenizer: tokenizer.zip(tokenizer_source),
         text: &text,
     }
-    .open()
-    .with_context(|| format!("--data {data}"))?;
+    .open()?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
