@@ -161,7 +161,10 @@ fn eval_on_chat_examples_is_the_reply_tokens_mean_loss() {
         "{out}"
     );
     let got = v["loss"].as_f64().unwrap();
-    println!("eval {got} vs expected {want} over {} reply tokens, {cut} truncated", v["tokens"]);
+    println!(
+        "eval {got} vs expected {want} over {} reply tokens, {cut} truncated",
+        v["tokens"]
+    );
     assert!(
         (got - want).abs() < 1e-4 * want,
         "eval {got} vs expected {want}"
