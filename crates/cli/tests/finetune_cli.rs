@@ -245,6 +245,24 @@ fn train_on_a_chat_data_dir_with_mask_prompt_lowers_validation_loss() {
     );
     let run_json = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(run_json.contains("\"mask_prompt\": true"), "{run_json}");
+    // The run keeps its data flags and chat template: --resume needs none of them.
+    let o = ok(&[
+        "train",
+        "--resume",
+        "--steps",
+        "32",
+        "--sample-tokens",
+        "0",
+        "--out",
+        arg(&run),
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("resuming") && out.contains("examples were longer"),
+        "{out}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 32);
 }
 
 fn strs(argv: &[String]) -> Vec<&str> {
