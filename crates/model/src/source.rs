@@ -14,7 +14,7 @@ use crate::llama2c::read_llama2c;
 use crate::lora::Adapter;
 use crate::params::Params;
 use crate::train::checkpoint::{resolve_checkpoint, CheckpointMeta, META_FILE};
-use crate::train::Checkpoint;
+use crate::train::{BaseRef, Checkpoint};
 
 /// Where a model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +151,29 @@ impl ModelSource {
         })
     }
 
+    /// The adapter of a LoRA run or checkpoint, with the base it belongs to (checked against
+    /// the recorded hash); an error naming what the source is otherwise.
+    pub fn lora_adapter(&self) -> Result<(Adapter, BaseRef)> {
+        let not_lora = |what: &str| {
+            ModelError::Input(format!(
+                "{what} is not a LoRA run, so it has no adapter to export; export it with --format hf, or train one with `train --init-from BASE --lora-rank R`"
+            ))
+        };
+        match self {
+            ModelSource::Run(dir) | ModelSource::Checkpoint(dir) => {
+                let ckpt = Checkpoint::load(&resolve_checkpoint(dir)?)?;
+                match (ckpt.adapter, ckpt.meta.lora_base) {
+                    (Some(adapter), Some(base)) => Ok((adapter, base)),
+                    _ => Err(not_lora(&dir.display().to_string())),
+                }
+            }
+            ModelSource::HuggingFace(p) | ModelSource::Llama2c(p) => {
+                Err(not_lora(&p.display().to_string()))
+            }
+            ModelSource::Preset { name, .. } => Err(not_lora(name)),
+        }
+    }
+
     /// Loads the config and weights; `seed` draws a preset's random weights.
     pub fn load(&self, seed: u64) -> Result<LoadedModel> {
         let tokenizer = self.tokenizer()?;
@@ -166,8 +189,15 @@ impl ModelSource {
             ModelSource::Run(dir) | ModelSource::Checkpoint(dir) => {
                 let dir = resolve_checkpoint(dir)?;
                 let ckpt = Checkpoint::load(&dir)?;
-                let description = format!("checkpoint {} (step {})", dir.display(), ckpt.meta.step);
-                (ckpt.config, ckpt.params, description)
+                let mut description =
+                    format!("checkpoint {} (step {})", dir.display(), ckpt.meta.step);
+                let mut params = ckpt.params;
+                // A LoRA run is its base with the adapter on it: fused, it is one plain model.
+                if let (Some(adapter), Some(base)) = (&ckpt.adapter, &ckpt.meta.lora_base) {
+                    adapter.fuse_into(&mut params)?;
+                    description.push_str(&format!(", a LoRA adapter on {}", base.path));
+                }
+                (ckpt.config, params, description)
             }
             ModelSource::Preset { name, vocab_size } => {
                 let mut config = ModelConfig::preset(name)?;

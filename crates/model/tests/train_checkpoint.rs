@@ -46,6 +46,7 @@ fn meta(step: u64, val_loss: Option<f32>) -> CheckpointMeta {
             val_fraction: Some(0.05),
             mask_prompt: false,
         },
+        lora_base: None,
     }
 }
 

@@ -99,7 +99,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     .open_eval(args.batch, config.vocab_size)
     .with_context(|| format!("--data {}", args.data))?;
     if let Some(line) = truncation {
-        println!("{line}");
+        // --json keeps stdout one JSON object.
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     let (mut engine, why) =
         args.device

@@ -15,6 +15,7 @@ use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
+use anetrain_model::lora::LoraRequest;
 use anetrain_model::params::Params;
 use anetrain_model::source::{check_tokenizer_fits, ModelSource};
 use anetrain_model::train::checkpoint::{
@@ -24,7 +25,7 @@ use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::optimizer::parse_optimizer;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
+    BaseRef, DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -62,6 +63,24 @@ pub struct TrainArgs {
     /// or a llama2.c .bin.
     #[arg(long, value_name = "DIR")]
     init_from: Option<std::path::PathBuf>,
+    /// Train a LoRA adapter of this rank on the frozen --init-from model instead of every
+    /// weight [default with --adapter: the adapter's; else 8].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / rank [default: 16].
+    #[arg(long)]
+    lora_alpha: Option<f32>,
+    /// Projections to adapt, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,
+    /// down_proj) or `all` [default: q_proj,v_proj].
+    #[arg(long)]
+    lora_targets: Option<String>,
+    /// Adapt only the top N layers [default: all].
+    #[arg(long)]
+    lora_layers: Option<usize>,
+    /// Continue training this PEFT or mlx-lm adapter on the --init-from model (rank, alpha and
+    /// targets come from its adapter_config.json).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<std::path::PathBuf>,
     /// Training data: `synthetic[:TOKENS]`, a .bin shard or directory of shards, a text
     /// file, or fine-tuning examples: a .jsonl file or an mlx-lm directory (train.jsonl,
     /// valid.jsonl for validation). Default: the synthetic corpus (or the resumed run's data).
@@ -298,6 +317,8 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
         println!("starting from {}", model.description);
     }
     let (mut config, params) = (model.config, model.params);
+    let lora_base = args.init_from.as_ref().map(|_| &config);
+    let adapter = lora_request(args).resolve(lora_base, options.seed)?;
     if let Some(t) = &tokenizer {
         config.adopt_special_tokens(t.as_ref());
     }
@@ -315,7 +336,25 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     if let Some(spec) = &chosen {
         provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
     }
-    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
+    let mut trainer = match (adapter, &args.init_from) {
+        (Some(adapter), Some(base)) => {
+            println!(
+                "training a LoRA adapter ({} parameters, rank {}, {}) on the frozen base",
+                adapter.num_params(),
+                adapter.config().rank,
+                adapter
+                    .config()
+                    .targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let base_ref = BaseRef::new(base, &params)?;
+            Trainer::new_adapter(&config, params, base_ref, adapter, options, split, engine)?
+        }
+        _ => Trainer::new(&config, params, options, split, engine)?,
+    };
     trainer.set_provenance(provenance.clone());
     write_run_json(&args.out, &trainer, &provenance)?;
     let log = MetricsLog::create(&args.out)?;
@@ -329,6 +368,9 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
 fn resume_session(args: &TrainArgs) -> Result<Session> {
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
+    }
+    if lora_request(args).is_requested() {
+        bail!("--resume continues the run's own adapter; drop --lora-* and --adapter");
     }
     let (ckpt, unusable) = load_latest_intact(&args.out)?;
     for bad in &unusable {
@@ -402,6 +444,17 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         tokenizer,
         log,
     })
+}
+
+/// The LoRA flags as the library takes them.
+fn lora_request(args: &TrainArgs) -> LoraRequest {
+    LoraRequest {
+        rank: args.lora_rank,
+        alpha: args.lora_alpha,
+        targets: args.lora_targets.clone(),
+        layers: args.lora_layers,
+        adapter: args.adapter.clone(),
+    }
 }
 
 /// `base` with every flag the user gave applied on top.
@@ -487,8 +540,7 @@ fn open_split(
         tokenizer: tokenizer.zip(tokenizer_source),
         text: &text,
     }
-    .open()
-    .with_context(|| format!("--data {data}"))?;
+    .open()?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -743,7 +795,7 @@ fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -
     let (device, _) = args.device.device.device_with(args.capabilities.path())?;
     let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
     let mut generator =
-        Generator::new(trainer.config(), trainer.params().clone(), device, max_seq)?;
+        Generator::new(trainer.config(), trainer.trained_model()?, device, max_seq)?;
     // Documents are separated by BOS in the training layout, so a BOS also ends a story.
     generator.set_eos(tok.bos().or(tok.eos()));
     let options = SamplingOptions {

@@ -11,6 +11,7 @@ pub use reference::ReferenceEngine;
 use anetrain_data::Batch;
 
 use crate::error::Result;
+use crate::lora::Adapter;
 use crate::params::Params;
 
 /// What one forward/backward pass reports.
@@ -52,4 +53,43 @@ pub trait Engine: Send {
 
     /// The mean loss over `batch`, without gradients.
     fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats>;
+
+    /// Puts `adapter` on the staged weights for the next passes (`None` takes it off). Call it
+    /// after every change to the adapter; it copies the adapter (megabytes) and leaves the
+    /// staged base untouched.
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()>;
+
+    /// Forward and backward over `batch` (as [`Engine::forward_backward`]) with the base frozen:
+    /// adds `loss_scale ×` the gradient of the mean loss with respect to the adapter set by
+    /// [`Engine::set_adapter`] to `grads` (shaped like it); the base gets no gradient at all.
+    fn adapter_backward(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        loss_scale: f32,
+        grads: &mut Adapter,
+    ) -> Result<PassStats>;
+}
+
+/// The adapter an engine holds, checked against the gradients an adapter pass fills.
+fn adapter_for_grads<'a>(held: &'a Option<Adapter>, grads: &Adapter) -> Result<&'a Adapter> {
+    let adapter = held.as_ref().ok_or_else(|| {
+        crate::error::ModelError::Options(
+            "an adapter pass needs an adapter on the engine; call set_adapter first".into(),
+        )
+    })?;
+    if !adapter.same_shape(grads) {
+        return Err(crate::error::ModelError::Options(
+            "the adapter gradients do not have the shape of the engine's adapter; make them with Adapter::zeros_like".into(),
+        ));
+    }
+    Ok(adapter)
+}
+
+/// The error of a full-model pass on an engine that carries an adapter: the base gradients
+/// would miss the adapter's share of the backward, so the combination is refused.
+fn full_pass_with_adapter() -> crate::error::ModelError {
+    crate::error::ModelError::Options(
+        "full-model gradients were asked for while an adapter is set; use adapter_backward, or set_adapter(None) first".into(),
+    )
 }

@@ -4,23 +4,25 @@
 use anetrain_device::{DeviceError, Kernel};
 
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Tensor};
+use crate::params::{LayerParams, Linear};
 
 use super::Role;
 
-/// The weight blocks stacked (by rows) into the matrix `W` a role multiplies by, and whether
+/// The projections stacked (by rows) into the matrix `W` a role multiplies by, and whether
 /// the staged `M` is `Wᵀ` (forward, `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`).
-fn blocks(role: Role, l: &LayerParams) -> (Vec<&Tensor>, bool) {
+fn blocks(role: Role) -> (&'static [Linear], bool) {
+    const QKV: &[Linear] = &[Linear::QProj, Linear::KProj, Linear::VProj];
+    const UP: &[Linear] = &[Linear::GateProj, Linear::UpProj];
     match role {
-        Role::QkvFwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], true),
-        Role::WoFwd => (vec![&l.o_proj], true),
-        Role::FfnUpFwd => (vec![&l.gate_proj, &l.up_proj], true),
-        Role::FfnDownFwd => (vec![&l.down_proj], true),
-        Role::FfnDownBwd => (vec![&l.down_proj], false),
-        Role::FfnUpBwd => (vec![&l.gate_proj, &l.up_proj], false),
-        Role::WoBwd => (vec![&l.o_proj], false),
-        Role::QkvBwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], false),
-        Role::AttentionFwd | Role::AttentionBwd => (vec![], false),
+        Role::QkvFwd => (QKV, true),
+        Role::WoFwd => (&[Linear::OProj], true),
+        Role::FfnUpFwd => (UP, true),
+        Role::FfnDownFwd => (&[Linear::DownProj], true),
+        Role::FfnDownBwd => (&[Linear::DownProj], false),
+        Role::FfnUpBwd => (UP, false),
+        Role::WoBwd => (&[Linear::OProj], false),
+        Role::QkvBwd => (QKV, false),
+        Role::AttentionFwd | Role::AttentionBwd => (&[], false),
     }
 }
 
@@ -34,9 +36,9 @@ pub fn stage_weights(
     kernel: &mut dyn Kernel,
     scratch: &mut Vec<f32>,
 ) -> Result<()> {
-    let (blocks, transpose) = blocks(role, l);
+    let (blocks, transpose) = blocks(role);
     let mut offset = 0;
-    for w in blocks {
+    for w in blocks.iter().map(|b| b.get(l)) {
         let &[rows, cols] = w.shape() else {
             return Err(ModelError::Input(format!(
                 "kernel `{}` stages a matrix but got a tensor of shape {:?}",
