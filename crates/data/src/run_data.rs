@@ -160,10 +160,16 @@ impl DataRequest<'_> {
 
     fn open_streams(&self, train: &DataSource, val: Option<&DataSource>) -> Result<OpenedData> {
         let tokenizer = self.tokenizer.map(|(t, _)| t);
-        let train = train.open_with(tokenizer, self.seed, self.text)?;
-        let split = match val {
-            Some(v) => Split::separate(train, v.open_with(tokenizer, self.seed, self.text)?),
-            None => Split::by_fraction(train, self.val_fraction, self.seq)?,
+        // Which flag a failure belongs to, since both may name files.
+        let open = |flag: &str, spec: &str, source: &DataSource| {
+            source
+                .open_with(tokenizer, self.seed, self.text)
+                .map_err(|e| DataError::Config(format!("{flag} {spec}: {e}")))
+        };
+        let train = open("--data", self.data, train)?;
+        let split = match (val, self.val_data) {
+            (Some(v), Some(spec)) => Split::separate(train, open("--val-data", spec, v)?),
+            _ => Split::by_fraction(train, self.val_fraction, self.seq)?,
         };
         Ok(OpenedData {
             data: split.into(),

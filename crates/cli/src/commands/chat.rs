@@ -2,7 +2,7 @@
 //! message, rendered with the rest of the chat through the model's chat template, and the
 //! reply is printed as it is generated. Works with piped stdin as well as a terminal.
 
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use super::generate::load_model;
 use super::sampling::SamplingArgs;
 use anetrain_model::generate::{Chat, ChatEvent, ChatOptions, DEFAULT_CHAT_CONTEXT};
@@ -10,7 +10,7 @@ use anetrain_model::source::{LoadedModel, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -32,6 +32,8 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
 }
 
 /// The flags of a chat, shared by `chat` and `generate --chat`.
@@ -89,6 +91,7 @@ pub fn run(args: ChatArgs) -> Result<ExitCode> {
         &args.talk,
         &args.sampling,
         args.device,
+        args.capabilities.path(),
         lines.map(|l| l.context("reading stdin")),
     )
 }
@@ -101,6 +104,7 @@ pub fn talk(
     talk: &TalkArgs,
     sampling: &SamplingArgs,
     device: DeviceArgs,
+    capabilities: Option<&Path>,
     messages: impl IntoIterator<Item = Result<String>>,
 ) -> Result<ExitCode> {
     let Some(tokenizer) = tokenizer else {
@@ -114,7 +118,7 @@ pub fn talk(
     let context = talk
         .context
         .unwrap_or(model.config.max_seq_len.min(DEFAULT_CHAT_CONTEXT));
-    let (device, why) = device.device.device()?;
+    let (device, why) = device.device.device_with(capabilities)?;
     eprintln!("model: {}\ndevice: {why}", model.description);
     eprintln!(
         "chat format: {}",

@@ -1,7 +1,7 @@
 //! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset, or
 //! over the counted tokens of every fine-tuning example of a .jsonl file.
 
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use anetrain_data::{DataRequest, DataSource, TextOptions, TokenizerSource};
 use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
@@ -42,6 +42,8 @@ pub struct EvalArgs {
     adapter: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
     /// Seed of the synthetic corpus when --data is synthetic.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -97,9 +99,17 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     .open_eval(args.batch, config.vocab_size)
     .with_context(|| format!("--data {}", args.data))?;
     if let Some(line) = truncation {
-        println!("{line}");
+        // --json keeps stdout one JSON object.
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
-    let (mut engine, why) = args.device.device.engine(config, seq, &model.params)?;
+    let (mut engine, why) =
+        args.device
+            .device
+            .engine_with(config, seq, &model.params, args.capabilities.path())?;
     let result = evaluate(engine.as_mut(), &model.params, batches.as_mut(), 0)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);

@@ -3,7 +3,7 @@
 //! `--chat` the message is put through the model's chat template and only the reply is printed.
 
 use super::chat::{talk, TalkArgs};
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use super::sampling::SamplingArgs;
 use crate::sample::{stream_generation, stream_ids};
 use anetrain_data::TokenizerSource;
@@ -44,6 +44,8 @@ pub struct GenerateArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
 }
 
 /// Loads `--model` (a preset takes the `--tokenizer`'s vocabulary), folds in `--adapter`, and
@@ -86,6 +88,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             &args.talk,
             &args.sampling,
             args.device,
+            args.capabilities.path(),
             [Ok(message.clone())],
         );
     }
@@ -124,7 +127,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let max_tokens = args.sampling.max_tokens;
     // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
     let max_seq = config.max_seq_len.min(prompt.len() + max_tokens);
-    let (device, why) = args.device.device.device()?;
+    let (device, why) = args.device.device.device_with(args.capabilities.path())?;
     eprintln!("model: {}\ndevice: {why}", model.description);
     let mut generator = Generator::new(&config, model.params, device, max_seq)?;
     let plain = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());

@@ -2,7 +2,7 @@
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
 use super::dashboard::{LiveDashboard, SAMPLE_FILE};
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use super::plot::refresh_run_plot;
 use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
@@ -104,6 +104,8 @@ pub struct TrainArgs {
     tokenizer: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
     /// Total optimizer steps of the run; a resumed run continues up to this total
     /// [default: 600].
     #[arg(long)]
@@ -532,8 +534,7 @@ fn open_split(
         tokenizer: tokenizer.zip(tokenizer_source),
         text: &text,
     }
-    .open()
-    .with_context(|| format!("--data {data}"))?;
+    .open()?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -549,7 +550,10 @@ fn engine_for(
     seq: usize,
     params: &Params,
 ) -> Result<Box<dyn Engine>> {
-    let (engine, why) = args.device.device.engine(config, seq, params)?;
+    let (engine, why) =
+        args.device
+            .device
+            .engine_with(config, seq, params, args.capabilities.path())?;
     println!("device: {why}");
     Ok(engine)
 }
@@ -782,7 +786,7 @@ fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))
         .ok_or_else(|| anyhow!("the tokenizer has no BOS token to start a sample from"))?;
     // For `reference` (no kernels) this is the fp32 CPU interpreter.
-    let (device, _) = args.device.device.device()?;
+    let (device, _) = args.device.device.device_with(args.capabilities.path())?;
     let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
     let mut generator =
         Generator::new(trainer.config(), trainer.trained_model()?, device, max_seq)?;

@@ -3,9 +3,9 @@
 //! on the CPU ([`crate::cpu_ops`]).
 //!
 //! One sequence runs at a time; a batch loops over its sequences and accumulates gradients.
-//! Every kernel is compiled once; each weight-bearing kernel has one copy per layer (a
-//! [`Kernel::fork`], or a second compile where the device cannot fork) whose matrix columns
-//! are staged once per [`Engine::stage`], so a step only writes activation columns. All
+//! Every kernel is compiled once; each weight-bearing kernel has one copy per layer
+//! ([`Device::compile_copies`]: forks of one compile where the device can fork) whose matrix
+//! columns are staged once per [`Engine::stage`], so a step only writes activation columns. All
 //! activation and gradient buffers are allocated in [`DeviceEngine::new`]. During backward a
 //! worker thread computes each layer's dW while the device runs the next layer down.
 
@@ -16,7 +16,7 @@ mod checks;
 use std::sync::mpsc;
 
 use anetrain_data::Batch;
-use anetrain_device::{Device, DeviceError, Kernel};
+use anetrain_device::{Device, Kernel};
 use rayon::prelude::*;
 
 use super::{adapter_for_grads, full_pass_with_adapter, Engine, PassStats};
@@ -25,7 +25,7 @@ use crate::cpu_ops::dw::{run_worker, DwJob};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::{cross_entropy, embedding, matmul, MatRef, Rope};
 use crate::error::{ModelError, Result};
-use crate::kernels::{device_error, stage_weights, Role};
+use crate::kernels::{device_error, stage_weights, KernelForms, Role};
 use crate::lora::{Adapter, LoraLinear};
 use crate::params::Params;
 
@@ -50,23 +50,6 @@ pub struct DeviceEngine {
     scratch: Scratch,
     /// The adapter on the staged base (see [`Engine::set_adapter`]).
     adapter: Option<Adapter>,
-}
-
-/// Another buffer set for `first`'s program: a fork, or a fresh compile on devices that
-/// cannot share a compiled program.
-fn replicate(
-    device: &dyn Device,
-    role: Role,
-    bundle: &anetrain_mil::Bundle,
-    first: &dyn Kernel,
-) -> Result<Box<dyn Kernel>> {
-    match first.fork() {
-        Ok(k) => Ok(k),
-        Err(DeviceError::Unavailable(_)) => device
-            .compile(&bundle.program, &bundle.weights)
-            .map_err(|e| device_error(role.name(), e)),
-        Err(e) => Err(device_error(role.name(), e)),
-    }
 }
 
 impl DeviceEngine {
@@ -94,24 +77,26 @@ impl DeviceEngine {
             s: seq,
             v: c.vocab_size,
         };
-        let compile = |role: Role| -> Result<(anetrain_mil::Bundle, Box<dyn Kernel>)> {
-            let bundle = role.build(c, seq)?;
-            let kernel = device
-                .compile(&bundle.program, &bundle.weights)
-                .map_err(|e| device_error(role.name(), e))?;
-            Ok((bundle, kernel))
-        };
+        let forms = KernelForms::for_device(device.as_ref())?;
         let mut layer_kernels: Vec<Vec<Box<dyn Kernel>>> =
             (0..c.n_layers).map(|_| Vec::new()).collect();
         for role in WEIGHT_ROLES {
-            let (bundle, first) = compile(role)?;
-            for kernels in layer_kernels.iter_mut().skip(1) {
-                kernels.push(replicate(device.as_ref(), role, &bundle, first.as_ref())?);
+            let bundle = role.build(c, seq, forms)?;
+            let copies = device
+                .compile_copies(&bundle.program, &bundle.weights, c.n_layers)
+                .map_err(|e| device_error(role.name(), e))?;
+            for (kernels, copy) in layer_kernels.iter_mut().zip(copies) {
+                kernels.push(copy);
             }
-            layer_kernels[0].push(first);
         }
-        let (_, attention_fwd) = compile(Role::AttentionFwd)?;
-        let (_, attention_bwd) = compile(Role::AttentionBwd)?;
+        let compile = |role: Role| -> Result<Box<dyn Kernel>> {
+            let bundle = role.build(c, seq, forms)?;
+            device
+                .compile(&bundle.program, &bundle.weights)
+                .map_err(|e| device_error(role.name(), e))
+        };
+        let attention_fwd = compile(Role::AttentionFwd)?;
+        let attention_bwd = compile(Role::AttentionBwd)?;
 
         let acts = (0..c.n_layers).map(|_| LayerActs::new(c, dims)).collect();
         let back = (0..c.n_layers).map(|_| LayerBack::new(dims)).collect();

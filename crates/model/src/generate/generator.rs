@@ -21,7 +21,7 @@ use crate::cpu_ops::elementwise::{add, scale};
 use crate::cpu_ops::norm::rmsnorm_forward;
 use crate::cpu_ops::{matmul, MatRef};
 use crate::error::{ModelError, Result};
-use crate::kernels::{stage_weights, Role};
+use crate::kernels::{stage_weights, KernelForms, Role};
 use crate::params::Params;
 
 /// What one [`Generator::generate`] call did and how fast.
@@ -91,30 +91,16 @@ fn kernel_error(name: &str, e: DeviceError) -> ModelError {
     }
 }
 
-/// Compiles `bundle` once and gives every layer its own buffer set: forks of one compile, or
-/// further compiles on devices that cannot fork.
+/// Every layer's own buffer set for `bundle` ([`Device::compile_copies`]).
 fn per_layer(
     device: &dyn Device,
     name: &str,
     bundle: &Bundle,
     layers: usize,
 ) -> Result<Vec<Box<dyn Kernel>>> {
-    let first = device
-        .compile(&bundle.program, &bundle.weights)
-        .map_err(|e| kernel_error(name, e))?;
-    let mut kernels = Vec::with_capacity(layers);
-    for _ in 1..layers {
-        let copy = match first.fork() {
-            Ok(k) => k,
-            Err(DeviceError::Unavailable(_)) => device
-                .compile(&bundle.program, &bundle.weights)
-                .map_err(|e| kernel_error(name, e))?,
-            Err(e) => return Err(kernel_error(name, e)),
-        };
-        kernels.push(copy);
-    }
-    kernels.insert(0, first);
-    Ok(kernels)
+    device
+        .compile_copies(&bundle.program, &bundle.weights, layers)
+        .map_err(|e| kernel_error(name, e))
 }
 
 impl Generator {
@@ -137,7 +123,8 @@ impl Generator {
         }
         let layout = AttentionLayout::new(config);
         let cache_len = port_width(layout.channels, round_up_32(max_seq));
-        let bundles = DecodeKernels::build(config, cache_len)?;
+        let forms = KernelForms::for_device(device.as_ref())?;
+        let bundles = DecodeKernels::build(config, cache_len, forms)?;
         let compile = |name, bundle| per_layer(device.as_ref(), name, bundle, config.n_layers);
         let layers = compile("decode_qkv", &bundles.qkv)?
             .into_iter()
