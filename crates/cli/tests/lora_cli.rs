@@ -179,8 +179,8 @@ fn lora_training_runs_resumes_exports_and_fuses() {
     let by_hand = fused_by_hand(&config, &base_params, &adapter);
     let by_hand_dir = tmp.path().join("by-hand");
     save_hf_dir(&by_hand_dir, &config, &by_hand, None).unwrap();
-    let eval = |model: &Path| {
-        eval_loss(&[
+    let eval_with = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
             "--model",
             arg(model),
             "--data",
@@ -191,28 +191,18 @@ fn lora_training_runs_resumes_exports_and_fuses() {
             "16",
             "--device",
             "reference",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        eval_loss(&args)
     };
+    let eval = |model: &Path| eval_with(model, &[]);
     let (run_loss, hand_loss) = (eval(&run), eval(&by_hand_dir));
     assert!(
         (run_loss - hand_loss).abs() < 1e-5,
         "run {run_loss} vs fused by hand {hand_loss}"
     );
     // The exported adapter read back by `eval --adapter` on the base: the run's loss again.
-    let with_adapter = eval_loss(&[
-        "--model",
-        arg(&base),
-        "--adapter",
-        arg(&peft),
-        "--data",
-        "synthetic:3000",
-        "--tokenizer",
-        "byte",
-        "--seq",
-        "16",
-        "--device",
-        "reference",
-    ]);
+    let with_adapter = eval_with(&base, &["--adapter", arg(&peft)]);
     assert!(
         (with_adapter - run_loss).abs() < 1e-5,
         "eval --adapter {with_adapter} vs the run {run_loss}"
