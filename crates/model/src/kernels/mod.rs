@@ -26,7 +26,7 @@ pub use attention::{attention_bwd, attention_fwd, causal_mask, MASK_VALUE};
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
 pub(crate) use matmul::{dynamic_matmul_into, SWAP_LAST};
 pub(crate) use stage::device_error;
-pub use stage::stage_weights;
+pub use stage::{share_weights, stack_weights, stage_weights};
 
 use anetrain_mil::Bundle;
 

@@ -1,27 +1,33 @@
 //! Staging: writing a layer's weights into the matrix columns of a dynamic-matmul kernel's
-//! input, once per parameter update (the activation columns are rewritten every run).
+//! input, once per parameter update (the activation columns are rewritten every run), or, on
+//! devices that read host memory in place, stacking them once into a matrix that the forward
+//! and backward kernels of the same weights both read.
 
-use anetrain_device::{DeviceError, Kernel};
+use anetrain_device::{DeviceError, Kernel, SharedMatrix};
 
 use crate::error::{ModelError, Result};
 use crate::params::{LayerParams, Tensor};
 
 use super::Role;
 
-/// The weight blocks stacked (by rows) into the matrix `W` a role multiplies by, and whether
-/// the staged `M` is `Wᵀ` (forward, `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`).
-fn blocks(role: Role, l: &LayerParams) -> (Vec<&Tensor>, bool) {
+/// The weight blocks stacked (by rows) into the matrix `W` a role multiplies by.
+fn blocks(role: Role, l: &LayerParams) -> Vec<&Tensor> {
     match role {
-        Role::QkvFwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], true),
-        Role::WoFwd => (vec![&l.o_proj], true),
-        Role::FfnUpFwd => (vec![&l.gate_proj, &l.up_proj], true),
-        Role::FfnDownFwd => (vec![&l.down_proj], true),
-        Role::FfnDownBwd => (vec![&l.down_proj], false),
-        Role::FfnUpBwd => (vec![&l.gate_proj, &l.up_proj], false),
-        Role::WoBwd => (vec![&l.o_proj], false),
-        Role::QkvBwd => (vec![&l.q_proj, &l.k_proj, &l.v_proj], false),
-        Role::AttentionFwd | Role::AttentionBwd => (vec![], false),
+        Role::QkvFwd | Role::QkvBwd => vec![&l.q_proj, &l.k_proj, &l.v_proj],
+        Role::WoFwd | Role::WoBwd => vec![&l.o_proj],
+        Role::FfnUpFwd | Role::FfnUpBwd => vec![&l.gate_proj, &l.up_proj],
+        Role::FfnDownFwd | Role::FfnDownBwd => vec![&l.down_proj],
+        Role::AttentionFwd | Role::AttentionBwd => vec![],
     }
+}
+
+/// Whether the staged `M` is `Wᵀ` (forward, `y = W a`) rather than `W` itself (backward,
+/// `dx = Wᵀ dy`).
+fn transposed(role: Role) -> bool {
+    matches!(
+        role,
+        Role::QkvFwd | Role::WoFwd | Role::FfnUpFwd | Role::FfnDownFwd
+    )
 }
 
 /// Writes layer `l`'s matrix for `role` into columns `[seq, seq + oc)` of `kernel`'s input.
@@ -34,9 +40,9 @@ pub fn stage_weights(
     kernel: &mut dyn Kernel,
     scratch: &mut Vec<f32>,
 ) -> Result<()> {
-    let (blocks, transpose) = blocks(role, l);
+    let transpose = transposed(role);
     let mut offset = 0;
-    for w in blocks {
+    for w in blocks(role, l) {
         let &[rows, cols] = w.shape() else {
             return Err(ModelError::Input(format!(
                 "kernel `{}` stages a matrix but got a tensor of shape {:?}",
@@ -58,6 +64,48 @@ pub fn stage_weights(
         offset += rows;
     }
     Ok(())
+}
+
+/// Writes layer `l`'s weights for `role`, stacked by rows (`W`, the matrix `role`'s staged `M`
+/// is or is the transpose of), into `dst`; returns `W`'s `(rows, cols)`.
+pub fn stack_weights(role: Role, l: &LayerParams, dst: &mut Vec<f32>) -> Result<(usize, usize)> {
+    dst.clear();
+    let mut shape = (0, 0);
+    for w in blocks(role, l) {
+        let &[rows, cols] = w.shape() else {
+            return Err(ModelError::Input(format!(
+                "kernel `{}` stacks matrices but got a tensor of shape {:?}",
+                role.name(),
+                w.shape()
+            )));
+        };
+        if shape.0 > 0 && cols != shape.1 {
+            return Err(ModelError::Input(format!(
+                "kernel `{}` stacks matrices of {} and {cols} columns; they must agree",
+                role.name(),
+                shape.1
+            )));
+        }
+        dst.extend_from_slice(w.data());
+        shape = (shape.0 + rows, cols);
+    }
+    Ok(shape)
+}
+
+/// Makes `kernel` read its matrix columns in place from `w`, the [`stack_weights`] of its
+/// role: transposed for forward roles. `Unavailable` when the device needs its own copy.
+pub fn share_weights(
+    role: Role,
+    w: &SharedMatrix,
+    seq: usize,
+    kernel: &mut dyn Kernel,
+) -> std::result::Result<(), DeviceError> {
+    let m = if transposed(role) {
+        w.transposed()
+    } else {
+        w.clone()
+    };
+    kernel.share_input_region(0, 0..m.rows(), seq..seq + m.cols(), &m)
 }
 
 /// Side of the square tiles [`transpose_into`] walks: 16 × 16 f32 is 1 KiB read and 1 KiB written,
