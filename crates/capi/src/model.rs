@@ -75,7 +75,9 @@ pub unsafe extern "C" fn anetrain_model_eval(
         let rows = token_rows(tokens, rows, cols)?;
         let model = &m.loaded;
         let (mut engine, _) = choice.engine(&model.config, cols - 1, &model.params)?;
-        let stats = engine.loss(&model.params, &rows)?;
+        let batch = anetrain_data::Batch::from_rows(&rows, None)
+            .map_err(anetrain_model::error::ModelError::from)?;
+        let stats = engine.loss(&model.params, &batch)?;
         put(loss_out, stats.loss, "loss_out")
     })
 }

@@ -34,6 +34,8 @@ enum Command {
     Fuse(commands::fuse::FuseArgs),
     /// Generate text from a model with a KV cache, streaming it as it is sampled.
     Generate(commands::generate::GenerateArgs),
+    /// Chat with a model through its chat template, one user message per line of stdin.
+    Chat(commands::chat::ChatArgs),
     /// Check this machine's Neural Engine and compare every kernel of a model against the CPU.
     Doctor(commands::doctor::DoctorArgs),
     /// Throughput and latency benchmarks (peak conv stack, dispatch, int8) on any device.
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => commands::export::run(args),
         Command::Fuse(args) => commands::fuse::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Dashboard(args) => commands::dashboard::run(args),

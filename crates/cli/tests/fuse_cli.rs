@@ -44,7 +44,7 @@ fn expected_fused(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Par
     for ((layer, target), pair) in adapter.modules() {
         let (d_out, d_in) = target.shape(config);
         let r = pair.rank();
-        let w = target.weight_mut(&mut fused.layers[layer]).data_mut();
+        let w = target.get_mut(&mut fused.layers[layer]).data_mut();
         for o in 0..d_out {
             for i in 0..d_in {
                 let ba: f32 = (0..r)

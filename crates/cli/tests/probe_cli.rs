@@ -14,7 +14,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// Every probe id with the catalog rule it breaks, its I/O dtype and width: ids are stable,
 /// since capability files written by earlier runs record results under them.
-const PROBES: [(&str, Option<&str>, &str, u64); 30] = [
+const PROBES: [(&str, Option<&str>, &str, u64); 34] = [
     ("baseline", None, "fp16", 64),
     ("width-32", None, "fp16", 32),
     ("tanh", None, "fp16", 64),
@@ -80,6 +80,10 @@ const PROBES: [(&str, Option<&str>, &str, u64); 30] = [
         64,
     ),
     ("sdpa-mask", Some("sdpa-mask-ignored"), "fp16", 64),
+    ("form-matmul-transposes", None, "fp16", 448),
+    ("form-matmul-transpose-flag", None, "fp16", 448),
+    ("form-row-sum-reduce", None, "fp16", 64),
+    ("form-row-sum-ones-matmul", None, "fp16", 64),
 ];
 
 /// Runs `--probe-one id` on `device` and returns its one JSON line.

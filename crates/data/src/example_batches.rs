@@ -40,6 +40,11 @@ impl ExampleSampler {
         Ok(sampler)
     }
 
+    /// Examples per epoch.
+    pub fn num_examples(&self) -> usize {
+        self.examples.len()
+    }
+
     /// The position to save in a checkpoint.
     pub fn state(&self) -> SamplerState {
         self.state
@@ -125,6 +130,11 @@ impl ExampleEvalBatches {
     /// Starts the pass over from the first example.
     pub fn rewind(&mut self) {
         self.next = 0;
+    }
+
+    /// `(batch, seq)`: the [`Batch::new`] shape [`ExampleEvalBatches::next_batch`] fills.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.batch, self.seq)
     }
 }
 

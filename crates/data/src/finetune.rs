@@ -68,7 +68,7 @@ impl EncodeSummary {
             );
             if self.without_targets > 0 {
                 line += &format!(
-                    "; {} of them have no completion tokens left (raise --seq)",
+                    "; {} of them have no completion tokens left and are left out (raise --seq)",
                     self.without_targets
                 );
             }
@@ -128,6 +128,11 @@ impl<'a> ExampleEncoder<'a> {
         })
     }
 
+    /// Whether only completion / assistant tokens count (`--mask-prompt`).
+    pub fn masks_prompt(&self) -> bool {
+        self.mask_prompt
+    }
+
     /// The tokens and loss mask of one example.
     pub fn encode(&self, example: &Example) -> Result<MaskedTokens> {
         match example {
@@ -173,6 +178,29 @@ impl<'a> ExampleEncoder<'a> {
             out.push(t);
         }
         Ok((out, summary))
+    }
+
+    /// The prompt a model sees to continue `messages` as the assistant: the conversation
+    /// rendered with the generation prompt, as text and as token ids.
+    pub fn generation_prompt(&self, messages: &[Map<String, Value>]) -> Result<(String, Vec<u32>)> {
+        let text = self.template.render(messages, None, true)?;
+        let tokens = self.tokenize(&text)?;
+        Ok((text, tokens))
+    }
+
+    /// The token the template closes an assistant turn with (`<|im_end|>` in ChatML, EOS in
+    /// the plain format): the first special token the template writes after a reply, `None`
+    /// when it writes none.
+    pub fn end_of_turn(&self) -> Result<Option<u32>> {
+        const REPLY: &str = "\u{1}reply\u{1}";
+        let messages = [message("user", "hi"), message("assistant", REPLY)];
+        let text = self.template.render(&messages, None, false)?;
+        let Some((_, after)) = text.rsplit_once(REPLY) else {
+            return Ok(None);
+        };
+        let special =
+            |id: &u32| self.tokenizer.is_special(*id) || self.specials.iter().any(|(_, s)| s == id);
+        Ok(self.tokenize(after)?.into_iter().find(special))
     }
 
     fn encode_chat(

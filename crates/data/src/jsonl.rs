@@ -205,12 +205,11 @@ pub struct ExampleSplits {
     pub train: ExampleFile,
     /// `valid.jsonl`, if present.
     pub valid: Option<ExampleFile>,
-    /// `test.jsonl`, if present.
-    pub test: Option<ExampleFile>,
 }
 
 impl ExampleSplits {
-    /// Reads `dir/train.jsonl` and, when present, `valid.jsonl` and `test.jsonl`.
+    /// Reads `dir/train.jsonl` and, when present, `valid.jsonl`; `test.jsonl` is for a final
+    /// test and is not read, so a problem in it cannot stop a training run.
     pub fn read_dir(dir: &Path) -> Result<Self> {
         let train = dir.join("train.jsonl");
         if !train.is_file() {
@@ -227,7 +226,6 @@ impl ExampleSplits {
         Ok(ExampleSplits {
             train: ExampleFile::read(&train)?,
             valid: optional("valid.jsonl")?,
-            test: optional("test.jsonl")?,
         })
     }
 }
@@ -301,6 +299,5 @@ mod tests {
             splits.valid.unwrap().examples,
             vec![Example::Text("b".into())]
         );
-        assert!(splits.test.is_none());
     }
 }

@@ -13,16 +13,21 @@
 //!   [`ChatTemplate`] renders a model's Jinja chat template, [`ExampleEncoder`] turns examples
 //!   into [`MaskedTokens`] (ids plus which count in the loss), and [`ExampleSampler`] /
 //!   [`ExampleEvalBatches`] pad them into [`Batch`]es with per-target weights.
+//! - [`TrainData`]: a run's data, streams or examples ([`ExampleSplit`]), behind one
+//!   [`BatchSampler`] and one [`EvalSource`].
+//! - Chatting: [`Conversation`] keeps a chat's history and renders the next [`ChatPrompt`].
 
 #![warn(missing_docs)]
 
 mod chat;
+mod conversation;
 mod error;
 mod example_batches;
 mod finetune;
 mod hf;
 mod jsonl;
 pub mod rng;
+mod run_data;
 mod sampler;
 mod shards;
 mod source;
@@ -33,13 +38,16 @@ mod synthetic;
 mod text;
 mod text_cache;
 mod tokenizer;
+mod train_data;
 
 pub use chat::{ChatTemplate, PLAIN_TEMPLATE};
+pub use conversation::{ChatPrompt, Conversation};
 pub use error::{DataError, Result};
 pub use example_batches::{ExampleEvalBatches, ExampleSampler};
 pub use finetune::{EncodeSummary, ExampleEncoder, MaskedTokens};
 pub use hf::HfTokenizer;
 pub use jsonl::{Example, ExampleFile, ExampleKind, ExampleSplits};
+pub use run_data::{DataRequest, OpenedData};
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
 pub use source::{
@@ -53,3 +61,4 @@ pub use synthetic::SyntheticStories;
 pub use text::{tokenize_text, TextDataset, DOCUMENT_SEPARATOR};
 pub use text_cache::{open_text, TextOptions};
 pub use tokenizer::{ByteTokenizer, Tokenizer};
+pub use train_data::{BatchSampler, EvalSource, ExampleSplit, TrainData};

@@ -61,6 +61,60 @@ impl Batch {
         }
     }
 
+    /// A batch holding `rows` (each `seq + 1` tokens) and, when given, `[rows][seq]` target
+    /// weights, each 0 (ignored) or 1 (counts): for callers that have their rows already.
+    pub fn from_rows(rows: &[Vec<u32>], weights: Option<&[Vec<f32>]>) -> Result<Self> {
+        let width = rows.first().map_or(0, Vec::len);
+        if width < 2 {
+            return Err(DataError::Config(
+                "a batch needs at least one row of at least 2 tokens (inputs row[..seq], \
+                 targets row[1..])"
+                    .into(),
+            ));
+        }
+        let seq = width - 1;
+        let mut batch = Batch::new(rows.len(), seq);
+        for (r, row) in rows.iter().enumerate() {
+            if row.len() != width {
+                return Err(DataError::Config(format!(
+                    "row {r} has {} tokens but row 0 has {width}; every row of a batch needs the \
+                     same length",
+                    row.len()
+                )));
+            }
+            batch.tokens[r * width..(r + 1) * width].copy_from_slice(row);
+        }
+        if let Some(weights) = weights {
+            if weights.len() != rows.len() {
+                return Err(DataError::Config(format!(
+                    "{} rows of weights for {} rows of tokens; give one weight row per token row",
+                    weights.len(),
+                    rows.len()
+                )));
+            }
+            let mut flat = Vec::with_capacity(rows.len() * seq);
+            for (r, w) in weights.iter().enumerate() {
+                if w.len() != seq {
+                    return Err(DataError::Config(format!(
+                        "weight row {r} has {} entries but the rows have {seq} targets; give \
+                         one weight per target",
+                        w.len()
+                    )));
+                }
+                if let Some(bad) = w.iter().find(|&&x| x != 0.0 && x != 1.0) {
+                    return Err(DataError::Config(format!(
+                        "weight row {r} holds {bad}; a target weight is 0 (ignored) or 1 \
+                         (counts)"
+                    )));
+                }
+                flat.extend_from_slice(w);
+            }
+            batch.weights = Some(flat);
+        }
+        batch.rows = rows.len();
+        Ok(batch)
+    }
+
     /// Loss weights of row `r`'s targets (1 counts, 0 is prompt or padding), or `None` when
     /// every target counts. The batch loss is `Σ w·CE / Σ w` over all rows, so each counted
     /// token weighs the same however the examples are padded.
@@ -321,5 +375,10 @@ impl EvalBatches {
     /// Starts the pass over from the first sample.
     pub fn rewind(&mut self) {
         self.next = 0;
+    }
+
+    /// `(batch, seq)`: the [`Batch::new`] shape [`EvalBatches::next_batch`] fills.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.batch, self.seq)
     }
 }

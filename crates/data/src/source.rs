@@ -1,6 +1,7 @@
 //! Choosing a tokenizer and a dataset from command-line style strings (`--tokenizer`, `--data`),
 //! so every front end accepts the same spellings.
 
+use crate::chat::ChatTemplate;
 use crate::error::{DataError, Result};
 use crate::hf::HfTokenizer;
 use crate::shards::ShardSet;
@@ -77,6 +78,18 @@ impl TokenizerSource {
         }
     }
 
+    /// The chat template of the `tokenizer_config.json` beside the tokenizer file, if there is
+    /// one with a template (the byte tokenizer has none).
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
+        let TokenizerSource::File(path) = self else {
+            return Ok(None);
+        };
+        match path.parent().map(|dir| dir.join(TOKENIZER_CONFIG_FILE)) {
+            Some(config) if config.is_file() => ChatTemplate::from_tokenizer_config(&config),
+            _ => Ok(None),
+        }
+    }
+
     /// Loads the tokenizer.
     pub fn open(&self) -> Result<Box<dyn Tokenizer>> {
         match self {
@@ -134,10 +147,14 @@ pub enum DataSource {
     Shards(PathBuf),
     /// Any other file, read as UTF-8 text and tokenized ([`crate::TextDataset`]).
     Text(PathBuf),
+    /// Fine-tuning examples in JSON Lines: a `.jsonl` file, or a directory holding
+    /// `train.jsonl` as mlx-lm lays them out ([`crate::ExampleSplit::open`]).
+    Examples(PathBuf),
 }
 
 impl DataSource {
-    /// Parses `spec`; a path is classified by whether it is a directory or ends in `.bin`.
+    /// Parses `spec`; a path is classified by its extension (`.bin`, `.jsonl`) and, for a
+    /// directory, by whether it holds `train.jsonl` (examples) or not (shards).
     pub fn parse(spec: &str) -> Result<Self> {
         if spec == "synthetic" {
             return Ok(DataSource::Synthetic {
@@ -160,7 +177,11 @@ impl DataSource {
                 });
         }
         let path = PathBuf::from(spec);
-        if path.is_dir() || path.extension().is_some_and(|ext| ext == "bin") {
+        if path.extension().is_some_and(|ext| ext == "jsonl")
+            || (path.is_dir() && path.join("train.jsonl").is_file())
+        {
+            Ok(DataSource::Examples(path))
+        } else if path.is_dir() || path.extension().is_some_and(|ext| ext == "bin") {
             Ok(DataSource::Shards(path))
         } else {
             Ok(DataSource::Text(path))
@@ -202,19 +223,36 @@ impl DataSource {
                 let tokenizer = tokenizer.ok_or_else(needs_tokenizer)?;
                 open_text(path, tokenizer, text)?
             }
+            DataSource::Examples(path) => {
+                return Err(DataError::Config(format!(
+                    "{} holds fine-tuning examples (JSON Lines), not a token stream; give \
+                     text, .bin shards or synthetic data here",
+                    path.display()
+                )))
+            }
         })
     }
 
-    /// Whether opening it needs a tokenizer (text and synthetic stories; shards are ids).
+    /// Whether opening it needs a tokenizer (text, synthetic stories and examples; shards are
+    /// ids).
     pub fn needs_tokenizer(&self) -> bool {
         !matches!(self, DataSource::Shards(_))
+    }
+
+    /// Whether the byte tokenizer serves when no other is given: for text and synthetic
+    /// stories. Examples never default to it: they are rendered with a model's own tokenizer
+    /// and chat template, so a missing one is an error rather than a silent byte model.
+    pub fn byte_tokenizer_by_default(&self) -> bool {
+        matches!(self, DataSource::Synthetic { .. } | DataSource::Text(_))
     }
 
     /// The source as a user would name it in a message.
     fn describe(&self) -> String {
         match self {
             DataSource::Synthetic { tokens } => format!("synthetic:{tokens}"),
-            DataSource::Shards(path) | DataSource::Text(path) => path.display().to_string(),
+            DataSource::Shards(path) | DataSource::Text(path) | DataSource::Examples(path) => {
+                path.display().to_string()
+            }
         }
     }
 }
@@ -248,6 +286,15 @@ mod tests {
         assert_eq!(
             DataSource::parse("corpus.txt").unwrap(),
             DataSource::Text("corpus.txt".into())
+        );
+        assert_eq!(
+            DataSource::parse("chat.jsonl").unwrap(),
+            DataSource::Examples("chat.jsonl".into())
+        );
+        std::fs::write(dir.path().join("train.jsonl"), "").unwrap();
+        assert_eq!(
+            DataSource::parse(dir_spec).unwrap(),
+            DataSource::Examples(dir.path().into())
         );
         let err = DataSource::parse("synthetic:lots").unwrap_err().to_string();
         assert!(err.contains("synthetic:1000000"), "{err}");

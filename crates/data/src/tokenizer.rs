@@ -24,6 +24,12 @@ pub trait Tokenizer: Send + Sync {
     /// The end-of-sequence id, if the tokenizer has one; generation stops there.
     fn eos(&self) -> Option<u32>;
 
+    /// Whether `id` is a special token (a marker such as BOS, EOS or a chat template's
+    /// end-of-turn, which `decode` drops) rather than text.
+    fn is_special(&self, id: u32) -> bool {
+        Some(id) == self.bos() || Some(id) == self.eos()
+    }
+
     /// A hash that changes whenever the tokenizer's output could, keying caches of tokenized
     /// files; `None` (never cached) unless the tokenizer knows one.
     fn fingerprint(&self) -> Option<u64> {

@@ -172,3 +172,22 @@ fn evaluation_visits_every_validation_sample_once_in_order() {
     assert_eq!(train_samples * seq, first_val_token);
     assert_eq!(train_samples + eval.num_samples(), 33);
 }
+
+#[test]
+fn batches_from_rows_keep_their_weights_and_refuse_bad_shapes() {
+    let rows = vec![vec![1, 2, 3], vec![4, 5, 6]];
+    let weights = vec![vec![1.0, 0.0], vec![0.0, 0.0]];
+    let b = Batch::from_rows(&rows, Some(&weights)).unwrap();
+    assert_eq!((b.rows(), b.seq(), b.counted_targets()), (2, 2, 1));
+    assert_eq!(b.targets(1), [5, 6]);
+    assert_eq!(b.target_weights(0).unwrap(), [1.0, 0.0]);
+    assert_eq!(Batch::from_rows(&rows, None).unwrap().counted_targets(), 4);
+    let err = |rows: &[Vec<u32>], w: Option<&[Vec<f32>]>| {
+        Batch::from_rows(rows, w).unwrap_err().to_string()
+    };
+    assert!(err(&[vec![1]], None).contains("at least 2 tokens"));
+    assert!(err(&[vec![1, 2], vec![1]], None).contains("row 1 has 1 tokens"));
+    assert!(err(&rows, Some(&[vec![1.0, 1.0]])).contains("1 rows of weights"));
+    assert!(err(&rows, Some(&[vec![1.0], vec![1.0]])).contains("one weight per target"));
+    assert!(err(&rows, Some(&[vec![0.5, 1.0], vec![1.0, 1.0]])).contains("0 (ignored) or 1"));
+}

@@ -15,6 +15,7 @@ mod shared;
 mod spec;
 
 pub use ane::budget::CompileBudget;
+use ane::capabilities::Capabilities;
 pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
@@ -36,6 +37,36 @@ pub trait Device {
     /// ane-reference §1.10); `None` for devices that compile without limit.
     fn compile_budget(&self) -> Option<&'static CompileBudget> {
         None
+    }
+
+    /// What a probe run measured on this device ([`ane::capabilities`]), which decides the
+    /// kernel forms compiled for it; `None` for devices that run every form alike.
+    fn capabilities(&self) -> Option<&Capabilities> {
+        None
+    }
+
+    /// `count` kernels of one program, each with its own buffers (one per layer): forks of a
+    /// single compile, or a compile each where the device's kernels cannot fork, so callers
+    /// never spend compile budget on a copy a fork could give.
+    fn compile_copies(
+        &self,
+        program: &Program,
+        weights: &WeightFiles,
+        count: usize,
+    ) -> Result<Vec<Box<dyn Kernel>>> {
+        let mut kernels: Vec<Box<dyn Kernel>> = Vec::with_capacity(count);
+        if count == 0 {
+            return Ok(kernels);
+        }
+        kernels.push(self.compile(program, weights)?);
+        for _ in 1..count {
+            let copy = match kernels[0].fork() {
+                Err(DeviceError::Unavailable(_)) => self.compile(program, weights)?,
+                other => other?,
+            };
+            kernels.push(copy);
+        }
+        Ok(kernels)
     }
 }
 

@@ -5,10 +5,12 @@ use anetrain_device::compare::{
     all_pass, compare_on, output_error, random_inputs, KernelComparison, Tolerance, Verdict,
     INPUT_RANGE,
 };
-use anetrain_device::{CpuDevice, Device, DeviceError, Kernel, Precision, Result, TensorSpec};
+use anetrain_device::{CpuDevice, Device, DeviceError, Kernel, Precision, Result};
 use anetrain_mil::{Builder, Bundle, ConvOptions, DType, Program, WeightFiles};
 use half::f16;
-use std::ops::Range;
+
+mod common;
+use common::{Fault, Faulty};
 
 const SEED: u64 = 7;
 
@@ -41,69 +43,19 @@ struct Perturbed {
     delta: f32,
 }
 
-struct PerturbedKernel {
-    inner: Box<dyn Kernel>,
-    at: usize,
-    delta: f32,
-}
-
 impl Device for Perturbed {
     fn name(&self) -> String {
         "perturbed cpu".into()
     }
 
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
-        Ok(Box::new(PerturbedKernel {
+        Ok(Box::new(Faulty {
             inner: self.inner.compile(program, weights)?,
-            at: self.at,
-            delta: self.delta,
+            fault: Fault::Perturb {
+                at: self.at,
+                delta: self.delta,
+            },
         }))
-    }
-}
-
-impl Kernel for PerturbedKernel {
-    fn inputs(&self) -> &[TensorSpec] {
-        self.inner.inputs()
-    }
-
-    fn outputs(&self) -> &[TensorSpec] {
-        self.inner.outputs()
-    }
-
-    fn write_input(&mut self, index: usize, data: &[f32]) -> Result<()> {
-        self.inner.write_input(index, data)
-    }
-
-    fn write_input_region(
-        &mut self,
-        index: usize,
-        channels: Range<usize>,
-        columns: Range<usize>,
-        data: &[f32],
-    ) -> Result<()> {
-        self.inner
-            .write_input_region(index, channels, columns, data)
-    }
-
-    fn run(&mut self) -> Result<()> {
-        self.inner.run()
-    }
-
-    fn read_output(&self, index: usize, out: &mut [f32]) -> Result<()> {
-        self.inner.read_output(index, out)?;
-        if index == 0 {
-            out[self.at] += self.delta;
-        }
-        Ok(())
-    }
-
-    fn read_output_channels(
-        &self,
-        index: usize,
-        channels: Range<usize>,
-        out: &mut [f32],
-    ) -> Result<()> {
-        self.inner.read_output_channels(index, channels, out)
     }
 }
 

@@ -21,6 +21,41 @@ struct Env<'a> {
     values: HashMap<&'a str, (Type, Option<&'a Literal>)>,
 }
 
+/// Resolves each op of `function` on its own, against the declared types of every value, for
+/// readers that must tolerate invalid IR (the constraint checker): `None` where an op does not
+/// resolve. A name defined twice resolves to its first definition.
+pub fn resolve_each(function: &Function) -> Vec<Option<Resolved>> {
+    let mut env = Env {
+        values: HashMap::new(),
+    };
+    for (name, ty) in &function.inputs {
+        env.values
+            .entry(name)
+            .or_insert((Type::Tensor(ty.clone()), None));
+    }
+    for op in &function.ops {
+        for out in &op.outputs {
+            env.values
+                .entry(&out.name)
+                .or_insert((out.ty.clone(), const_value(op)));
+        }
+    }
+    function
+        .ops
+        .iter()
+        .map(|op| check_op(op, &env).ok())
+        .collect()
+}
+
+/// The value a `const` op defines, which later ops may read as a compile-time parameter.
+fn const_value(op: &Operation) -> Option<&Literal> {
+    if op.op == crate::ops::Op::Const {
+        op.attr("val")
+    } else {
+        None
+    }
+}
+
 /// Checks one function.
 pub fn validate_function(function: &Function) -> std::result::Result<(), Invalid> {
     resolve_function(function).map(drop)
@@ -79,12 +114,11 @@ pub fn resolve_function(function: &Function) -> std::result::Result<Vec<Resolved
                     out.name, out.ty
                 )));
             }
-            let value = if op.op == crate::ops::Op::Const {
-                op.attr("val")
-            } else {
-                None
-            };
-            if env.values.insert(&out.name, (ty.clone(), value)).is_some() {
+            if env
+                .values
+                .insert(&out.name, (ty.clone(), const_value(op)))
+                .is_some()
+            {
                 return Err(fail(format!("`{}` is defined twice", out.name)));
             }
         }

@@ -543,6 +543,43 @@ fn width_offset_slices_warn_about_range_on_m1_and_m2() {
     );
 }
 
+/// The rule reads the resolved slice, so `slice_by_index` counts too: where it starts reading
+/// on the last axis decides, whatever the spelling (a negative begin, a backwards stride).
+#[test]
+fn width_offset_is_where_a_slice_by_index_reads_from() {
+    let by_index = |begin: i32, end: i32, stride: i32, end_mask: i32, width: usize| {
+        clean_with(
+            vec![
+                konst("b", Literal::int32_tensor(&[0, 0, 0, begin])),
+                konst("e", Literal::int32_tensor(&[0, 0, 0, end])),
+                konst("st", Literal::int32_tensor(&[1, 1, 1, stride])),
+                konst("bm", Literal::int32_tensor(&[1, 1, 1, 0])),
+                konst("em", Literal::int32_tensor(&[1, 1, 1, end_mask])),
+                op(
+                    Op::SliceByIndex,
+                    "s",
+                    &[
+                        ("x", "x"),
+                        ("begin", "b"),
+                        ("end", "e"),
+                        ("stride", "st"),
+                        ("begin_mask", "bm"),
+                        ("end_mask", "em"),
+                    ],
+                    fp16(&[1, 768, 1, width]),
+                ),
+            ],
+            "s",
+        )
+    };
+    let rule = "width-offset-slice-range";
+    // Columns 16..32 of 32, spelled with a negative begin.
+    assert_eq!(across(&by_index(-16, 32, 1, 0, 16), rule), [W, W, A, A, A]);
+    // All 32 columns walked backwards read from column 0; the last 16 backwards from 16.
+    assert_eq!(across(&by_index(31, 0, -1, 1, 32), rule), NOWHERE);
+    assert_eq!(across(&by_index(31, 15, -1, 0, 16), rule), [W, W, A, A, A]);
+}
+
 #[test]
 fn concat_itself_is_disputed() {
     assert_eq!(across(&sliced_concat(&[0, 64]), "concat"), UNKNOWN);

@@ -415,14 +415,34 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Reads `config.json` from a Hugging Face model directory.
+    /// Reads `config.json` from a Hugging Face model directory, adding the EOS ids its
+    /// `generation_config.json` lists (chat models stop at their end-of-turn token that way).
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        Self::from_hf_json(&text).map_err(|e| match e {
-            ModelError::Config(message) => ModelError::format(&path, message),
-            other => other,
-        })
+        fn in_file(path: &Path) -> impl Fn(ModelError) -> ModelError + '_ {
+            move |e| match e {
+                ModelError::Config(message) => ModelError::format(path, message),
+                other => other,
+            }
+        }
+        let mut config = Self::from_hf_json(&text).map_err(in_file(&path))?;
+        let path = dir.join(crate::hf::GENERATION_CONFIG_FILE);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| {
+                ModelError::format(&path, format!("is not valid JSON ({e}); fix or remove it"))
+            })?;
+            let obj = value.as_object().ok_or_else(|| {
+                ModelError::format(&path, "is not a JSON object; fix or remove it")
+            })?;
+            for id in optional_ids(obj, "eos_token_id").map_err(in_file(&path))? {
+                if !config.special_tokens.eos.contains(&id) {
+                    config.special_tokens.eos.push(id);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// A `config.json` that `transformers` loads into the matching `*ForCausalLM` with fp32
@@ -599,6 +619,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("eos_token_id"), "{e}");
+    }
+
+    #[test]
+    fn generation_config_adds_its_eos_ids_and_a_broken_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut obj: Value =
+            serde_json::from_str(&ModelConfig::preset("tiny").unwrap().to_hf_json()).unwrap();
+        obj["eos_token_id"] = json!(2);
+        std::fs::write(dir.path().join("config.json"), obj.to_string()).unwrap();
+        let generation = dir.path().join(crate::hf::GENERATION_CONFIG_FILE);
+        std::fs::write(&generation, r#"{"eos_token_id": [5, 2]}"#).unwrap();
+        let config = ModelConfig::from_hf_dir(dir.path()).unwrap();
+        assert_eq!(config.special_tokens.eos, vec![2, 5]);
+        std::fs::write(&generation, "{").unwrap();
+        let e = ModelConfig::from_hf_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation_config.json") && e.contains("fix or remove"),
+            "{e}"
+        );
     }
 
     #[test]

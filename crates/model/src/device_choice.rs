@@ -1,16 +1,25 @@
 //! Where a model runs, as a user names it (`--device`, the C and Python APIs): one list of
 //! names, one help text per name, and the one place a name becomes a [`Device`] or an
 //! [`Engine`], with a sentence saying what was chosen and why.
+//!
+//! On the ANE the capability file of `anetrain doctor --probe` (or one named with
+//! `--capabilities`) decides the kernel forms ([`KernelForms`]) and the rules the constraint
+//! check holds programs to; CPU devices run every form alike and ignore it.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
+use anetrain_device::ane::capabilities::Capabilities;
+use anetrain_device::ane::ConstraintCheck;
 use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 
 use crate::config::ModelConfig;
 use crate::engine::{DeviceEngine, Engine, ReferenceEngine};
 use crate::error::{ModelError, Result};
+use crate::kernels::KernelForms;
 use crate::params::Params;
+use crate::probes::measured_rules;
 
 /// A device name. With the `clap` feature it is a `clap::ValueEnum`, whose help lists each
 /// variant's doc comment.
@@ -59,6 +68,18 @@ impl DeviceChoice {
     /// reason carries the probe's error. `ane` runs the same probe and fails with its error, so
     /// a device that computes wrong results is never used silently.
     pub fn device(self) -> Result<(Box<dyn Device>, String)> {
+        self.device_with(None)
+    }
+
+    /// [`DeviceChoice::device`], with the ANE given the capability file at `capabilities`
+    /// (it must exist), or by default the one `anetrain doctor --probe` wrote for this machine
+    /// when there is one. A file that leaves a kernel without a working form is an error
+    /// before anything compiles; for `ane` with an explicit file, before the ANE is opened.
+    /// CPU devices, `auto` falling back to the CPU included, ignore the file.
+    pub fn device_with(self, capabilities: Option<&Path>) -> Result<(Box<dyn Device>, String)> {
+        if let (DeviceChoice::Ane, Some(path)) = (self, capabilities) {
+            read_capabilities(path)?;
+        }
         let cpu = |precision| Box::new(CpuDevice::new(precision)) as Box<dyn Device>;
         Ok(match self {
             DeviceChoice::Cpu => (
@@ -77,6 +98,7 @@ impl DeviceChoice {
             DeviceChoice::Ane => match AneDevice::probe() {
                 Ok(ane) => {
                     let why = format!("ane: the Apple Neural Engine ({})", ane.info().chip());
+                    let (ane, why) = with_capabilities(ane, capabilities, why)?;
                     (Box::new(ane), why)
                 }
                 Err(source) => {
@@ -93,6 +115,7 @@ impl DeviceChoice {
                          self-test kernel passed",
                         ane.info().chip()
                     );
+                    let (ane, why) = with_capabilities(ane, capabilities, why)?;
                     (Box::new(ane), why)
                 }
                 Err(e) => (
@@ -111,18 +134,89 @@ impl DeviceChoice {
         seq: usize,
         params: &Params,
     ) -> Result<(Box<dyn Engine>, String)> {
+        self.engine_with(config, seq, params, None)
+    }
+
+    /// [`DeviceChoice::engine`] with the capability file of [`DeviceChoice::device_with`].
+    pub fn engine_with(
+        self,
+        config: &ModelConfig,
+        seq: usize,
+        params: &Params,
+        capabilities: Option<&Path>,
+    ) -> Result<(Box<dyn Engine>, String)> {
         if self == DeviceChoice::Reference {
             return Ok((
                 Box::new(ReferenceEngine::new(config)),
                 "reference: the plain-Rust fp32 model, no kernels".into(),
             ));
         }
-        let (device, why) = self.device()?;
+        let (device, why) = self.device_with(capabilities)?;
         Ok((
             Box::new(DeviceEngine::new(config, device, seq, params)?),
             why,
         ))
     }
+}
+
+/// Reads a capability file and checks that it leaves every kernel a form, so a file that
+/// does not fails before anything compiles.
+fn read_capabilities(path: &Path) -> Result<Capabilities> {
+    let caps = Capabilities::read(path).map_err(|source| ModelError::DeviceUnavailable {
+        device: DeviceChoice::Ane.name(),
+        source,
+    })?;
+    KernelForms::from_capabilities(&caps)?;
+    Ok(caps)
+}
+
+/// `ane` holding the capability file at `path`, or else the one doctor wrote for this machine
+/// when there is one, with `why` saying which file and which forms were used.
+// Off Apple silicon `AneDevice` is uninhabited, so this is never called there.
+#[cfg_attr(
+    not(all(target_os = "macos", target_arch = "aarch64")),
+    allow(unreachable_code, unused_variables)
+)]
+fn with_capabilities(
+    ane: AneDevice,
+    path: Option<&Path>,
+    why: String,
+) -> Result<(AneDevice, String)> {
+    let info = ane.info();
+    let default = Capabilities::default_path(info.chip(), &info.macos).ok();
+    let Some(path) = path
+        .map(Path::to_path_buf)
+        .or(default.filter(|p| p.is_file()))
+    else {
+        return Ok((ane, why));
+    };
+    let caps = read_capabilities(&path)?;
+    if (caps.chip.as_str(), caps.macos.as_str()) != (info.chip(), info.macos.as_str()) {
+        return Err(ModelError::Options(format!(
+            "the capability file {} was measured on {} with macOS `{}`, but this is {} with \
+             macOS `{}`; run `anetrain doctor --probe` on this machine, or pass its own file \
+             with --capabilities",
+            path.display(),
+            caps.chip,
+            caps.macos,
+            info.chip(),
+            info.macos
+        )));
+    }
+    let forms = KernelForms::from_capabilities(&caps)?;
+    let (ane, rules) = match measured_rules(&caps) {
+        Ok(measured) => (
+            ane.with_constraint_check(ConstraintCheck::Measured(measured)),
+            "its measured rules".to_string(),
+        ),
+        Err(e) => (ane, format!("the catalog's rules ({e})")),
+    };
+    let why = format!(
+        "{why}; from the capability file {}: kernel forms {}; constraint check with {rules}",
+        path.display(),
+        forms.describe().join(", ")
+    );
+    Ok((ane.with_capabilities(caps), why))
 }
 
 impl fmt::Display for DeviceChoice {

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod llama2c;
 pub mod lora;
 pub mod params;
+pub mod probes;
 pub mod reference;
 pub mod source;
 pub mod train;

@@ -18,12 +18,59 @@ use memmap2::Mmap;
 
 use crate::config::{Family, ModelConfig, SpecialTokens};
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Params, Tensor};
+use crate::params::{LayerParams, Linear, Params, Tensor};
 
 const HEADER_BYTES: usize = 7 * 4;
 /// RoPE base and RMSNorm epsilon that llama2.c's `run.c` hard-codes.
 const LLAMA2C_THETA: f64 = 10000.0;
 const LLAMA2C_EPS: f64 = 1e-5;
+
+/// One per-layer array of the file; each is stored for every layer in turn.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// `rms_att`: `input_layernorm`.
+    AttentionNorm,
+    /// `rms_ffn`: `post_attention_layernorm`.
+    FfnNorm,
+    /// `wq`, `wk`, `wv`, `wo`, `w1`, `w2`, `w3`.
+    Linear(Linear),
+}
+
+/// The per-layer arrays in file order (see the module doc).
+const LAYER_SLOTS: [Slot; 9] = [
+    Slot::AttentionNorm,
+    Slot::Linear(Linear::QProj),
+    Slot::Linear(Linear::KProj),
+    Slot::Linear(Linear::VProj),
+    Slot::Linear(Linear::OProj),
+    Slot::FfnNorm,
+    Slot::Linear(Linear::GateProj),
+    Slot::Linear(Linear::DownProj),
+    Slot::Linear(Linear::UpProj),
+];
+
+impl Slot {
+    fn get(self, l: &LayerParams) -> &Tensor {
+        match self {
+            Slot::AttentionNorm => &l.input_layernorm,
+            Slot::FfnNorm => &l.post_attention_layernorm,
+            Slot::Linear(linear) => linear.get(l),
+        }
+    }
+
+    fn get_mut(self, l: &mut LayerParams) -> &mut Tensor {
+        match self {
+            Slot::AttentionNorm => &mut l.input_layernorm,
+            Slot::FfnNorm => &mut l.post_attention_layernorm,
+            Slot::Linear(linear) => linear.get_mut(l),
+        }
+    }
+
+    /// Whether the rows are in llama2.c's interleaved RoPE order (`wq`, `wk`).
+    fn interleaved(self) -> bool {
+        matches!(self, Slot::Linear(Linear::QProj | Linear::KProj))
+    }
+}
 
 /// Row permutation taking a llama2.c (interleaved RoPE) `wq`/`wk` `[n_heads·head_dim, cols]` to
 /// Hugging Face's rotate-half layout: within each head, new row `j` is old row `2j` and new row
@@ -229,38 +276,17 @@ pub fn read_llama2c(path: &Path) -> Result<(ModelConfig, Params)> {
     let mut p = Params::try_zeros(&config)?;
     let (hd, d) = (config.head_dim, config.dim);
     r.fill(p.embed_tokens.data_mut());
-    for l in &mut p.layers {
-        r.fill(l.input_layernorm.data_mut());
-    }
-    for l in &mut p.layers {
-        let raw = r.take(l.q_proj.len());
-        l.q_proj
-            .data_mut()
-            .copy_from_slice(&interleaved_to_rotate_half(&raw, hd, d));
-    }
-    for l in &mut p.layers {
-        let raw = r.take(l.k_proj.len());
-        l.k_proj
-            .data_mut()
-            .copy_from_slice(&interleaved_to_rotate_half(&raw, hd, d));
-    }
-    for l in &mut p.layers {
-        r.fill(l.v_proj.data_mut());
-    }
-    for l in &mut p.layers {
-        r.fill(l.o_proj.data_mut());
-    }
-    for l in &mut p.layers {
-        r.fill(l.post_attention_layernorm.data_mut());
-    }
-    for l in &mut p.layers {
-        r.fill(l.gate_proj.data_mut());
-    }
-    for l in &mut p.layers {
-        r.fill(l.down_proj.data_mut());
-    }
-    for l in &mut p.layers {
-        r.fill(l.up_proj.data_mut());
+    for slot in LAYER_SLOTS {
+        for l in &mut p.layers {
+            let t = slot.get_mut(l);
+            if slot.interleaved() {
+                let raw = r.take(t.len());
+                t.data_mut()
+                    .copy_from_slice(&interleaved_to_rotate_half(&raw, hd, d));
+            } else {
+                r.fill(t.data_mut());
+            }
+        }
     }
     r.fill(p.norm.data_mut());
     r.pos += 4 * skip;
@@ -353,26 +379,14 @@ pub fn write_llama2c(path: &Path, config: &ModelConfig, params: &Params) -> Resu
     let layers = &params.layers;
     // Same order as `read_llama2c`, one array at a time so nothing is copied whole.
     write_f32s(&mut w, params.embed_tokens.data()).map_err(io)?;
-    for l in layers {
-        write_f32s(&mut w, l.input_layernorm.data()).map_err(io)?;
-    }
-    for l in layers {
-        write_f32s(&mut w, &rotate_half_to_interleaved(l.q_proj.data(), hd, d)).map_err(io)?;
-    }
-    for l in layers {
-        write_f32s(&mut w, &rotate_half_to_interleaved(l.k_proj.data(), hd, d)).map_err(io)?;
-    }
-    let rest: [fn(&LayerParams) -> &Tensor; 6] = [
-        |l| &l.v_proj,
-        |l| &l.o_proj,
-        |l| &l.post_attention_layernorm,
-        |l| &l.gate_proj,
-        |l| &l.down_proj,
-        |l| &l.up_proj,
-    ];
-    for array in rest {
+    for slot in LAYER_SLOTS {
         for l in layers {
-            write_f32s(&mut w, array(l).data()).map_err(io)?;
+            let t = slot.get(l).data();
+            if slot.interleaved() {
+                write_f32s(&mut w, &rotate_half_to_interleaved(t, hd, d)).map_err(io)?;
+            } else {
+                write_f32s(&mut w, t).map_err(io)?;
+            }
         }
     }
     write_f32s(&mut w, params.norm.data()).map_err(io)?;

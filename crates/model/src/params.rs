@@ -9,6 +9,10 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use anetrain_data::rng::{fnv1a, SplitMix64};
 
+mod linear;
+
+pub use linear::{LayerPartsMut, Linear};
+
 /// A dense fp32 tensor, row-major. Matrices are `[out, in]` as Hugging Face stores `Linear`
 /// weights; norm weights are `[dim]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,73 +114,79 @@ impl LayerParams {
     /// The block's tensors for `c`, each made by `make(shape)`.
     fn build(c: &ModelConfig, make: &impl Fn(&[usize]) -> Tensor) -> Self {
         let qk_norm = || c.qk_norm.then(|| make(&[c.head_dim]));
+        let linear = |l: Linear| {
+            let (out, inp) = l.shape(c);
+            make(&[out, inp])
+        };
         LayerParams {
             input_layernorm: make(&[c.dim]),
-            q_proj: make(&[c.q_dim(), c.dim]),
-            k_proj: make(&[c.kv_dim(), c.dim]),
-            v_proj: make(&[c.kv_dim(), c.dim]),
-            o_proj: make(&[c.dim, c.q_dim()]),
+            q_proj: linear(Linear::QProj),
+            k_proj: linear(Linear::KProj),
+            v_proj: linear(Linear::VProj),
+            o_proj: linear(Linear::OProj),
             q_norm: qk_norm(),
             k_norm: qk_norm(),
             post_attention_layernorm: make(&[c.dim]),
-            gate_proj: make(&[c.hidden_dim, c.dim]),
-            up_proj: make(&[c.hidden_dim, c.dim]),
-            down_proj: make(&[c.dim, c.hidden_dim]),
+            gate_proj: linear(Linear::GateProj),
+            up_proj: linear(Linear::UpProj),
+            down_proj: linear(Linear::DownProj),
         }
     }
 
     /// The block's tensors with their name suffixes, in Hugging Face module order.
-    fn named(&self) -> Vec<(&'static str, &Tensor)> {
-        let mut out = vec![
-            ("input_layernorm.weight", &self.input_layernorm),
-            ("self_attn.q_proj.weight", &self.q_proj),
-            ("self_attn.k_proj.weight", &self.k_proj),
-            ("self_attn.v_proj.weight", &self.v_proj),
-            ("self_attn.o_proj.weight", &self.o_proj),
-        ];
-        if let Some(t) = &self.q_norm {
-            out.push(("self_attn.q_norm.weight", t));
-        }
-        if let Some(t) = &self.k_norm {
-            out.push(("self_attn.k_norm.weight", t));
-        }
-        out.extend([
-            (
-                "post_attention_layernorm.weight",
-                &self.post_attention_layernorm,
-            ),
-            ("mlp.gate_proj.weight", &self.gate_proj),
-            ("mlp.up_proj.weight", &self.up_proj),
-            ("mlp.down_proj.weight", &self.down_proj),
-        ]);
-        out
+    fn named(&self) -> Vec<(String, &Tensor)> {
+        module_order(
+            Linear::ALL.map(|l| l.get(self)),
+            [&self.input_layernorm, &self.post_attention_layernorm],
+            [self.q_norm.as_ref(), self.k_norm.as_ref()],
+        )
     }
 
     /// Mutable twin of [`LayerParams::named`], same order.
-    fn named_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
-        let mut out = vec![
-            ("input_layernorm.weight", &mut self.input_layernorm),
-            ("self_attn.q_proj.weight", &mut self.q_proj),
-            ("self_attn.k_proj.weight", &mut self.k_proj),
-            ("self_attn.v_proj.weight", &mut self.v_proj),
-            ("self_attn.o_proj.weight", &mut self.o_proj),
-        ];
-        if let Some(t) = &mut self.q_norm {
-            out.push(("self_attn.q_norm.weight", t));
-        }
-        if let Some(t) = &mut self.k_norm {
-            out.push(("self_attn.k_norm.weight", t));
-        }
-        out.extend([
-            (
-                "post_attention_layernorm.weight",
-                &mut self.post_attention_layernorm,
-            ),
-            ("mlp.gate_proj.weight", &mut self.gate_proj),
-            ("mlp.up_proj.weight", &mut self.up_proj),
-            ("mlp.down_proj.weight", &mut self.down_proj),
-        ]);
-        out
+    fn named_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let p = self.parts_mut();
+        module_order(
+            p.linears,
+            [p.input_layernorm, p.post_attention_layernorm],
+            [p.q_norm, p.k_norm],
+        )
+    }
+}
+
+/// Names a block's tensors (`T` is `&Tensor` or `&mut Tensor`) in Hugging Face module order:
+/// input norm, attention projections, QK-norms, post-attention norm, MLP projections.
+fn module_order<T>(linears: [T; 7], norms: [T; 2], qk_norms: [Option<T>; 2]) -> Vec<(String, T)> {
+    let [input, post] = norms;
+    let [q_norm, k_norm] = qk_norms;
+    let mut linears = Linear::ALL
+        .into_iter()
+        .zip(linears)
+        .map(|(l, t)| (format!("{}.weight", l.module_path()), t));
+    let mut out = vec![("input_layernorm.weight".to_string(), input)];
+    out.extend(linears.by_ref().take(4));
+    out.extend(q_norm.map(|t| ("self_attn.q_norm.weight".to_string(), t)));
+    out.extend(k_norm.map(|t| ("self_attn.k_norm.weight".to_string(), t)));
+    out.push(("post_attention_layernorm.weight".to_string(), post));
+    out.extend(linears);
+    out
+}
+
+/// A set of named fp32 tensors that optimizers update and gradients mirror: a whole model
+/// ([`Params`]) or an adapter on a frozen one ([`crate::lora::Adapter`]).
+pub trait ParamSet: Clone + Send + Sync {
+    /// Every tensor with its saved name, in a stable order.
+    fn tensors(&self) -> Vec<(String, &Tensor)>;
+    /// Mutable twin of [`ParamSet::tensors`], same order.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)>;
+}
+
+impl ParamSet for Params {
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        self.iter()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.iter_mut()
     }
 }
 

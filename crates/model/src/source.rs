@@ -11,9 +11,10 @@ use crate::config::{ModelConfig, PRESETS};
 use crate::error::{ModelError, Result};
 use crate::hf::load_hf_dir;
 use crate::llama2c::read_llama2c;
+use crate::lora::Adapter;
 use crate::params::Params;
 use crate::train::checkpoint::{resolve_checkpoint, CheckpointMeta, META_FILE};
-use crate::train::Checkpoint;
+use crate::train::{BaseRef, Checkpoint};
 
 /// Where a model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +151,29 @@ impl ModelSource {
         })
     }
 
+    /// The adapter of a LoRA run or checkpoint, with the base it belongs to (checked against
+    /// the recorded hash); an error naming what the source is otherwise.
+    pub fn lora_adapter(&self) -> Result<(Adapter, BaseRef)> {
+        let not_lora = |what: &str| {
+            ModelError::Input(format!(
+                "{what} is not a LoRA run, so it has no adapter to export; export it with --format hf, or train one with `train --init-from BASE --lora-rank R`"
+            ))
+        };
+        match self {
+            ModelSource::Run(dir) | ModelSource::Checkpoint(dir) => {
+                let ckpt = Checkpoint::load(&resolve_checkpoint(dir)?)?;
+                match (ckpt.adapter, ckpt.meta.lora_base) {
+                    (Some(adapter), Some(base)) => Ok((adapter, base)),
+                    _ => Err(not_lora(&dir.display().to_string())),
+                }
+            }
+            ModelSource::HuggingFace(p) | ModelSource::Llama2c(p) => {
+                Err(not_lora(&p.display().to_string()))
+            }
+            ModelSource::Preset { name, .. } => Err(not_lora(name)),
+        }
+    }
+
     /// Loads the config and weights; `seed` draws a preset's random weights.
     pub fn load(&self, seed: u64) -> Result<LoadedModel> {
         let tokenizer = self.tokenizer()?;
@@ -165,8 +189,15 @@ impl ModelSource {
             ModelSource::Run(dir) | ModelSource::Checkpoint(dir) => {
                 let dir = resolve_checkpoint(dir)?;
                 let ckpt = Checkpoint::load(&dir)?;
-                let description = format!("checkpoint {} (step {})", dir.display(), ckpt.meta.step);
-                (ckpt.config, ckpt.params, description)
+                let mut description =
+                    format!("checkpoint {} (step {})", dir.display(), ckpt.meta.step);
+                let mut params = ckpt.params;
+                // A LoRA run is its base with the adapter on it: fused, it is one plain model.
+                if let (Some(adapter), Some(base)) = (&ckpt.adapter, &ckpt.meta.lora_base) {
+                    adapter.fuse_into(&mut params)?;
+                    description.push_str(&format!(", a LoRA adapter on {}", base.path));
+                }
+                (ckpt.config, params, description)
             }
             ModelSource::Preset { name, vocab_size } => {
                 let mut config = ModelConfig::preset(name)?;
@@ -190,7 +221,40 @@ impl ModelSource {
     }
 }
 
+/// What [`LoadedModel::apply_adapter`] folded in.
+#[derive(Debug)]
+pub struct AppliedAdapter {
+    /// The adapter as read (it fits the model it was applied to).
+    pub adapter: Adapter,
+    /// The format its directory was in.
+    pub format: crate::lora::AdapterFormat,
+}
+
 impl LoadedModel {
+    /// Reads the LoRA adapter in `dir` (PEFT or mlx-lm, detected from its files), checks that
+    /// it fits this model (layers, targets, shapes; errors name the tensor or config field)
+    /// and folds it into the weights once (`W += s·B·A`), so evaluation and generation run the
+    /// plain fused model at the base model's speed. The description gains the adapter.
+    pub fn apply_adapter(&mut self, dir: &Path) -> Result<AppliedAdapter> {
+        if !dir.is_dir() {
+            return Err(ModelError::Input(format!(
+                "adapter {} is not a directory; pass the directory holding adapter_config.json",
+                dir.display()
+            )));
+        }
+        let (adapter, format) = crate::lora::load_adapter(dir, &self.config)?;
+        adapter.fuse_into(&mut self.params)?;
+        self.description = format!(
+            "{} + {} adapter {} (rank {}, {} projections)",
+            self.description,
+            format.label(),
+            dir.display(),
+            adapter.config().rank,
+            adapter.modules().count()
+        );
+        Ok(AppliedAdapter { adapter, format })
+    }
+
     /// The tokenizer to use: `flag` when given, else the one the model carries, else none.
     /// One that has more tokens than the model's vocabulary is an error, never a silent
     /// fallback.
@@ -257,6 +321,59 @@ mod tests {
         assert!(
             e.contains("does not exist") && e.contains("stories15M"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn an_applied_adapter_is_fused_once_and_must_fit_the_model() {
+        use crate::lora::{save_adapter, AdapterFormat, LoraConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let source = ModelSource::Preset {
+            name: "tiny".into(),
+            vocab_size: None,
+        };
+        let base = source.load(3).unwrap();
+        let mut adapter = Adapter::init(LoraConfig::default(), &base.config, 5).unwrap();
+        let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
+        for (layer, target) in keys {
+            adapter
+                .get_mut(layer, target)
+                .unwrap()
+                .b
+                .data_mut()
+                .fill(0.01);
+        }
+        let adapter_dir = dir.path().join("adapter");
+        save_adapter(&adapter_dir, AdapterFormat::Mlx, &adapter, "tiny").unwrap();
+
+        let mut model = source.load(3).unwrap();
+        let applied = model.apply_adapter(&adapter_dir).unwrap();
+        assert_eq!(applied.format, AdapterFormat::Mlx);
+        let mut expected = base.params.clone();
+        adapter.fuse_into(&mut expected).unwrap();
+        assert_eq!(model.params, expected);
+        assert_ne!(model.params, base.params);
+        assert!(
+            model.description.contains("mlx-lm adapter"),
+            "{}",
+            model.description
+        );
+
+        let err = source
+            .load(3)
+            .unwrap()
+            .apply_adapter(&dir.path().join("none"));
+        assert!(err.unwrap_err().to_string().contains("is not a directory"));
+        let mut other = ModelSource::Preset {
+            name: "tiny-qwen3".into(),
+            vocab_size: None,
+        }
+        .load(3)
+        .unwrap();
+        let err = other.apply_adapter(&adapter_dir).unwrap_err().to_string();
+        assert!(
+            err.contains("lora_a") && err.contains("different base"),
+            "{err}"
         );
     }
 

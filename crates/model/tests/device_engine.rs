@@ -5,6 +5,7 @@
 mod common;
 use common::rel_err;
 
+use anetrain_data::Batch;
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
@@ -26,14 +27,15 @@ fn params(c: &ModelConfig, seed: u64) -> Params {
     p
 }
 
-fn rows(c: &ModelConfig, batch: usize, seed: u32) -> Vec<Vec<u32>> {
-    (0..batch as u32)
+fn rows(c: &ModelConfig, batch: usize, seed: u32) -> Batch {
+    let rows: Vec<Vec<u32>> = (0..batch as u32)
         .map(|b| {
             (0..=SEQ as u32)
                 .map(|t| (t * 37 + b * 101 + seed * 13 + t * t * 7) % c.vocab_size as u32)
                 .collect()
         })
-        .collect()
+        .collect();
+    Batch::from_rows(&rows, None).unwrap()
 }
 
 fn engine(c: &ModelConfig, precision: Precision, p: &Params) -> DeviceEngine {
@@ -133,7 +135,7 @@ fn restaging_replaces_the_weights_every_kernel_reads() {
 fn logits_match_the_reference_forward_and_accept_short_prompts() {
     let c = ModelConfig::preset("tiny-qwen3").unwrap();
     let p = params(&c, 5);
-    let tokens: Vec<u32> = rows(&c, 1, 2)[0][..SEQ].to_vec();
+    let tokens: Vec<u32> = rows(&c, 1, 2).inputs(0).to_vec();
     let want = reference::forward(&c, &p, std::slice::from_ref(&tokens)).unwrap();
     let mut dev = engine(&c, Precision::F32, &p);
     let got = dev.logits(&p, &tokens).unwrap();
@@ -253,13 +255,13 @@ fn misuse_is_reported_with_the_fix() {
     let p = params(&c, 1);
     let mut dev = DeviceEngine::new(&c, Box::new(CpuDevice::default()), SEQ, &p).unwrap();
     let mut g = Params::zeros(&c);
-    let short = vec![vec![1u32; SEQ]];
+    let short = Batch::from_rows(&[vec![1u32; SEQ]], None).unwrap();
     let msg = dev
         .forward_backward(&p, &short, 1.0, &mut g)
         .unwrap_err()
         .to_string();
     assert!(msg.contains(&format!("seq {SEQ}")), "{msg}");
-    let bad = vec![vec![c.vocab_size as u32; SEQ + 1]];
+    let bad = Batch::from_rows(&[vec![c.vocab_size as u32; SEQ + 1]], None).unwrap();
     let msg = dev.loss(&p, &bad).unwrap_err().to_string();
     assert!(msg.contains("vocabulary"), "{msg}");
     let msg = DeviceEngine::new(&c, Box::new(CpuDevice::default()), c.max_seq_len + 1, &p)

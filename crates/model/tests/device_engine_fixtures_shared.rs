@@ -6,6 +6,7 @@
 mod common;
 use common::{fixtures_dir, read_token_rows, rel_err};
 
+use anetrain_data::Batch;
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_model::engine::{DeviceEngine, Engine};
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
@@ -31,7 +32,12 @@ fn errors(name: &str, precision: Precision) -> Option<(f32, f32, String, f32)> {
     let loss_scale = 256.0;
     let mut grads = Params::zeros(&config);
     let stats = engine
-        .forward_backward(&params, &rows, loss_scale, &mut grads)
+        .forward_backward(
+            &params,
+            &Batch::from_rows(&rows, None).unwrap(),
+            loss_scale,
+            &mut grads,
+        )
         .unwrap();
     let want_loss = expected.read("loss").unwrap().data()[0];
     let loss_err = (stats.loss - want_loss).abs() / want_loss.abs();

@@ -15,6 +15,7 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::kernels::{port_width, round_up_32, AttentionLayout};
 use anetrain_model::generate::{argmax, DecodeKernels, Generator, Sampler, SamplingOptions};
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
+use anetrain_model::kernels::KernelForms;
 use anetrain_model::params::Params;
 use anetrain_model::reference;
 
@@ -170,7 +171,7 @@ fn decode_kernels_pass_the_m4_checker_for_the_stories_models() {
             AttentionLayout::new(&c).channels,
             round_up_32(c.max_seq_len),
         );
-        let kernels = DecodeKernels::build(&c, t).unwrap();
+        let kernels = DecodeKernels::build(&c, t, KernelForms::default()).unwrap();
         for (kernel, bundle) in kernels.named() {
             let report = check(&bundle.program, Chip::M4);
             assert!(report.is_clean(), "{name} {kernel}:\n{report}");

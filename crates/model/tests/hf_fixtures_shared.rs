@@ -44,7 +44,7 @@ fn check_fixture(name: &str) {
     assert_eq!(want_logits.shape(), [batch, seq, config.vocab_size]);
     let logits_err = rel_err(&logits.data, want_logits.data());
 
-    let (loss, grads) = loss_and_grads(&config, &params, &rows).unwrap();
+    let (loss, grads) = loss_and_grads(&config, &params, &rows, None).unwrap();
     let want_loss = expected.read("loss").unwrap().data()[0] as f64;
     let loss_err = ((loss - want_loss).abs() / want_loss.abs()) as f32;
     println!("{name}: loss {loss:.7} vs {want_loss:.7} (rel {loss_err:.2e}), logits rel {logits_err:.2e}");

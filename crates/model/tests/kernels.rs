@@ -1,7 +1,7 @@
-//! Each training kernel run on the CPU device against plain-Rust computations: naive loops for
-//! the matmuls, `reference::attention` for attention. Then the same kernels in `cpu-f16`
-//! precision against the f32 results, and every kernel of the big presets through the ANE
-//! constraint checker.
+//! Each training kernel, in every kernel form ([`KernelForms::every`]), run on the CPU device
+//! against plain-Rust computations: naive loops for the matmuls, `reference::attention` for
+//! attention. Then the same kernels in `cpu-f16` precision against the f32 results, and every
+//! kernel of the big presets through the ANE constraint checker.
 
 mod common;
 use common::rel_err;
@@ -9,7 +9,9 @@ use common::rel_err;
 use anetrain_device::{CpuDevice, Device, Precision};
 use anetrain_mil::{check, Bundle, Chip};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::kernels::{self, attention_bwd, attention_fwd, dynamic_matmul, ffn_up_fwd};
+use anetrain_model::kernels::{
+    self, attention_bwd, attention_fwd, dynamic_matmul, ffn_up_fwd, KernelForms,
+};
 use anetrain_model::reference::attention::{attention_backward, attention_forward};
 
 /// Deterministic values in [-scale, scale).
@@ -74,16 +76,15 @@ fn dynamic_matmul_computes_m_transpose_times_a() {
             want[o * s + t] = (0..ic).map(|i| m[i * oc + o] * a[i * s + t]).sum();
         }
     }
-    let bundle = dynamic_matmul(ic, oc, s).unwrap();
-    let got = run(&bundle, Precision::F32, &pack(&a, &m, ic, s, oc));
-    assert!(
-        rel_err(&got, &want) < 1e-5,
-        "f32 error {}",
-        rel_err(&got, &want)
-    );
-    let half = run(&bundle, Precision::F16, &pack(&a, &m, ic, s, oc));
-    let e = rel_err(&half, &got);
-    assert!(e < 5e-3, "f16 error {e} exceeds 5e-3");
+    for forms in KernelForms::every() {
+        let bundle = dynamic_matmul(ic, oc, s, forms).unwrap();
+        let got = run(&bundle, Precision::F32, &pack(&a, &m, ic, s, oc));
+        let e = rel_err(&got, &want);
+        assert!(e < 1e-5, "{forms:?}: f32 error {e}");
+        let half = run(&bundle, Precision::F16, &pack(&a, &m, ic, s, oc));
+        let e = rel_err(&half, &got);
+        assert!(e < 5e-3, "{forms:?}: f16 error {e} exceeds 5e-3");
+    }
 }
 
 #[test]
@@ -105,16 +106,15 @@ fn ffn_up_fwd_returns_h1_h3_and_the_swiglu_activation() {
             want[(2 * h + j) * s + t] = h1 / (1.0 + (-h1).exp()) * h3;
         }
     }
-    let bundle = ffn_up_fwd(d, h, s).unwrap();
     let input = pack(&a, &m, d, s, 2 * h);
-    let got = run(&bundle, Precision::F32, &input);
-    assert!(
-        rel_err(&got, &want) < 1e-5,
-        "f32 error {}",
-        rel_err(&got, &want)
-    );
-    let e = rel_err(&run(&bundle, Precision::F16, &input), &got);
-    assert!(e < 5e-3, "f16 error {e} exceeds 5e-3");
+    for forms in KernelForms::every() {
+        let bundle = ffn_up_fwd(d, h, s, forms).unwrap();
+        let got = run(&bundle, Precision::F32, &input);
+        let e = rel_err(&got, &want);
+        assert!(e < 1e-5, "{forms:?}: f32 error {e}");
+        let e = rel_err(&run(&bundle, Precision::F16, &input), &got);
+        assert!(e < 5e-3, "{forms:?}: f16 error {e} exceeds 5e-3");
+    }
 }
 
 /// Random q, k, v for `c` in the kernel layout `[Q+2KV][S]` and token-major copies.
@@ -183,28 +183,30 @@ fn attention_bwd_matches_the_reference_gradients() {
 
         let mut input = x.packed.clone();
         input.extend_from_slice(&d_out);
-        let bundle = attention_bwd(&c, s).unwrap();
-        let mut got = run(&bundle, Precision::F32, &input);
-        // The kernel's dq is with respect to the scaled q: chain rule back to q.
-        for v in &mut got[..qd * s] {
-            *v *= scale(&c);
+        for forms in KernelForms::every() {
+            let bundle = attention_bwd(&c, s, forms).unwrap();
+            let mut got = run(&bundle, Precision::F32, &input);
+            // The kernel's dq is with respect to the scaled q: chain rule back to q.
+            for v in &mut got[..qd * s] {
+                *v *= scale(&c);
+            }
+            // Per block, so a wrong GQA reduction cannot hide behind a large dq.
+            let blocks = [(0, qd), (qd, qd + kvd), (qd + kvd, qd + 2 * kvd)];
+            for (name, (lo, hi)) in ["dq", "dk", "dv"].iter().zip(blocks) {
+                let e = rel_err(&got[lo * s..hi * s], &want[lo * s..hi * s]);
+                assert!(e < 1e-5, "{c:?} {forms:?}: {name} f32 error {e}");
+            }
+            let mut half = run(&bundle, Precision::F16, &input);
+            for v in &mut half[..qd * s] {
+                *v *= scale(&c);
+            }
+            let e16 = rel_err(&half, &got);
+            println!(
+                "attention_bwd heads {}/{} {forms:?}: f16 error {e16:.2e}",
+                c.n_heads, c.n_kv_heads
+            );
+            assert!(e16 < 2e-2, "{forms:?}: f16 error {e16} exceeds 2e-2");
         }
-        // Per block, so a wrong GQA reduction cannot hide behind a large dq.
-        let blocks = [(0, qd), (qd, qd + kvd), (qd + kvd, qd + 2 * kvd)];
-        for (name, (lo, hi)) in ["dq", "dk", "dv"].iter().zip(blocks) {
-            let e = rel_err(&got[lo * s..hi * s], &want[lo * s..hi * s]);
-            assert!(e < 1e-5, "{c:?}: {name} f32 error {e}");
-        }
-        let mut half = run(&bundle, Precision::F16, &input);
-        for v in &mut half[..qd * s] {
-            *v *= scale(&c);
-        }
-        let e16 = rel_err(&half, &got);
-        println!(
-            "attention_bwd heads {}/{}: f16 error {e16:.2e}",
-            c.n_heads, c.n_kv_heads
-        );
-        assert!(e16 < 2e-2, "f16 error {e16} exceeds 2e-2");
     }
 }
 
@@ -212,7 +214,7 @@ fn attention_bwd_matches_the_reference_gradients() {
 fn every_kernel_has_the_documented_ports() {
     let c = ModelConfig::preset("tiny-qwen3").unwrap();
     let s = 32;
-    let all = kernels::all(&c, s).unwrap();
+    let all = kernels::all(&c, s, KernelForms::default()).unwrap();
     assert_eq!(all.len(), 10);
     let (d, q, kv, h) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
     let expect = [
@@ -237,17 +239,19 @@ fn every_kernel_has_the_documented_ports() {
 }
 
 #[test]
-fn every_kernel_of_the_big_presets_passes_the_m4_checker() {
+fn every_kernel_of_the_big_presets_passes_the_m4_checker_in_every_form() {
     for name in ["stories15M", "stories42M", "stories110M", "qwen3-0.6b"] {
         let c = ModelConfig::preset(name).unwrap();
-        for k in kernels::all(&c, 256).unwrap() {
-            let report = check(&k.bundle.program, Chip::M4);
-            assert!(
-                report.is_clean(),
-                "{name} {}: {} violations\n{report}",
-                k.name,
-                report.violations.len()
-            );
+        for forms in KernelForms::every() {
+            for k in kernels::all(&c, 256, forms).unwrap() {
+                let report = check(&k.bundle.program, Chip::M4);
+                assert!(
+                    report.is_clean(),
+                    "{name} {} {forms:?}: {} violations\n{report}",
+                    k.name,
+                    report.violations.len()
+                );
+            }
         }
     }
 }
@@ -255,6 +259,8 @@ fn every_kernel_of_the_big_presets_passes_the_m4_checker() {
 #[test]
 fn zero_seq_is_refused_with_a_message() {
     let c = ModelConfig::preset("tiny").unwrap();
-    let msg = kernels::all(&c, 0).unwrap_err().to_string();
+    let msg = kernels::all(&c, 0, KernelForms::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("sequence length"), "{msg}");
 }

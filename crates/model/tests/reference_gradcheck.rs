@@ -198,17 +198,32 @@ fn cross_entropy_backward_matches_finite_differences() {
     let (n, vocab) = (3, 5);
     let logits = rng.vec(n * vocab, 2.0);
     let targets = [4u32, 0, 2];
-    let mut d = vec![0.0; n * vocab];
-    let loss = cross_entropy_forward_backward(&mut d, &logits, &targets, vocab);
-    assert_eq!(loss, cross_entropy_forward(&logits, &targets, vocab));
-    let err = worst_fd_error(&logits, &d, 1e-3, |l| {
-        cross_entropy_forward(l, &targets, vocab)
-    });
-    println!("cross-entropy: {err:.2e}");
-    assert!(err < TOLERANCE);
+    for weights in [None, Some(&[1.0f32, 0.0, 1.0][..])] {
+        let mut d = vec![0.0; n * vocab];
+        let loss = cross_entropy_forward_backward(&mut d, &logits, &targets, weights, vocab);
+        assert_eq!(
+            loss,
+            cross_entropy_forward(&logits, &targets, weights, vocab)
+        );
+        let err = worst_fd_error(&logits, &d, 1e-3, |l| {
+            cross_entropy_forward(l, &targets, weights, vocab)
+        });
+        println!("cross-entropy (weights {weights:?}): {err:.2e}");
+        assert!(err < TOLERANCE);
+    }
     // Hand-computed: uniform logits give ln(vocab) (to f32 precision: logsumexp is f32).
-    let uniform = cross_entropy_forward(&[0.0; 5], &[1], 5);
+    let uniform = cross_entropy_forward(&[0.0; 5], &[1], None, 5);
     assert!((uniform - 5f64.ln()).abs() < 1e-6);
+    // A weight-0 position is left out of the mean, not averaged in as 0.
+    let one = |i: usize| {
+        cross_entropy_forward(&logits[i * vocab..][..vocab], &targets[i..=i], None, vocab)
+    };
+    let masked = cross_entropy_forward(&logits, &targets, Some(&[1.0, 0.0, 1.0]), vocab);
+    assert!((masked - (one(0) + one(2)) / 2.0).abs() < 1e-12);
+    assert_eq!(
+        cross_entropy_forward(&logits, &targets, Some(&[0.0; 3]), vocab),
+        0.0
+    );
 }
 
 fn tiny(
@@ -257,8 +272,8 @@ fn random_params(config: &ModelConfig, seed: u64) -> Params {
 }
 
 /// Checks `samples` random entries of every parameter tensor against central differences of
-/// the whole loss.
-fn check_model(config: &ModelConfig, seed: u64) {
+/// the whole loss, weighted by `weights` (`[2·5]` target weights) when given.
+fn check_model(config: &ModelConfig, seed: u64, weights: Option<&[f32]>) {
     let mut rng = Lcg(seed);
     let params = random_params(config, seed + 100);
     let rows: Vec<Vec<u32>> = (0..2)
@@ -268,7 +283,7 @@ fn check_model(config: &ModelConfig, seed: u64) {
                 .collect()
         })
         .collect();
-    let (_, grads) = loss_and_grads(config, &params, &rows).unwrap();
+    let (_, grads) = loss_and_grads(config, &params, &rows, weights).unwrap();
     let h = 1e-2f32;
     let samples = 6;
     let mut worst_overall = 0.0f64;
@@ -290,7 +305,7 @@ fn check_model(config: &ModelConfig, seed: u64) {
                     .unwrap()
                     .1;
                 t.data_mut()[i] = value;
-                loss_and_grads(config, &p, &rows).unwrap().0
+                loss_and_grads(config, &p, &rows, weights).unwrap().0
             };
             let (xp, xm) = (w.data()[i] + h, w.data()[i] - h);
             let fd = (loss_at(xp) - loss_at(xm)) / (xp - xm) as f64;
@@ -308,15 +323,22 @@ fn check_model(config: &ModelConfig, seed: u64) {
 
 #[test]
 fn whole_loss_gradient_mha_untied() {
-    check_model(&tiny(Family::Llama, 2, 2, 8, false), 11);
+    check_model(&tiny(Family::Llama, 2, 2, 8, false), 11, None);
 }
 
 #[test]
 fn whole_loss_gradient_gqa_tied() {
-    check_model(&tiny(Family::Llama, 4, 2, 4, true), 12);
+    check_model(&tiny(Family::Llama, 4, 2, 4, true), 12, None);
 }
 
 #[test]
 fn whole_loss_gradient_qwen3_qk_norm_wide_heads() {
-    check_model(&tiny(Family::Qwen3, 4, 2, 6, true), 13);
+    check_model(&tiny(Family::Qwen3, 4, 2, 6, true), 13, None);
+}
+
+#[test]
+fn whole_loss_gradient_under_a_loss_mask() {
+    // Row 0 counts its middle targets, row 1 only its last: prompt and padding both masked.
+    let weights = [0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+    check_model(&tiny(Family::Qwen3, 4, 2, 6, false), 14, Some(&weights));
 }

@@ -44,7 +44,9 @@ fn meta(step: u64, val_loss: Option<f32>) -> CheckpointMeta {
             tokenizer: Some("byte".into()),
             val_data: None,
             val_fraction: Some(0.05),
+            mask_prompt: false,
         },
+        lora_base: None,
     }
 }
 

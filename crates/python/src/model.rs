@@ -54,7 +54,8 @@ impl Model {
         let model: &LoadedModel = &model;
         py.detach(|| -> anetrain_model::error::Result<f32> {
             let (mut engine, _) = choice.engine(&model.config, cols - 1, &model.params)?;
-            Ok(engine.loss(&model.params, &rows)?.loss)
+            let batch = anetrain_data::Batch::from_rows(&rows, None)?;
+            Ok(engine.loss(&model.params, &batch)?.loss)
         })
         .map_err(to_py)
     }

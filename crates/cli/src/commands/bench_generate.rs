@@ -15,6 +15,7 @@ use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::source::ModelSource;
 use anyhow::{bail, Result};
 use clap::Args;
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Args)]
@@ -32,6 +33,10 @@ pub struct GenerateBenchArgs {
     /// Timed runs per prompt length (after one untimed run); the medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// A LoRA adapter directory (PEFT or mlx-lm), fused into the model before the runs; the
+    /// time fusing took is printed.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Seed of the random weights of a preset and of the prompts' tokens.
@@ -61,7 +66,15 @@ pub fn run(args: &GenerateBenchArgs) -> Result<()> {
     if args.tokens < 2 || args.runs == 0 {
         bail!("--tokens must be at least 2 (decode speed needs a step after the first token) and --runs at least 1");
     }
-    let model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    let mut model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    let fused = match &args.adapter {
+        Some(dir) => {
+            let started = Instant::now();
+            model.apply_adapter(dir)?;
+            Some(started.elapsed().as_secs_f64() * 1e3)
+        }
+        None => None,
+    };
     let (config, params, origin) = (model.config, model.params, model.description);
     let longest = args.prompts.iter().max().copied().unwrap_or(1);
     let max_seq = longest + args.tokens;
@@ -81,6 +94,9 @@ pub fn run(args: &GenerateBenchArgs) -> Result<()> {
         args.runs,
         rayon::current_num_threads()
     );
+    if let Some(ms) = fused {
+        println!("adapter fused into the weights once, in {ms:.1} ms");
+    }
     let mut generator = Generator::new(&config, params, device, max_seq)?;
     let greedy = SamplingOptions {
         temperature: 0.0,

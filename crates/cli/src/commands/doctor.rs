@@ -29,7 +29,7 @@ use anetrain_device::{AneDevice, CpuDevice, Device, Precision};
 use anetrain_mil::check::Applies;
 use anetrain_mil::Bundle;
 use anetrain_model::config::ModelConfig;
-use anetrain_model::kernels;
+use anetrain_model::kernels::{self, KernelForms};
 use anetrain_model::source::ModelSource;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -186,11 +186,12 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
 }
 
 /// Every kernel the doctor checks, as (name, bundle): the self-test kernel first (exact in
-/// fp16, so it isolates layout and port-order faults), then every training and decode kernel.
+/// fp16, so it isolates layout and port-order faults), then every training and decode kernel
+/// in the forms training would compile here ([`machine_forms`]).
 fn kernel_list(config: &ModelConfig, seq: usize) -> Result<Vec<(String, Bundle)>> {
     let mut list = vec![("self_test".to_string(), SelfTest::new()?.bundle)];
     list.extend(
-        kernels::training_and_decode(config, seq)?
+        kernels::training_and_decode(config, seq, machine_forms())?
             .into_iter()
             .map(|k| (k.name.to_string(), k.bundle)),
     );
@@ -316,6 +317,26 @@ fn kernel_one(args: &DoctorArgs, kernels: &[(String, Bundle)], name: &str) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// The kernel forms of this machine's capability file when `anetrain doctor --probe` wrote
+/// one and it leaves every kernel a form, else the proven defaults (off Apple silicon too).
+// Off Apple silicon `AneDevice` is uninhabited, so everything after `new()` is statically dead.
+#[cfg_attr(
+    not(all(target_os = "macos", target_arch = "aarch64")),
+    allow(unreachable_code)
+)]
+fn machine_forms() -> KernelForms {
+    let Ok(ane) = AneDevice::new() else {
+        return KernelForms::default();
+    };
+    let info = ane.info();
+    Capabilities::default_path(info.chip(), &info.macos)
+        .ok()
+        .filter(|path| path.is_file())
+        .and_then(|path| Capabilities::read(&path).ok())
+        .and_then(|caps| KernelForms::from_capabilities(&caps).ok())
+        .unwrap_or_default()
+}
+
 /// The ANE for a kernel child, holding programs to the rules this machine's capability file
 /// measured when `anetrain doctor --probe` wrote one, else to the catalog's.
 // Off Apple silicon `AneDevice` is uninhabited, so everything after `new()` is statically dead.
@@ -326,10 +347,10 @@ fn kernel_one(args: &DoctorArgs, kernels: &[(String, Bundle)], name: &str) -> Re
 fn ane_device() -> Result<Box<dyn Device>> {
     let ane = AneDevice::new()?;
     let info = ane.info().clone();
-    let measured = default_path(info.chip(), &info.macos)
+    let measured = Capabilities::default_path(info.chip(), &info.macos)
         .ok()
         .filter(|path| path.is_file())
-        .map(|path| -> Result<_> { measured_rules(&Capabilities::read(&path)?) });
+        .map(|path| -> Result<_> { Ok(measured_rules(&Capabilities::read(&path)?)?) });
     Ok(Box::new(match measured {
         Some(Ok(rules)) => ane.with_constraint_check(ConstraintCheck::Measured(rules)),
         Some(Err(e)) => {
@@ -473,7 +494,7 @@ fn probe_all(capabilities: Option<&Path>) -> Result<ExitCode> {
     };
     let path = match capabilities {
         Some(p) => p.to_path_buf(),
-        None => default_path(&chip, &macos)?,
+        None => Capabilities::default_path(&chip, &macos)?,
     };
     let mut caps = Capabilities::new(chip.clone(), macos.clone());
     if path.exists() {
@@ -552,39 +573,4 @@ fn run_child(exe: &Path, spec: &ProbeSpec) -> Result<Option<Probe>> {
             "the probe process ended ({status}) without a result: {last_err}"
         )),
     }))
-}
-
-/// `~/.anetrain/capabilities-<chip>-<macos>.json`, with the names made file-name safe.
-fn default_path(chip: &str, macos: &str) -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").ok_or_else(|| {
-        anyhow!("HOME is not set, so there is no default capability file; pass --capabilities FILE")
-    })?;
-    Ok(PathBuf::from(home).join(".anetrain").join(format!(
-        "capabilities-{}-{}.json",
-        slug(chip),
-        slug(macos)
-    )))
-}
-
-/// `Version 15.3 (Build 24D60)` → `Version-15.3-Build-24D60`.
-fn slug(text: &str) -> String {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_keep_only_safe_characters() {
-        assert_eq!(
-            slug("Version 15.3 (Build 24D60)"),
-            "Version-15.3-Build-24D60"
-        );
-        assert_eq!(slug("H16G"), "H16G");
-        assert_eq!(slug("a/../b"), "a-..-b");
-    }
 }

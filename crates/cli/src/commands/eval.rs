@@ -1,11 +1,13 @@
-//! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset.
+//! `anetrain eval`: the mean loss and perplexity of a model over every sample of a dataset, or
+//! over the counted tokens of every fine-tuning example of a .jsonl file.
 
-use super::device::DeviceArgs;
-use anetrain_data::{validate_vocab, DataSource, TokenizerSource};
+use super::device::{CapabilityArgs, DeviceArgs};
+use anetrain_data::{DataRequest, DataSource, TextOptions, TokenizerSource};
 use anetrain_model::source::ModelSource;
 use anetrain_model::train::evaluate;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -14,9 +16,13 @@ pub struct EvalArgs {
     /// llama2.c .bin, or a preset name (random weights).
     #[arg(long)]
     model: String,
-    /// The data to evaluate on (`synthetic[:TOKENS]`, .bin shards or a text file).
+    /// The data to evaluate on (`synthetic[:TOKENS]`, .bin shards, a text file, or a .jsonl
+    /// file of fine-tuning examples, rendered with the model's chat template).
     #[arg(long)]
     data: String,
+    /// Fine-tuning examples: only completion / assistant tokens count in the loss.
+    #[arg(long)]
+    mask_prompt: bool,
     /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
     /// tokenizer; .bin shards need none].
     #[arg(long)]
@@ -31,8 +37,13 @@ pub struct EvalArgs {
     /// with `train`.
     #[arg(long, default_value = "sequential")]
     sampling: String,
+    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
     /// Seed of the synthetic corpus when --data is synthetic.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -57,8 +68,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .as_deref()
         .map(TokenizerSource::parse)
         .transpose()?;
-    let data = DataSource::parse(&args.data)?;
-    let model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    // A bad spelling fails before the model loads.
+    DataSource::parse(&args.data)?;
+    let mut model = ModelSource::parse(&args.model)?.load(args.seed)?;
+    if let Some(dir) = &args.adapter {
+        model.apply_adapter(dir)?;
+    }
     let config = &model.config;
     let seq = args.seq.unwrap_or(config.max_seq_len.min(256));
     if seq == 0 || seq > config.max_seq_len {
@@ -69,12 +84,33 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         );
     }
     let tokenizer = model.tokenizer(flag.as_ref())?;
-    let stream = data
-        .open(tokenizer.as_ref().map(|t| t.tokenizer.as_ref()), args.seed)
-        .with_context(|| format!("opening --data {}", args.data))?;
-    validate_vocab(stream.as_ref(), config.vocab_size)?;
-    let (mut engine, why) = args.device.device.engine(config, seq, &model.params)?;
-    let result = evaluate(engine.as_mut(), &model.params, stream, seq, args.batch, 0)?;
+    let (mut batches, truncation) = DataRequest {
+        data: &args.data,
+        val_data: None,
+        val_fraction: 0.0,
+        mask_prompt: args.mask_prompt,
+        seq,
+        seed: args.seed,
+        tokenizer: tokenizer
+            .as_ref()
+            .map(|t| (t.tokenizer.as_ref(), &t.source)),
+        text: &TextOptions::default(),
+    }
+    .open_eval(args.batch, config.vocab_size)
+    .with_context(|| format!("--data {}", args.data))?;
+    if let Some(line) = truncation {
+        // --json keeps stdout one JSON object.
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    let (mut engine, why) =
+        args.device
+            .device
+            .engine_with(config, seq, &model.params, args.capabilities.path())?;
+    let result = evaluate(engine.as_mut(), &model.params, batches.as_mut(), 0)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

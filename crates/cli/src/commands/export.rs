@@ -1,8 +1,11 @@
 //! `anetrain export`: write a run's latest checkpoint (or any model anetrain reads) as a
-//! Hugging Face directory or a llama2.c `.bin`.
+//! Hugging Face directory or a llama2.c `.bin`, or a LoRA run's adapter as PEFT or mlx-lm
+//! files.
 
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::llama2c::write_llama2c;
+use anetrain_model::lora::format::CONFIG_FILE;
+use anetrain_model::lora::{save_adapter, AdapterFormat};
 use anetrain_model::source::ModelSource;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -15,7 +18,9 @@ pub struct ExportArgs {
     /// Face directory or a llama2.c .bin.
     run_dir: PathBuf,
     /// `hf` (config.json, model.safetensors, generation_config.json and the tokenizer,
-    /// loadable by transformers) or `llama2c` (.bin).
+    /// loadable by transformers; a LoRA run is written fused with its base), `llama2c` (.bin),
+    /// or for a LoRA run its adapter alone: `peft` (adapter_config.json +
+    /// adapter_model.safetensors) or `mlx` (mlx-lm's adapters.safetensors).
     #[arg(long, default_value = "hf")]
     format: String,
     /// The directory (hf) or file (llama2c) to write.
@@ -25,10 +30,32 @@ pub struct ExportArgs {
 
 /// Runs `anetrain export`.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    if args.format != "hf" && args.format != "llama2c" {
-        bail!("unknown --format `{}`; choose hf or llama2c", args.format);
+    if !["hf", "llama2c", "peft", "mlx"].contains(&args.format.as_str()) {
+        bail!(
+            "unknown --format `{}`; choose hf, llama2c, peft or mlx",
+            args.format
+        );
     }
-    let model = ModelSource::from_path(&args.run_dir)?.load(0)?;
+    let source = ModelSource::from_path(&args.run_dir)?;
+    if let Ok(format) = args.format.parse::<AdapterFormat>() {
+        if args.out.join(CONFIG_FILE).exists() {
+            bail!(
+                "{} already holds an {CONFIG_FILE}; export into an empty directory so no adapter is overwritten",
+                args.out.display()
+            );
+        }
+        let (adapter, base) = source.lora_adapter()?;
+        save_adapter(&args.out, format, &adapter, &base.path)?;
+        println!(
+            "exported the LoRA adapter of {} ({} parameters, base {}) to {}",
+            args.run_dir.display(),
+            adapter.num_params(),
+            base.path,
+            args.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let model = source.load(0)?;
     match args.format.as_str() {
         "hf" => {
             if args.out.join("model.safetensors").exists() {

@@ -1,13 +1,17 @@
 //! `anetrain generate`: text from a model, streamed as it is sampled: the prompt through the
-//! tokenizer, a prefill, then one KV-cache decode step per token on the chosen device.
+//! tokenizer, a prefill, then one KV-cache decode step per token on the chosen device. With
+//! `--chat` the message is put through the model's chat template and only the reply is printed.
 
-use super::device::DeviceArgs;
+use super::chat::{talk, TalkArgs};
+use super::device::{CapabilityArgs, DeviceArgs};
+use super::sampling::SamplingArgs;
 use crate::sample::{stream_generation, stream_ids};
 use anetrain_data::TokenizerSource;
-use anetrain_model::generate::{Generator, SamplingOptions};
-use anetrain_model::source::ModelSource;
+use anetrain_model::generate::{stop_tokens, Generator};
+use anetrain_model::source::{LoadedModel, ModelSource, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -20,53 +24,74 @@ pub struct GenerateArgs {
     /// tokenizer].
     #[arg(long)]
     tokenizer: Option<String>,
+    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The text to continue (BOS is added when the tokenizer has one).
-    #[arg(long, default_value = "", conflicts_with = "prompt_ids")]
+    #[arg(long, default_value = "", conflicts_with_all = ["prompt_ids", "chat"])]
     prompt: String,
     /// The prompt as token ids (`1,72,105`), for models without a tokenizer; the completion
     /// is then printed as ids too unless a tokenizer is known.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "chat")]
     prompt_ids: Option<Vec<u32>>,
-    /// Most tokens to generate; generation also stops at EOS or the model's max_seq_len.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
-    /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sample only from the K most likely tokens; 0 is off.
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Sample only from the most likely tokens whose mass reaches P; 1 is off.
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Seed of the sampler (and of the random weights of a preset); the same seed gives the
-    /// same text.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// A user message: rendered with the model's chat template (or the plain format) and
+    /// answered; only the reply is printed (one turn of `anetrain chat`).
+    #[arg(long)]
+    chat: Option<String>,
+    #[command(flatten)]
+    talk: TalkArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
+}
+
+/// Loads `--model` (a preset takes the `--tokenizer`'s vocabulary), folds in `--adapter`, and
+/// picks the tokenizer; shared by `generate` and `chat`.
+pub fn load_model(
+    model: &str,
+    tokenizer: Option<&str>,
+    adapter: Option<&Path>,
+    seed: u64,
+) -> Result<(LoadedModel, Option<ModelTokenizer>)> {
+    let flag = tokenizer.map(TokenizerSource::parse).transpose()?;
+    let mut source = ModelSource::parse(model)?;
+    if let Some(flag) = &flag {
+        source = source.with_preset_vocab(flag.open()?.vocab_size());
+    }
+    let mut model = source.load(seed)?;
+    if let Some(dir) = adapter {
+        model.apply_adapter(dir)?;
+    }
+    let tokenizer = model.tokenizer(flag.as_ref())?;
+    Ok((model, tokenizer))
 }
 
 /// Runs `anetrain generate`.
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
-    let options = SamplingOptions {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    options.validate()?;
-    let flag = args
-        .tokenizer
-        .as_deref()
-        .map(TokenizerSource::parse)
-        .transpose()?;
-    let mut source = ModelSource::parse(&args.model)?;
-    if let Some(flag) = &flag {
-        source = source.with_preset_vocab(flag.open()?.vocab_size());
+    let options = args.sampling.options()?;
+    if args.chat.is_none() {
+        args.talk.refuse_without_chat()?;
     }
-    let model = source.load(args.seed)?;
-    let tokenizer = model.tokenizer(flag.as_ref())?;
+    let (model, tokenizer) = load_model(
+        &args.model,
+        args.tokenizer.as_deref(),
+        args.adapter.as_deref(),
+        args.sampling.seed,
+    )?;
+    if let Some(message) = &args.chat {
+        return talk(
+            model,
+            tokenizer,
+            &args.talk,
+            &args.sampling,
+            args.device,
+            args.capabilities.path(),
+            [Ok(message.clone())],
+        );
+    }
     let prompt = match (&args.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids.clone(),
         (None, Some(t)) => {
@@ -99,27 +124,24 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             config.max_seq_len
         );
     }
+    let max_tokens = args.sampling.max_tokens;
     // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
-    let max_seq = config.max_seq_len.min(prompt.len() + args.max_tokens);
-    let (device, why) = args.device.device.device()?;
+    let max_seq = config.max_seq_len.min(prompt.len() + max_tokens);
+    let (device, why) = args.device.device.device_with(args.capabilities.path())?;
     eprintln!("model: {}\ndevice: {why}", model.description);
     let mut generator = Generator::new(&config, model.params, device, max_seq)?;
+    let plain = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
+    generator.set_stop_tokens(&stop_tokens(&config, plain, None));
     let stats = match &tokenizer {
-        Some(t) => {
-            generator.set_eos(t.tokenizer.eos());
-            stream_generation(
-                &mut generator,
-                t.tokenizer.as_ref(),
-                &prompt,
-                args.max_tokens,
-                options,
-            )
-            .map(|(stats, _)| stats)
-        }
-        None => {
-            generator.set_eos(config.special_tokens.eos.first().copied());
-            stream_ids(&mut generator, &prompt, args.max_tokens, options)
-        }
+        Some(t) => stream_generation(
+            &mut generator,
+            t.tokenizer.as_ref(),
+            &prompt,
+            max_tokens,
+            options,
+        )
+        .map(|(stats, _)| stats),
+        None => stream_ids(&mut generator, &prompt, max_tokens, options),
     }
     .context("generating")?;
     eprintln!(

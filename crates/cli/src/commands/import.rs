@@ -45,6 +45,7 @@ pub fn run(args: ImportArgs) -> Result<ExitCode> {
             tokenizer: model.tokenizer.as_ref().map(|t| t.spec()),
             ..DataProvenance::default()
         },
+        lora_base: None,
     };
     let dir = save_checkpoint(&args.out, &model.params, None, &meta)?;
     println!(

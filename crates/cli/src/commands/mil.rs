@@ -9,7 +9,7 @@ use anetrain_device::compare::random_inputs;
 use anetrain_device::Kernel;
 use anetrain_mil::check::{check, check_with, Chip};
 use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
-use anetrain_model::kernels;
+use anetrain_model::kernels::{self, KernelForms};
 use anetrain_model::source::ModelSource;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -55,6 +55,11 @@ pub struct DumpArgs {
     /// The directory to write; it must not exist yet or be empty.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// A capability file from `anetrain doctor --probe`: dump the kernel forms it shows
+    /// working on that machine, as train and generate on its ANE compile them [default: the
+    /// proven forms].
+    #[arg(long, value_name = "FILE")]
+    capabilities: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -218,7 +223,11 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
     let config = ModelSource::parse(&args.model)?.config()?;
     let seq = config.kernel_seq(args.seq)?;
     // Built before anything is written, so a bad model or seq leaves no directory behind.
-    let kernels = kernels::training_and_decode(&config, seq)?;
+    let forms = match &args.capabilities {
+        Some(path) => KernelForms::from_capabilities(&Capabilities::read(path)?)?,
+        None => KernelForms::default(),
+    };
+    let kernels = kernels::training_and_decode(&config, seq, forms)?;
     let occupied = std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some());
     if occupied || args.out.is_file() {
         bail!(
@@ -252,6 +261,9 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
             k.bundle.weights.iter().count(),
             dir.join("model.mil").display()
         );
+    }
+    for line in forms.describe() {
+        println!("kernel form: {line}");
     }
     println!(
         "wrote {} kernels of {} (seq {seq}) to {}",

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_generate;
 pub mod bench_train;
+pub mod chat;
 pub mod child;
 pub mod dashboard;
 pub mod device;
@@ -17,4 +18,5 @@ pub mod mil;
 pub mod plot;
 pub mod probe;
 pub mod restart;
+pub mod sampling;
 pub mod train;

@@ -2,18 +2,20 @@
 //! synthetic corpus by default, with checkpoints, metrics, resume and a sample at the end.
 
 use super::dashboard::{LiveDashboard, SAMPLE_FILE};
-use super::device::DeviceArgs;
+use super::device::{CapabilityArgs, DeviceArgs};
 use super::plot::refresh_run_plot;
 use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
 use anetrain_data::{
-    DataSource, Sampling, Split, TextOptions, Tokenizer, TokenizerSource, DEFAULT_VAL_FRACTION,
+    DataRequest, DataSource, Sampling, TextOptions, Tokenizer, TokenizerSource, TrainData,
+    DEFAULT_VAL_FRACTION,
 };
 use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
+use anetrain_model::lora::LoraRequest;
 use anetrain_model::params::Params;
 use anetrain_model::source::{check_tokenizer_fits, ModelSource};
 use anetrain_model::train::checkpoint::{
@@ -23,7 +25,7 @@ use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::optimizer::parse_optimizer;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
+    BaseRef, DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -61,13 +63,36 @@ pub struct TrainArgs {
     /// or a llama2.c .bin.
     #[arg(long, value_name = "DIR")]
     init_from: Option<std::path::PathBuf>,
-    /// Training data: `synthetic[:TOKENS]`, a .bin shard or directory of shards, or a text
-    /// file. Default: the synthetic corpus (or the resumed run's data).
+    /// Train a LoRA adapter of this rank on the frozen --init-from model instead of every
+    /// weight [default with --adapter: the adapter's; else 8].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / rank [default: 16].
+    #[arg(long)]
+    lora_alpha: Option<f32>,
+    /// Projections to adapt, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,
+    /// down_proj) or `all` [default: q_proj,v_proj].
+    #[arg(long)]
+    lora_targets: Option<String>,
+    /// Adapt only the top N layers [default: all].
+    #[arg(long)]
+    lora_layers: Option<usize>,
+    /// Continue training this PEFT or mlx-lm adapter on the --init-from model (rank, alpha and
+    /// targets come from its adapter_config.json).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<std::path::PathBuf>,
+    /// Training data: `synthetic[:TOKENS]`, a .bin shard or directory of shards, a text
+    /// file, or fine-tuning examples: a .jsonl file or an mlx-lm directory (train.jsonl,
+    /// valid.jsonl for validation). Default: the synthetic corpus (or the resumed run's data).
     #[arg(long)]
     data: Option<String>,
-    /// Separate validation data (same spellings as --data); default: hold out --val-fraction.
+    /// Separate validation data (same spellings as --data); default: hold out --val-fraction
+    /// (or, for an examples directory, its valid.jsonl).
     #[arg(long)]
     val_data: Option<String>,
+    /// Fine-tuning examples: only completion / assistant tokens count in the loss.
+    #[arg(long)]
+    mask_prompt: bool,
     /// Share of the data held out for validation when --val-data is not given [default: 0.05,
     /// or the resumed run's].
     #[arg(long)]
@@ -79,6 +104,8 @@ pub struct TrainArgs {
     tokenizer: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    capabilities: CapabilityArgs,
     /// Total optimizer steps of the run; a resumed run continues up to this total
     /// [default: 600].
     #[arg(long)]
@@ -220,7 +247,8 @@ fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
         .transpose()?)
 }
 
-/// Whether the run's data (training or validation) is text that needs a tokenizer.
+/// Whether the run's data (training or validation) is text for which the byte tokenizer
+/// serves when no other is given.
 fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
     let train = DataSource::parse(provenance.data.as_deref().unwrap_or("synthetic"))?;
     let val = provenance
@@ -228,7 +256,7 @@ fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
         .as_deref()
         .map(DataSource::parse)
         .transpose()?;
-    Ok(train.needs_tokenizer() || val.is_some_and(|v| v.needs_tokenizer()))
+    Ok(train.byte_tokenizer_by_default() || val.is_some_and(|v| v.byte_tokenizer_by_default()))
 }
 
 fn new_session(args: &TrainArgs) -> Result<Session> {
@@ -248,6 +276,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             .val_data
             .is_none()
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
+        mask_prompt: args.mask_prompt,
     };
     let flag = tokenizer_flag(args)?;
     let source = match &args.init_from {
@@ -288,10 +317,18 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
         println!("starting from {}", model.description);
     }
     let (mut config, params) = (model.config, model.params);
+    let lora_base = args.init_from.as_ref().map(|_| &config);
+    let adapter = lora_request(args).resolve(lora_base, options.seed)?;
     if let Some(t) = &tokenizer {
         config.adopt_special_tokens(t.as_ref());
     }
-    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(
+        &args.out,
+        &provenance,
+        tokenizer.as_deref(),
+        chosen.as_ref(),
+        &options,
+    )?;
     let engine = engine_for(&config, args, options.seq, &params)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
@@ -299,7 +336,25 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     if let Some(spec) = &chosen {
         provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
     }
-    let mut trainer = Trainer::new(&config, params, options, split, engine)?;
+    let mut trainer = match (adapter, &args.init_from) {
+        (Some(adapter), Some(base)) => {
+            println!(
+                "training a LoRA adapter ({} parameters, rank {}, {}) on the frozen base",
+                adapter.num_params(),
+                adapter.config().rank,
+                adapter
+                    .config()
+                    .targets
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let base_ref = BaseRef::new(base, &params)?;
+            Trainer::new_adapter(&config, params, base_ref, adapter, options, split, engine)?
+        }
+        _ => Trainer::new(&config, params, options, split, engine)?,
+    };
     trainer.set_provenance(provenance.clone());
     write_run_json(&args.out, &trainer, &provenance)?;
     let log = MetricsLog::create(&args.out)?;
@@ -313,6 +368,9 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
 fn resume_session(args: &TrainArgs) -> Result<Session> {
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
+    }
+    if lora_request(args).is_requested() {
+        bail!("--resume continues the run's own adapter; drop --lora-* and --adapter");
     }
     let (ckpt, unusable) = load_latest_intact(&args.out)?;
     for bad in &unusable {
@@ -345,6 +403,7 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         tokenizer: None,
         val_data: args.val_data.clone().or(saved.val_data.clone()),
         val_fraction: args.val_fraction.or(saved.val_fraction),
+        mask_prompt: args.mask_prompt || saved.mask_prompt,
     };
     let carried = ModelSource::Checkpoint(dir.clone()).tokenizer()?;
     let chosen = match (tokenizer_flag(args)?, carried) {
@@ -362,7 +421,13 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
         provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
     }
-    let split = open_split(&args.out, &provenance, tokenizer.as_deref(), &options)?;
+    let split = open_split(
+        &args.out,
+        &provenance,
+        tokenizer.as_deref(),
+        chosen.as_ref(),
+        &options,
+    )?;
     let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
     let trainer = Trainer::resume(&ckpt, options, split, engine)?;
     // The totals may have changed (a larger --steps): run.json describes the run as it goes on.
@@ -379,6 +444,17 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         tokenizer,
         log,
     })
+}
+
+/// The LoRA flags as the library takes them.
+fn lora_request(args: &TrainArgs) -> LoraRequest {
+    LoraRequest {
+        rank: args.lora_rank,
+        alpha: args.lora_alpha,
+        targets: args.lora_targets.clone(),
+        layers: args.lora_layers,
+        adapter: args.adapter.clone(),
+    }
 }
 
 /// `base` with every flag the user gave applied on top.
@@ -430,8 +506,9 @@ fn open_split(
     run_dir: &Path,
     provenance: &DataProvenance,
     tokenizer: Option<&dyn Tokenizer>,
+    tokenizer_source: Option<&TokenizerSource>,
     options: &TrainOptions,
-) -> Result<Split> {
+) -> Result<TrainData> {
     let bar = std::io::stdout().is_terminal().then(|| {
         ProgressBar::new(0).with_style(
             ProgressStyle::with_template("tokenizing {bar:30} {bytes}/{total_bytes} eta {eta}")
@@ -452,28 +529,25 @@ fn open_split(
         fallback_cache_dir: Some(run_dir.to_path_buf()),
         progress: Some(&progress),
     };
-    let open = |flag: &str, spec: &str| -> Result<_> {
-        DataSource::parse(spec)
-            .and_then(|source| source.open_with(tokenizer, options.seed, &text))
-            .with_context(|| format!("{flag} {spec}"))
-    };
-    let train = open("--data", provenance.data.as_deref().unwrap_or("synthetic"))?;
-    let val = provenance
-        .val_data
-        .as_ref()
-        .map(|spec| open("--val-data", spec))
-        .transpose()?;
+    let data = provenance.data.as_deref().unwrap_or("synthetic");
+    let opened = DataRequest {
+        data,
+        val_data: provenance.val_data.as_deref(),
+        val_fraction: provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
+        mask_prompt: provenance.mask_prompt,
+        seq: options.seq,
+        seed: options.seed,
+        tokenizer: tokenizer.zip(tokenizer_source),
+        text: &text,
+    }
+    .open()?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    Ok(match val {
-        Some(val) => Split::separate(train, val),
-        None => Split::by_fraction(
-            train,
-            provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
-            options.seq,
-        )?,
-    })
+    if let Some(line) = opened.truncation {
+        println!("{line}");
+    }
+    Ok(opened.data)
 }
 
 fn engine_for(
@@ -482,7 +556,10 @@ fn engine_for(
     seq: usize,
     params: &Params,
 ) -> Result<Box<dyn Engine>> {
-    let (engine, why) = args.device.device.engine(config, seq, params)?;
+    let (engine, why) =
+        args.device
+            .device
+            .engine_with(config, seq, params, args.capabilities.path())?;
     println!("device: {why}");
     Ok(engine)
 }
@@ -715,10 +792,10 @@ fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))
         .ok_or_else(|| anyhow!("the tokenizer has no BOS token to start a sample from"))?;
     // For `reference` (no kernels) this is the fp32 CPU interpreter.
-    let (device, _) = args.device.device.device()?;
+    let (device, _) = args.device.device.device_with(args.capabilities.path())?;
     let max_seq = trainer.config().max_seq_len.min(1 + args.sample_tokens);
     let mut generator =
-        Generator::new(trainer.config(), trainer.params().clone(), device, max_seq)?;
+        Generator::new(trainer.config(), trainer.trained_model()?, device, max_seq)?;
     // Documents are separated by BOS in the training layout, so a BOS also ends a story.
     generator.set_eos(tok.bos().or(tok.eos()));
     let options = SamplingOptions {

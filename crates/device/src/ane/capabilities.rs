@@ -16,7 +16,7 @@ use anetrain_mil::check::{Chip, MeasuredRules};
 use anetrain_mil::DType;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The format version this build reads and writes.
 pub const CAPABILITIES_VERSION: u32 = 1;
@@ -111,6 +111,23 @@ impl Capabilities {
         Ok(text)
     }
 
+    /// Where `anetrain doctor --probe` writes the file for `chip` on `macos`, and where
+    /// training and generation on the ANE look for it:
+    /// `~/.anetrain/capabilities-<chip>-<macos>.json`, the names made file-name safe.
+    pub fn default_path(chip: &str, macos: &str) -> Result<PathBuf> {
+        let home = std::env::var_os("HOME").ok_or_else(|| {
+            DeviceError::Runtime(
+                "HOME is not set, so there is no default capability file; pass                  --capabilities FILE"
+                    .into(),
+            )
+        })?;
+        Ok(PathBuf::from(home).join(".anetrain").join(format!(
+            "capabilities-{}-{}.json",
+            slug(chip),
+            slug(macos)
+        )))
+    }
+
     /// Reads the capability file at `path`.
     pub fn read(path: &Path) -> Result<Capabilities> {
         let text = fs::read_to_string(path).map_err(|e| {
@@ -202,9 +219,27 @@ impl Capabilities {
     }
 }
 
+/// `Version 15.3 (Build 24D60)` → `Version-15.3-Build-24D60`.
+fn slug(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_keep_only_safe_characters() {
+        assert_eq!(
+            slug("Version 15.3 (Build 24D60)"),
+            "Version-15.3-Build-24D60"
+        );
+        assert_eq!(slug("H16G"), "H16G");
+        assert_eq!(slug("a/../b"), "a-..-b");
+    }
     use anetrain_mil::check::Applies;
 
     fn probe(op: &str, compiled: bool, ran: bool) -> Probe {

@@ -1,6 +1,7 @@
 //! The ANE device on platforms without one: it cannot be constructed, and every constructor
 //! says why and what to use instead.
 
+use super::capabilities::Capabilities;
 use super::constraints::ConstraintCheck;
 use super::info::AneInfo;
 use super::surface_layout::SurfacePolicy;
@@ -40,6 +41,11 @@ impl AneDevice {
     pub fn with_constraint_check(self, _constraints: ConstraintCheck) -> AneDevice {
         match self {}
     }
+
+    /// Records measured capabilities (unreachable here).
+    pub fn with_capabilities(self, _capabilities: Capabilities) -> AneDevice {
+        match self {}
+    }
 }
 
 impl Device for AneDevice {
@@ -52,6 +58,10 @@ impl Device for AneDevice {
     }
 
     fn compile_budget(&self) -> Option<&'static crate::CompileBudget> {
+        match *self {}
+    }
+
+    fn capabilities(&self) -> Option<&Capabilities> {
         match *self {}
     }
 }

@@ -2,18 +2,21 @@
 //! dead subgraphs, and programs with no conv/matmul/linear anchor.
 
 use super::Finding;
+use crate::infer::{OpKind, Resolved};
 use crate::ops::Op;
 use crate::program::{Function, Operation};
-use crate::types::{Literal, TensorType, Type};
+use crate::types::{TensorType, Type};
+use crate::validate::resolve_each;
 use std::collections::HashMap;
 
-/// Name lookups over one function, built once so each check is linear in the program size.
-/// Tolerates invalid IR: a duplicated name resolves to its first definition, a missing one to
-/// `None`.
+/// Name lookups over one function and the resolved form of each op, built once so each check
+/// is linear in the program size. Tolerates invalid IR: a duplicated name resolves to its first
+/// definition, a missing one to `None`, and an op that does not resolve has no [`OpKind`].
 pub(super) struct Values<'f> {
     function: &'f Function,
     producers: HashMap<&'f str, usize>,
     tensors: HashMap<&'f str, &'f TensorType>,
+    resolved: Vec<Option<Resolved>>,
 }
 
 impl<'f> Values<'f> {
@@ -35,7 +38,18 @@ impl<'f> Values<'f> {
             function,
             producers,
             tensors,
+            resolved: resolve_each(function),
         }
+    }
+
+    /// What op `index` of the function computes, when it resolves.
+    pub(super) fn kind(&self, index: usize) -> Option<&OpKind> {
+        self.resolved.get(index)?.as_ref().map(|r| &r.kind)
+    }
+
+    /// What the op producing `name` computes, when it resolves.
+    pub(super) fn producer_kind(&self, name: &str) -> Option<&OpKind> {
+        self.kind(*self.producers.get(name)?)
     }
 
     /// The tensor type of value `name` (None for scalars and unknown names).
@@ -53,23 +67,6 @@ impl<'f> Values<'f> {
         self.producers
             .get(name)
             .and_then(|&i| self.function.ops.get(i))
-    }
-
-    /// The integer contents of a const-valued argument (`axes`, `begin`, `perm`).
-    pub(super) fn ints(&self, op: &Operation, arg: &str) -> Option<Vec<i64>> {
-        self.const_literal(op.arg_value(arg)?)?.as_i64_vec()
-    }
-
-    /// The value of a const-valued bool argument (`transpose_x`).
-    pub(super) fn flag(&self, op: &Operation, arg: &str) -> Option<bool> {
-        self.const_literal(op.arg_value(arg)?)?.as_bool()
-    }
-
-    fn const_literal(&self, name: &str) -> Option<&'f Literal> {
-        let producer = self.producer(name)?;
-        (producer.op == Op::Const)
-            .then(|| producer.attr("val"))
-            .flatten()
     }
 
     /// Whether `name` is a function input or an op output.

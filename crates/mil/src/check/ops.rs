@@ -1,9 +1,14 @@
 //! Rules about individual ops: dtypes, ops the ANE refuses or mis-executes, conv limits,
 //! ranks, width-offset slices, and data-dependent range and precision hazards.
+//!
+//! A rule about which op it is reads the op; a rule about what the op's parameters mean (conv
+//! geometry, matmul transposes, slice offsets, reduced axes) reads its resolved [`OpKind`], so
+//! no rule here decodes a parameter or derives a shape itself. Ops that do not resolve are left
+//! to validation.
 
 use super::graph::Values;
 use super::Finding;
-use crate::infer::reduction_axes;
+use crate::infer::{ConvPlan, OpKind, ReduceKind, SlicePlan};
 use crate::ops::Op;
 use crate::program::{Function, Operation};
 use crate::types::DType;
@@ -12,20 +17,31 @@ use crate::types::DType;
 const LONG_REDUCTION: usize = 256;
 
 pub(super) fn check_ops(function: &Function, values: &Values, findings: &mut Vec<Finding>) {
-    for op in &function.ops {
+    for (index, op) in function.ops.iter().enumerate() {
         check_compute_dtype(op, findings);
         check_op_kind(op, findings);
-        match op.op {
-            Op::Conv => check_conv(op, values, findings),
-            Op::Matmul => check_matmul(op, values, findings),
-            Op::Reshape | Op::Transpose => check_rank(op, findings),
-            Op::Concat => check_slice_concat(op, values, findings),
-            Op::SliceBySize if width_offset_slice(op, values) => findings.push(Finding::at(
+        if matches!(op.op, Op::Reshape | Op::Transpose) {
+            check_rank(op, findings);
+        }
+        if op.op == Op::Concat {
+            check_slice_concat(op, values, findings);
+        }
+        match values.kind(index) {
+            Some(OpKind::Conv(plan)) => check_conv(op, plan, findings),
+            Some(&OpKind::Matmul {
+                transpose_x,
+                transpose_y,
+            }) => check_matmul(op, [transpose_x, transpose_y], values, findings),
+            Some(OpKind::Slice(plan)) if width_offset(plan) => findings.push(Finding::at(
                 "width-offset-slice-range",
                 op,
                 "begins past 0 on the last axis".to_string(),
             )),
-            Op::ReduceSum => check_reduce_sum(op, values, findings),
+            Some(OpKind::Reduce {
+                kind: ReduceKind::Sum,
+                axes,
+                ..
+            }) => check_reduce_sum(op, axes, values, findings),
             _ => {}
         }
         if matches!(op.op, Op::Conv | Op::Matmul | Op::Linear) {
@@ -68,9 +84,9 @@ fn check_op_kind(op: &Operation, findings: &mut Vec<Finding>) {
     findings.push(Finding::at(rule, op, message.to_string()));
 }
 
-/// Kernel width from `weight` `[Cout, Cin/groups, kH, kW]`, input channels from `x` `[1, C, H, W]`.
-fn check_conv(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
-    if let Some(&[_, _, _, kw]) = values.arg_tensor(op, "weight").map(|t| t.shape.as_slice()) {
+/// The kernel width (last kernel axis) and input channels of a resolved conv.
+fn check_conv(op: &Operation, plan: &ConvPlan, findings: &mut Vec<Finding>) {
+    if let Some(&kw) = plan.kernel.last() {
         let rule = match kw {
             16.. => Some("conv-kernel-width-16"),
             14..=15 => Some("conv-kernel-width-14"),
@@ -80,25 +96,25 @@ fn check_conv(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
             findings.push(Finding::at(rule, op, format!("kernel width is {kw}")));
         }
     }
-    if let Some(&channels) = values.arg_tensor(op, "x").and_then(|t| t.shape.get(1)) {
-        let rule = match channels {
-            32_000.. => Some("conv-input-channels-32000"),
-            8_193..=31_999 => Some("conv-input-channels-8192"),
-            _ => None,
-        };
-        if let Some(rule) = rule {
-            findings.push(Finding::at(
-                rule,
-                op,
-                format!("has {channels} input channels"),
-            ));
-        }
+    let channels = plan.in_channels;
+    let rule = match channels {
+        32_000.. => Some("conv-input-channels-32000"),
+        8_193..=31_999 => Some("conv-input-channels-8192"),
+        _ => None,
+    };
+    if let Some(rule) = rule {
+        findings.push(Finding::at(
+            rule,
+            op,
+            format!("has {channels} input channels"),
+        ));
     }
 }
 
-/// A rank-5 matmul fails when an operand is transposed, by flag or by a transpose op.
-fn check_matmul(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
-    for (arg, flag) in [("x", "transpose_x"), ("y", "transpose_y")] {
+/// A rank-5 matmul fails when an operand is transposed, by its resolved flag or by a
+/// transpose op producing it.
+fn check_matmul(op: &Operation, flags: [bool; 2], values: &Values, findings: &mut Vec<Finding>) {
+    for (arg, by_flag) in ["x", "y"].into_iter().zip(flags) {
         let Some(ty) = values.arg_tensor(op, arg) else {
             continue;
         };
@@ -106,7 +122,6 @@ fn check_matmul(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
             .arg_value(arg)
             .and_then(|name| values.producer(name))
             .is_some_and(|p| p.op == Op::Transpose);
-        let by_flag = values.flag(op, flag).unwrap_or(false);
         if ty.rank() >= 5 && (by_op || by_flag) {
             findings.push(Finding::at(
                 "matmul-rank-5-transpose",
@@ -130,13 +145,12 @@ fn check_rank(op: &Operation, findings: &mut Vec<Finding>) {
     }
 }
 
-/// `slice_by_size` whose constant `begin` is past 0 on the last axis (the crop-DMA path).
-fn width_offset_slice(op: &Operation, values: &Values) -> bool {
-    op.op == Op::SliceBySize
-        && values
-            .ints(op, "begin")
-            .and_then(|begin| begin.last().copied())
-            .is_some_and(|b| b > 0)
+/// A slice reading from past 0 on the last axis (the crop-DMA path).
+fn width_offset(plan: &SlicePlan) -> bool {
+    plan.begin
+        .len()
+        .checked_sub(1)
+        .is_some_and(|last| plan.lowest(last) > 0)
 }
 
 /// A concat of two or more width-offset slices gives wrong elements on M1–M3.
@@ -148,9 +162,7 @@ fn check_slice_concat(op: &Operation, values: &Values, findings: &mut Vec<Findin
         .names()
         .into_iter()
         .filter(|name| {
-            values
-                .producer(name)
-                .is_some_and(|p| width_offset_slice(p, values))
+            matches!(values.producer_kind(name), Some(OpKind::Slice(plan)) if width_offset(plan))
         })
         .collect();
     if slices.len() >= 2 {
@@ -166,26 +178,16 @@ fn check_slice_concat(op: &Operation, values: &Values, findings: &mut Vec<Findin
     }
 }
 
-/// The number of elements summed into each result: the product of the extents of the axes
-/// [`reduction_axes`] resolves.
-fn check_reduce_sum(op: &Operation, values: &Values, findings: &mut Vec<Finding>) {
+/// The number of elements summed into each result: the product of the extents of the
+/// resolved reduction axes.
+fn check_reduce_sum(op: &Operation, axes: &[usize], values: &Values, findings: &mut Vec<Finding>) {
     let Some(x) = values.arg_tensor(op, "x") else {
         return;
     };
-    let axes = match op.arg("axes") {
-        Some(_) => match values.ints(op, "axes") {
-            Some(axes) => Some(axes),
-            None => return,
-        },
-        None => None,
-    };
-    // Out-of-range axes are validation's to report; this rule has nothing to add.
-    let Ok(reduced) = reduction_axes(axes.as_deref(), x.rank()) else {
-        return;
-    };
-    let k = reduced
+    let k = axes
         .iter()
-        .fold(1usize, |acc, &a| acc.saturating_mul(x.shape[a]));
+        .filter_map(|&a| x.shape.get(a))
+        .fold(1usize, |acc, &d| acc.saturating_mul(d));
     if k >= LONG_REDUCTION {
         findings.push(Finding::at(
             "reduce-sum-precision",

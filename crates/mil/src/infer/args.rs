@@ -48,14 +48,23 @@ impl<'a> Args<'a, '_> {
         }
     }
 
-    pub(super) fn ints(&self, name: &str) -> Res<Option<Vec<i64>>> {
+    /// A const parameter decoded by `decode`, or an error saying it must be `what`.
+    fn decoded<T>(
+        &self,
+        name: &str,
+        what: &str,
+        decode: impl FnOnce(&'a Literal) -> Option<T>,
+    ) -> Res<Option<T>> {
         match self.param(name)? {
             None => Ok(None),
-            Some(l) => l
-                .as_i64_vec()
+            Some(l) => decode(l)
                 .map(Some)
-                .ok_or_else(|| format!("argument `{name}` must be an integer const")),
+                .ok_or_else(|| format!("argument `{name}` must be {what}")),
         }
+    }
+
+    pub(super) fn ints(&self, name: &str) -> Res<Option<Vec<i64>>> {
+        self.decoded(name, "an integer const", Literal::as_i64_vec)
     }
 
     pub(super) fn req_ints(&self, name: &str) -> Res<Vec<i64>> {
@@ -72,23 +81,11 @@ impl<'a> Args<'a, '_> {
     }
 
     pub(super) fn bool(&self, name: &str) -> Res<Option<bool>> {
-        match self.param(name)? {
-            None => Ok(None),
-            Some(l) => l
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| format!("argument `{name}` must be a bool const")),
-        }
+        self.decoded(name, "a bool const", Literal::as_bool)
     }
 
     pub(super) fn string(&self, name: &str) -> Res<Option<&'a str>> {
-        match self.param(name)? {
-            None => Ok(None),
-            Some(l) => l
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| format!("argument `{name}` must be a string const")),
-        }
+        self.decoded(name, "a string const", Literal::as_str)
     }
 
     /// A numeric const (a scalar or a one-element tensor).

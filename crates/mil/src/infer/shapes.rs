@@ -10,6 +10,18 @@ pub(super) fn dim(v: i64, what: &str) -> Res<usize> {
     usize::try_from(v).map_err(|_| format!("{what} must be non-negative, got {v}"))
 }
 
+/// The element count of `shape`, or an error when it does not fit in memory's address space.
+fn checked_numel(shape: &[usize]) -> Res<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than fit in memory"))
+}
+
+fn too_large(what: &str) -> String {
+    format!("{what} is too large")
+}
+
 /// The numpy broadcast of two shapes.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Res<Vec<usize>> {
     let rank = a.len().max(b.len());
@@ -37,7 +49,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Res<Vec<usize>> {
 
 /// The shape `reshape` produces, resolving one `-1`.
 pub fn reshape_target(input: &[usize], shape: &[i64]) -> Res<Vec<usize>> {
-    let numel: usize = input.iter().product();
+    let numel = checked_numel(input)?;
     let mut infer_at = None;
     let mut known = 1usize;
     let mut out = Vec::with_capacity(shape.len());
@@ -50,8 +62,11 @@ pub fn reshape_target(input: &[usize], shape: &[i64]) -> Res<Vec<usize>> {
         } else if d <= 0 {
             return Err(format!("reshape dimension {d} must be positive or -1"));
         } else {
-            known *= d as usize;
-            out.push(d as usize);
+            let d = dim(d, "reshape dimension")?;
+            known = known
+                .checked_mul(d)
+                .ok_or_else(|| too_large("the reshape target"))?;
+            out.push(d);
         }
     }
     if let Some(i) = infer_at {
@@ -93,7 +108,11 @@ pub fn split_sizes(len: usize, num: Option<i64>, sizes: Option<Vec<i64>>) -> Res
                 .into_iter()
                 .map(|v| dim(v, "split size"))
                 .collect::<Res<Vec<_>>>()?;
-            if s.iter().sum::<usize>() != len {
+            let total = s
+                .iter()
+                .try_fold(0usize, |acc, &v| acc.checked_add(v))
+                .ok_or_else(|| too_large("the sum of split_sizes"))?;
+            if total != len {
                 return Err(format!(
                     "split_sizes {s:?} do not sum to the axis size {len}"
                 ));
@@ -225,7 +244,7 @@ impl ConvPlan {
             return Err("strides, dilations and groups must be at least 1".into());
         }
         let (cin, cout) = (x[1], w[0]);
-        if cin % groups != 0 || cout % groups != 0 || w[1] * groups != cin {
+        if cin % groups != 0 || cout % groups != 0 || w[1].checked_mul(groups) != Some(cin) {
             return Err(format!(
                 "weight {w:?} does not match {cin} input channels in {groups} groups (weight must be [Cout, Cin/groups, ...])"
             ));
@@ -238,8 +257,13 @@ impl ConvPlan {
             ));
         }
         let eff: Vec<usize> = (0..ns)
-            .map(|i| dilations[i] * (kernel[i] - 1) + 1)
-            .collect();
+            .map(|i| {
+                dilations[i]
+                    .checked_mul(kernel[i] - 1)
+                    .and_then(|e| e.checked_add(1))
+                    .ok_or_else(|| too_large("the dilated kernel"))
+            })
+            .collect::<Res<_>>()?;
         let pad: Vec<(usize, usize)> = match pad_type.unwrap_or("valid") {
             "valid" => vec![(0, 0); ns],
             "custom" => {
@@ -254,7 +278,10 @@ impl ConvPlan {
             "same" | "same_lower" => (0..ns)
                 .map(|i| {
                     let out = input[i].div_ceil(strides[i]).max(1);
-                    let total = ((out - 1) * strides[i] + eff[i]).saturating_sub(input[i]);
+                    let total = (out - 1)
+                        .saturating_mul(strides[i])
+                        .saturating_add(eff[i])
+                        .saturating_sub(input[i]);
                     if pad_type == Some("same") {
                         (total / 2, total - total / 2)
                     } else {
@@ -270,7 +297,10 @@ impl ConvPlan {
         };
         let mut output = Vec::with_capacity(ns);
         for i in 0..ns {
-            let padded = input[i] + pad[i].0 + pad[i].1;
+            let padded = input[i]
+                .checked_add(pad[i].0)
+                .and_then(|p| p.checked_add(pad[i].1))
+                .ok_or_else(|| too_large("the padded input"))?;
             if padded < eff[i] {
                 return Err(format!(
                     "kernel extent {} exceeds padded input {padded} on spatial axis {i}",
@@ -340,10 +370,10 @@ impl SlicePlan {
             } else {
                 dim(size[i], "size")?
             };
-            if b + s > n {
+            let end = b.checked_add(s).ok_or_else(|| too_large("the slice end"))?;
+            if end > n {
                 return Err(format!(
-                    "slice [{b}, {}) on axis {i} exceeds its size {n}",
-                    b + s
+                    "slice [{b}, {end}) on axis {i} exceeds its size {n}"
                 ));
             }
             plan.begin.push(b);
@@ -432,6 +462,16 @@ impl SlicePlan {
             plan.squeeze.push(sq);
         }
         Ok(plan)
+    }
+
+    /// The lowest index the slice reads on `axis`: its start, or its last element when it
+    /// walks backwards.
+    pub fn lowest(&self, axis: usize) -> usize {
+        let (begin, count) = (self.begin[axis], self.count[axis]);
+        match self.stride[axis] {
+            s if s < 0 && count > 0 => begin - (count - 1) * s.unsigned_abs(),
+            _ => begin,
+        }
     }
 
     /// The output shape, squeezed axes removed.

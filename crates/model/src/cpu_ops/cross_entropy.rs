@@ -28,33 +28,52 @@ fn sum_f64(row: &[f32]) -> f64 {
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
-/// The *sum* of the per-position losses (the caller divides by the batch's token count).
-/// `row_loss` holds one value per position.
-pub fn loss_sum(logits: &[f32], targets: &[u32], vocab: usize, row_loss: &mut [f64]) -> f64 {
+/// The weight of position `p` (1 without weights).
+fn weight(weights: Option<&[f32]>, p: usize) -> f32 {
+    weights.map_or(1.0, |w| w[p])
+}
+
+/// The *sum* of the per-position losses times their weights, `Σ w·CE` (the caller divides by
+/// `Σ w`); positions of weight 0 are not computed. `row_loss` holds one value per position.
+pub fn loss_sum(
+    logits: &[f32],
+    targets: &[u32],
+    weights: Option<&[f32]>,
+    vocab: usize,
+    row_loss: &mut [f64],
+) -> f64 {
     logits
         .par_chunks_exact(vocab)
         .zip(targets)
         .zip(row_loss.par_iter_mut())
+        .enumerate()
         .for_each_init(
             || vec![0.0f32; vocab],
-            |exps, ((row, &t), out)| {
+            |exps, (p, ((row, &t), out))| {
+                let w = weight(weights, p);
+                if w == 0.0 {
+                    *out = 0.0;
+                    return;
+                }
                 let max = row_max(row);
                 for (e, &x) in exps.iter_mut().zip(row) {
                     *e = fast_exp::exp(x - max);
                 }
                 // exp(x − max) ≤ 1 in f32; the sum is kept in f64 so long rows lose nothing.
-                *out = sum_f64(exps).ln() + (max - row[t as usize]) as f64;
+                *out = w as f64 * (sum_f64(exps).ln() + (max - row[t as usize]) as f64);
             },
         );
     row_loss.iter().sum()
 }
 
-/// Replaces `logits` by `scale · (softmax(logits) − onehot(target))` row by row and returns
-/// the summed loss. With `scale = loss_scale / tokens` this is the scaled gradient of the mean
-/// loss; working in place keeps the step free of a second `[S][V]` buffer.
+/// Replaces `logits` by `scale · w · (softmax(logits) − onehot(target))` row by row and returns
+/// `Σ w·CE`. With `scale = loss_scale / Σ w` this is the scaled gradient of the weighted mean
+/// loss, and a position of weight 0 gets an exact zero gradient; working in place keeps the
+/// step free of a second `[S][V]` buffer.
 pub fn loss_and_grad_in_place(
     logits: &mut [f32],
     targets: &[u32],
+    weights: Option<&[f32]>,
     vocab: usize,
     scale: f32,
     row_loss: &mut [f64],
@@ -63,18 +82,26 @@ pub fn loss_and_grad_in_place(
         .par_chunks_exact_mut(vocab)
         .zip(targets)
         .zip(row_loss.par_iter_mut())
-        .for_each(|((row, &t), out)| {
+        .enumerate()
+        .for_each(|(p, ((row, &t), out))| {
+            let w = weight(weights, p);
+            if w == 0.0 {
+                row.fill(0.0);
+                *out = 0.0;
+                return;
+            }
             let (max, target) = (row_max(row), row[t as usize]);
             for v in row.iter_mut() {
                 *v = fast_exp::exp(*v - max);
             }
             let sum = sum_f64(row);
-            *out = sum.ln() + (max - target) as f64;
-            let k = (scale as f64 / sum) as f32;
+            *out = w as f64 * (sum.ln() + (max - target) as f64);
+            let g = scale * w;
+            let k = (g as f64 / sum) as f32;
             for v in row.iter_mut() {
                 *v *= k;
             }
-            row[t as usize] -= scale;
+            row[t as usize] -= g;
         });
     row_loss.iter().sum()
 }

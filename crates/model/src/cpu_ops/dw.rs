@@ -7,31 +7,13 @@
 use std::sync::mpsc::Receiver;
 
 use crate::error::Result;
+use crate::params::Linear;
 
 use super::gemm::{matmul, weight_grad, MatRef};
 
-/// The matrix gradients of one layer, borrowed for the length of one backward pass.
-pub struct MatrixGrads<'g> {
-    pub q_proj: &'g mut [f32],
-    pub k_proj: &'g mut [f32],
-    pub v_proj: &'g mut [f32],
-    pub o_proj: &'g mut [f32],
-    pub gate_proj: &'g mut [f32],
-    pub up_proj: &'g mut [f32],
-    pub down_proj: &'g mut [f32],
-}
-
-/// Which matrix of a layer a job updates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Weight {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
+/// The matrix gradients of one layer, borrowed for the length of one backward pass and
+/// indexed by `Linear as usize`.
+pub type MatrixGrads<'g> = [&'g mut [f32]; 7];
 
 /// One weight-gradient product. `dy [out][S]` and `x [in][S]` are `[C][S]` activations.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +21,7 @@ pub enum DwJob<'a> {
     /// `layers[layer].weight += dy · xᵀ`.
     Layer {
         layer: usize,
-        weight: Weight,
+        weight: Linear,
         dy: &'a [f32],
         x: &'a [f32],
     },
@@ -67,18 +49,7 @@ pub fn run_worker(
                 dy,
                 x,
             } => match layers.get_mut(layer) {
-                Some(g) => {
-                    let dw: &mut [f32] = match weight {
-                        Weight::Q => &mut *g.q_proj,
-                        Weight::K => &mut *g.k_proj,
-                        Weight::V => &mut *g.v_proj,
-                        Weight::O => &mut *g.o_proj,
-                        Weight::Gate => &mut *g.gate_proj,
-                        Weight::Up => &mut *g.up_proj,
-                        Weight::Down => &mut *g.down_proj,
-                    };
-                    weight_grad(dw, dy, x, s)
-                }
+                Some(g) => weight_grad(g[weight as usize], dy, x, s),
                 None => Err(crate::error::ModelError::Input(format!(
                     "weight-gradient job for layer {layer}, but the model has {} layers",
                     layers.len()

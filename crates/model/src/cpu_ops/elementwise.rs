@@ -1,4 +1,4 @@
-//! Elementwise pieces of the step: residual adds and the SwiGLU backward. Cost `O(n)`.
+//! Elementwise pieces of the step: residual adds and SwiGLU. Cost `O(n)`.
 
 /// `dst = a + b`.
 pub fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
@@ -18,6 +18,13 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
 pub fn scale(x: &mut [f32], a: f32) {
     for v in x.iter_mut() {
         *v *= a;
+    }
+}
+
+/// `act = h1 σ(h1) h3` (SwiGLU), for when `h1` or `h3` changed after the kernel computed it.
+pub fn swiglu_forward(act: &mut [f32], h1: &[f32], h3: &[f32]) {
+    for ((y, &a), &b) in act.iter_mut().zip(h1).zip(h3) {
+        *y = a / (1.0 + (-a).exp()) * b;
     }
 }
 

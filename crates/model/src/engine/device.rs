@@ -3,10 +3,10 @@
 //! on the CPU ([`crate::cpu_ops`]).
 //!
 //! One sequence runs at a time; a batch loops over its sequences and accumulates gradients.
-//! Every kernel is compiled once; each weight-bearing kernel has one copy per layer (a
-//! [`Kernel::fork`], or a second compile where the device cannot fork) whose matrix columns
-//! are staged once per [`Engine::stage`] (on the CPU, read in place from one stacked copy
-//! that the forward and backward kernels share: [`weights`]), so a step only writes
+//! Every kernel is compiled once; each weight-bearing kernel has one copy per layer
+//! ([`Device::compile_copies`]: forks of one compile where the device can fork) whose matrix
+//! columns are staged once per [`Engine::stage`] (on the CPU, read in place from one stacked
+//! copy that the forward and backward kernels share: [`weights`]), so a step only writes
 //! activation columns. All
 //! activation and gradient buffers are allocated in [`DeviceEngine::new`]. During backward a
 //! worker thread computes each layer's dW while the device runs the next layer down.
@@ -18,21 +18,23 @@ mod weights;
 
 use std::sync::mpsc;
 
-use anetrain_device::{Device, DeviceError, Kernel};
+use anetrain_data::Batch;
+use anetrain_device::{Device, Kernel};
 use rayon::prelude::*;
 
-use super::{Engine, PassStats};
+use super::{adapter_for_grads, full_pass_with_adapter, Engine, PassStats};
 use crate::config::ModelConfig;
-use crate::cpu_ops::dw::{run_worker, DwJob, MatrixGrads};
+use crate::cpu_ops::dw::{run_worker, DwJob};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::{cross_entropy, embedding, matmul, MatRef, Rope};
 use crate::error::{ModelError, Result};
-use crate::kernels::{device_error, Role};
-use crate::params::{LayerParams, Params};
+use crate::kernels::{device_error, KernelForms, Role};
+use crate::lora::{Adapter, LoraLinear};
+use crate::params::Params;
 
-use block::{BackScratch, LayerIo, NormGrads, WEIGHT_ROLES};
+use block::{BackScratch, LayerIo, MatrixGrads, NormGrads, WEIGHT_ROLES};
 use buffers::{Dims, LayerActs, LayerBack, Scratch};
-use checks::{check_params, check_tokens};
+use checks::{check_adapter, check_params, check_tokens};
 use weights::LayerWeights;
 
 /// Computes losses and gradients with the MIL training kernels on a [`Device`].
@@ -50,23 +52,8 @@ pub struct DeviceEngine {
     acts: Vec<LayerActs>,
     back: Vec<LayerBack>,
     scratch: Scratch,
-}
-
-/// Another buffer set for `first`'s program: a fork, or a fresh compile on devices that
-/// cannot share a compiled program.
-fn replicate(
-    device: &dyn Device,
-    role: Role,
-    bundle: &anetrain_mil::Bundle,
-    first: &dyn Kernel,
-) -> Result<Box<dyn Kernel>> {
-    match first.fork() {
-        Ok(k) => Ok(k),
-        Err(DeviceError::Unavailable(_)) => device
-            .compile(&bundle.program, &bundle.weights)
-            .map_err(|e| device_error(role.name(), e)),
-        Err(e) => Err(device_error(role.name(), e)),
-    }
+    /// The adapter on the staged base (see [`Engine::set_adapter`]).
+    adapter: Option<Adapter>,
 }
 
 impl DeviceEngine {
@@ -94,24 +81,26 @@ impl DeviceEngine {
             s: seq,
             v: c.vocab_size,
         };
-        let compile = |role: Role| -> Result<(anetrain_mil::Bundle, Box<dyn Kernel>)> {
-            let bundle = role.build(c, seq)?;
-            let kernel = device
-                .compile(&bundle.program, &bundle.weights)
-                .map_err(|e| device_error(role.name(), e))?;
-            Ok((bundle, kernel))
-        };
+        let forms = KernelForms::for_device(device.as_ref())?;
         let mut layer_kernels: Vec<Vec<Box<dyn Kernel>>> =
             (0..c.n_layers).map(|_| Vec::new()).collect();
         for role in WEIGHT_ROLES {
-            let (bundle, first) = compile(role)?;
-            for kernels in layer_kernels.iter_mut().skip(1) {
-                kernels.push(replicate(device.as_ref(), role, &bundle, first.as_ref())?);
+            let bundle = role.build(c, seq, forms)?;
+            let copies = device
+                .compile_copies(&bundle.program, &bundle.weights, c.n_layers)
+                .map_err(|e| device_error(role.name(), e))?;
+            for (kernels, copy) in layer_kernels.iter_mut().zip(copies) {
+                kernels.push(copy);
             }
-            layer_kernels[0].push(first);
         }
-        let (_, attention_fwd) = compile(Role::AttentionFwd)?;
-        let (_, attention_bwd) = compile(Role::AttentionBwd)?;
+        let compile = |role: Role| -> Result<Box<dyn Kernel>> {
+            let bundle = role.build(c, seq, forms)?;
+            device
+                .compile(&bundle.program, &bundle.weights)
+                .map_err(|e| device_error(role.name(), e))
+        };
+        let attention_fwd = compile(Role::AttentionFwd)?;
+        let attention_bwd = compile(Role::AttentionBwd)?;
 
         let acts = (0..c.n_layers).map(|_| LayerActs::new(c, dims)).collect();
         let back = (0..c.n_layers).map(|_| LayerBack::new(dims)).collect();
@@ -128,6 +117,7 @@ impl DeviceEngine {
             acts,
             back,
             scratch,
+            adapter: None,
         };
         engine.stage(params)?;
         Ok(engine)
@@ -161,23 +151,32 @@ impl DeviceEngine {
         check_params(&self.config, params, "params")
     }
 
-    /// Validates `rows` against the engine's seq and vocabulary.
-    fn check_rows(&self, rows: &[Vec<u32>]) -> Result<()> {
+    /// Validates `batch` against the engine's seq and vocabulary.
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
         let s = self.dims.s;
-        if rows.is_empty() {
+        if batch.rows() == 0 {
             return Err(ModelError::Input("the batch has no rows".into()));
         }
-        for (b, row) in rows.iter().enumerate() {
-            if row.len() != s + 1 {
-                return Err(ModelError::Input(format!(
-                    "row {b} has {} tokens but this engine was built for seq {s}, so rows need {}",
-                    row.len(),
-                    s + 1
-                )));
-            }
-            check_tokens(row, self.dims.v, b)?;
+        if batch.seq() != s {
+            return Err(ModelError::Input(format!(
+                "the batch has rows of {} tokens but this engine was built for seq {s}, so rows \
+                 need {}",
+                batch.seq() + 1,
+                s + 1
+            )));
+        }
+        for b in 0..batch.rows() {
+            check_tokens(batch.row(b), self.dims.v, b)?;
         }
         Ok(())
+    }
+
+    /// Whether row `r` of `batch` has any target that counts; a row that has none is skipped,
+    /// since it adds nothing to the loss or the gradient.
+    fn row_counts(batch: &Batch, r: usize) -> bool {
+        batch
+            .target_weights(r)
+            .is_none_or(|w| w.iter().any(|&x| x != 0.0))
     }
 
     /// Loads `row` into the token and target buffers.
@@ -198,6 +197,7 @@ impl DeviceEngine {
             rope,
             acts,
             scratch,
+            adapter,
             ..
         } = self;
         let eps = config.norm_eps as f32;
@@ -208,13 +208,14 @@ impl DeviceEngine {
                 Some(a) => &mut a.x,
                 None => &mut scratch.x_final,
             };
-            let io = LayerIo {
-                dims: *dims,
-                head_dim: config.head_dim,
-                eps,
+            let io = LayerIo::new(
+                config,
+                *dims,
                 rope,
-                kernels: &mut layer_kernels[l],
-            };
+                &mut layer_kernels[l],
+                adapter.as_ref(),
+                l,
+            );
             io.forward(
                 attention_fwd.as_mut(),
                 &params.layers[l],
@@ -239,10 +240,18 @@ impl DeviceEngine {
     }
 }
 
+/// Where a backward pass puts its gradients.
+enum Grads<'g> {
+    /// Every base tensor (full training).
+    Base(&'g mut Params),
+    /// Only the adapter's pairs; the base is frozen and gets no gradient.
+    Adapter(&'g mut Adapter),
+}
+
 impl DeviceEngine {
     /// Backward of the sequence whose forward just ran, from the scaled `dlogits` left in
     /// `scratch.logits`; adds every gradient into `grads`.
-    fn backward_sequence(&mut self, params: &Params, grads: &mut Params) -> Result<()> {
+    fn backward_sequence(&mut self, params: &Params, grads: Grads<'_>) -> Result<()> {
         let DeviceEngine {
             config,
             dims,
@@ -252,10 +261,10 @@ impl DeviceEngine {
             acts,
             back,
             scratch,
+            adapter,
             ..
         } = self;
         let Dims { d, s, v, .. } = *dims;
-        let eps = config.norm_eps as f32;
         let Scratch {
             d_act,
             dhn,
@@ -270,66 +279,13 @@ impl DeviceEngine {
             dxf,
             dx,
             tokens,
+            frozen_norm_grads,
             ..
         } = scratch;
         // dxf [D][S] = Eᵀ [D][V] · dlogitsᵀ [V][S]
         let e = MatRef::rows(params.classifier().data(), v, d)?.t();
         matmul(dxf, false, e, MatRef::rows(logits, s, v)?.t())?;
         dx.fill(0.0);
-        let Params {
-            embed_tokens,
-            layers,
-            norm: norm_grad,
-            lm_head,
-        } = grads;
-        rmsnorm_backward(
-            dx,
-            norm_grad.data_mut(),
-            dxf,
-            x_final,
-            params.norm.data(),
-            inv_final,
-            s,
-            &mut norm[..s],
-        );
-
-        let mut mats = Vec::with_capacity(layers.len());
-        let mut norms = Vec::with_capacity(layers.len());
-        for l in layers.iter_mut() {
-            let LayerParams {
-                input_layernorm,
-                q_proj,
-                k_proj,
-                v_proj,
-                o_proj,
-                q_norm,
-                k_norm,
-                post_attention_layernorm,
-                gate_proj,
-                up_proj,
-                down_proj,
-            } = l;
-            mats.push(MatrixGrads {
-                q_proj: q_proj.data_mut(),
-                k_proj: k_proj.data_mut(),
-                v_proj: v_proj.data_mut(),
-                o_proj: o_proj.data_mut(),
-                gate_proj: gate_proj.data_mut(),
-                up_proj: up_proj.data_mut(),
-                down_proj: down_proj.data_mut(),
-            });
-            norms.push(NormGrads {
-                input: input_layernorm.data_mut(),
-                post: post_attention_layernorm.data_mut(),
-                q_norm: q_norm.as_mut().map(|t| t.data_mut()),
-                k_norm: k_norm.as_mut().map(|t| t.data_mut()),
-            });
-        }
-        let classifier_grad = match lm_head {
-            Some(t) => t.data_mut(),
-            None => embed_tokens.data_mut(),
-        };
-        let (logits, xf): (&[f32], &[f32]) = (logits, xf);
         let mut scr = BackScratch {
             d_act,
             dhn,
@@ -339,52 +295,112 @@ impl DeviceEngine {
             norm,
             dx,
         };
+        let final_norm_backward = |dx: &mut [f32], grad: &mut [f32], norm: &mut [f32]| {
+            let x = (&*x_final, params.norm.data(), &*inv_final);
+            rmsnorm_backward(dx, grad, dxf, x.0, x.1, x.2, s, &mut norm[..s]);
+        };
         let acts: &[LayerActs] = acts;
-        let stopped = || ModelError::Internal("the weight-gradient worker stopped early".into());
-        // Taken before the scope so the borrowed buffers outlive the worker's jobs.
-        let layers_down = back.iter_mut().enumerate().rev();
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = mpsc::channel();
-            let worker = scope.spawn(move || run_worker(mats, classifier_grad, s, rx));
-            let mut main = tx
-                .send(DwJob::Classifier {
-                    dlogits: logits,
-                    xf,
-                })
-                .map_err(|_| stopped());
-            for (l, lb) in layers_down {
-                if main.is_err() {
-                    break;
+        match grads {
+            Grads::Base(grads) => {
+                let Params {
+                    embed_tokens,
+                    layers,
+                    norm: norm_grad,
+                    lm_head,
+                } = grads;
+                final_norm_backward(scr.dx, norm_grad.data_mut(), scr.norm);
+                let mut mats = Vec::with_capacity(layers.len());
+                let mut norms = Vec::with_capacity(layers.len());
+                for l in layers.iter_mut() {
+                    let parts = l.parts_mut();
+                    mats.push(parts.linears.map(|t| t.data_mut()));
+                    norms.push(NormGrads {
+                        input: parts.input_layernorm.data_mut(),
+                        post: parts.post_attention_layernorm.data_mut(),
+                        q_norm: parts.q_norm.map(|t| t.data_mut()),
+                        k_norm: parts.k_norm.map(|t| t.data_mut()),
+                    });
                 }
-                lb.d_out.copy_from_slice(scr.dx);
-                let io = LayerIo {
-                    dims: *dims,
-                    head_dim: config.head_dim,
-                    eps,
-                    rope,
-                    kernels: &mut layer_kernels[l],
+                let classifier_grad = match lm_head {
+                    Some(t) => t.data_mut(),
+                    None => embed_tokens.data_mut(),
                 };
-                main = io.backward(
-                    l,
-                    attention_bwd.as_mut(),
-                    &params.layers[l],
-                    &mut norms[l],
-                    &acts[l],
-                    lb,
-                    &mut scr,
-                    &tx,
-                );
+                let (logits, xf): (&[f32], &[f32]) = (logits, xf);
+                let stopped =
+                    || ModelError::Internal("the weight-gradient worker stopped early".into());
+                // Taken before the scope so the borrowed buffers outlive the worker's jobs.
+                let layers_down = back.iter_mut().enumerate().rev();
+                std::thread::scope(|scope| -> Result<()> {
+                    let (tx, rx) = mpsc::channel();
+                    let worker = scope.spawn(move || run_worker(mats, classifier_grad, s, rx));
+                    let mut main = tx
+                        .send(DwJob::Classifier {
+                            dlogits: logits,
+                            xf,
+                        })
+                        .map_err(|_| stopped());
+                    for (l, lb) in layers_down {
+                        if main.is_err() {
+                            break;
+                        }
+                        let io = LayerIo::new(config, *dims, rope, &mut layer_kernels[l], None, l);
+                        main = io.backward(
+                            l,
+                            attention_bwd.as_mut(),
+                            &params.layers[l],
+                            &mut norms[l],
+                            &acts[l],
+                            lb,
+                            &mut scr,
+                            &mut MatrixGrads::Base(&tx),
+                        );
+                    }
+                    drop(tx);
+                    let worked = worker.join().unwrap_or_else(|_| {
+                        Err(ModelError::Internal(
+                            "the weight-gradient worker panicked".into(),
+                        ))
+                    });
+                    // A worker failure explains a main-thread send failure, so report it first.
+                    worked.and(main)
+                })?;
+                embedding::scatter_add(embed_tokens.data_mut(), scr.dx, tokens);
             }
-            drop(tx);
-            let worked = worker.join().unwrap_or_else(|_| {
-                Err(ModelError::Internal(
-                    "the weight-gradient worker panicked".into(),
-                ))
-            });
-            // A worker failure explains a main-thread send failure, so report it first.
-            worked.and(main)
-        })?;
-        embedding::scatter_add(embed_tokens.data_mut(), scr.dx, tokens);
+            Grads::Adapter(grads) => {
+                // The frozen norm gains' gradients fall out of the dx computation; they land in
+                // throwaway buffers (a few floats per layer) and the embedding gets none.
+                let (final_grad, per_layer) = frozen_norm_grads.split_at_mut(d);
+                final_norm_backward(scr.dx, final_grad, scr.norm);
+                let mut pairs: Vec<[Option<&mut LoraLinear>; 7]> =
+                    back.iter().map(|_| Default::default()).collect();
+                for ((l, target), g) in grads.modules_mut() {
+                    pairs[l][target as usize] = Some(g);
+                }
+                let frozen = per_layer.chunks_mut(NormGrads::throwaway_len(d, config.head_dim));
+                let layers_down = back.iter_mut().zip(pairs).zip(frozen).enumerate().rev();
+                for (l, ((lb, pairs), frozen)) in layers_down {
+                    let mut norms = NormGrads::throwaway(frozen, d, config.qk_norm);
+                    let io = LayerIo::new(
+                        config,
+                        *dims,
+                        rope,
+                        &mut layer_kernels[l],
+                        adapter.as_ref(),
+                        l,
+                    );
+                    io.backward(
+                        l,
+                        attention_bwd.as_mut(),
+                        &params.layers[l],
+                        &mut norms,
+                        &acts[l],
+                        lb,
+                        &mut scr,
+                        &mut MatrixGrads::Adapter(pairs),
+                    )?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -410,50 +426,96 @@ impl Engine for DeviceEngine {
     fn forward_backward(
         &mut self,
         params: &Params,
-        rows: &[Vec<u32>],
+        batch: &Batch,
         loss_scale: f32,
         grads: &mut Params,
     ) -> Result<PassStats> {
-        self.check_ready(params)?;
+        if self.adapter.is_some() {
+            return Err(full_pass_with_adapter());
+        }
         check_params(&self.config, grads, "grads")?;
-        self.check_rows(rows)?;
-        let (s, v) = (self.dims.s, self.dims.v);
-        let tokens = rows.len() * s;
-        let scale = loss_scale / tokens as f32;
+        self.pass(params, batch, loss_scale, Grads::Base(grads))
+    }
+
+    fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
+        self.check_ready(params)?;
+        self.check_batch(batch)?;
+        let v = self.dims.v;
         let mut total = 0.0;
-        for row in rows {
-            self.load_row(row);
+        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
+            self.load_row(batch.row(r));
+            self.forward_sequence(params)?;
+            let sc = &mut self.scratch;
+            total += cross_entropy::loss_sum(
+                &sc.logits,
+                &sc.targets,
+                batch.target_weights(r),
+                v,
+                &mut sc.row_loss,
+            );
+        }
+        let tokens = batch.counted_targets();
+        Ok(PassStats {
+            loss: (total / tokens.max(1) as f64) as f32,
+            tokens,
+        })
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
+        if let Some(a) = adapter {
+            check_adapter(&self.config, a)?;
+        }
+        self.adapter = adapter.cloned();
+        Ok(())
+    }
+
+    fn adapter_backward(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        loss_scale: f32,
+        grads: &mut Adapter,
+    ) -> Result<PassStats> {
+        adapter_for_grads(&self.adapter, grads)?;
+        self.pass(params, batch, loss_scale, Grads::Adapter(grads))
+    }
+}
+
+impl DeviceEngine {
+    /// Forward, loss and backward of every row that counts, gradients into `grads`.
+    fn pass(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        loss_scale: f32,
+        mut grads: Grads<'_>,
+    ) -> Result<PassStats> {
+        self.check_ready(params)?;
+        self.check_batch(batch)?;
+        let v = self.dims.v;
+        let tokens = batch.counted_targets();
+        let scale = loss_scale / tokens.max(1) as f32;
+        let mut total = 0.0;
+        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
+            self.load_row(batch.row(r));
             self.forward_sequence(params)?;
             let sc = &mut self.scratch;
             total += cross_entropy::loss_and_grad_in_place(
                 &mut sc.logits,
                 &sc.targets,
+                batch.target_weights(r),
                 v,
                 scale,
                 &mut sc.row_loss,
             );
+            let grads = match &mut grads {
+                Grads::Base(g) => Grads::Base(g),
+                Grads::Adapter(g) => Grads::Adapter(g),
+            };
             self.backward_sequence(params, grads)?;
         }
         Ok(PassStats {
-            loss: (total / tokens as f64) as f32,
-            tokens,
-        })
-    }
-
-    fn loss(&mut self, params: &Params, rows: &[Vec<u32>]) -> Result<PassStats> {
-        self.check_ready(params)?;
-        self.check_rows(rows)?;
-        let (s, v) = (self.dims.s, self.dims.v);
-        let mut total = 0.0;
-        for row in rows {
-            self.load_row(row);
-            self.forward_sequence(params)?;
-            let sc = &mut self.scratch;
-            total += cross_entropy::loss_sum(&sc.logits, &sc.targets, v, &mut sc.row_loss);
-        }
-        let tokens = rows.len() * s;
-        Ok(PassStats {
-            loss: (total / tokens as f64) as f32,
+            loss: (total / tokens.max(1) as f64) as f32,
             tokens,
         })
     }

@@ -21,7 +21,7 @@ use crate::cpu_ops::elementwise::{add, scale};
 use crate::cpu_ops::norm::rmsnorm_forward;
 use crate::cpu_ops::{matmul, MatRef};
 use crate::error::{ModelError, Result};
-use crate::kernels::{stage_weights, Role};
+use crate::kernels::{stage_weights, KernelForms, Role};
 use crate::params::Params;
 
 /// What one [`Generator::generate`] call did and how fast.
@@ -79,7 +79,7 @@ pub struct Generator {
     cache_len: usize,
     max_seq: usize,
     position: usize,
-    eos: Option<u32>,
+    stop: Vec<u32>,
     rope: RotaryTable,
     buf: Buffers,
 }
@@ -91,30 +91,16 @@ fn kernel_error(name: &str, e: DeviceError) -> ModelError {
     }
 }
 
-/// Compiles `bundle` once and gives every layer its own buffer set: forks of one compile, or
-/// further compiles on devices that cannot fork.
+/// Every layer's own buffer set for `bundle` ([`Device::compile_copies`]).
 fn per_layer(
     device: &dyn Device,
     name: &str,
     bundle: &Bundle,
     layers: usize,
 ) -> Result<Vec<Box<dyn Kernel>>> {
-    let first = device
-        .compile(&bundle.program, &bundle.weights)
-        .map_err(|e| kernel_error(name, e))?;
-    let mut kernels = Vec::with_capacity(layers);
-    for _ in 1..layers {
-        let copy = match first.fork() {
-            Ok(k) => k,
-            Err(DeviceError::Unavailable(_)) => device
-                .compile(&bundle.program, &bundle.weights)
-                .map_err(|e| kernel_error(name, e))?,
-            Err(e) => return Err(kernel_error(name, e)),
-        };
-        kernels.push(copy);
-    }
-    kernels.insert(0, first);
-    Ok(kernels)
+    device
+        .compile_copies(&bundle.program, &bundle.weights, layers)
+        .map_err(|e| kernel_error(name, e))
 }
 
 impl Generator {
@@ -137,7 +123,8 @@ impl Generator {
         }
         let layout = AttentionLayout::new(config);
         let cache_len = port_width(layout.channels, round_up_32(max_seq));
-        let bundles = DecodeKernels::build(config, cache_len)?;
+        let forms = KernelForms::for_device(device.as_ref())?;
+        let bundles = DecodeKernels::build(config, cache_len, forms)?;
         let compile = |name, bundle| per_layer(device.as_ref(), name, bundle, config.n_layers);
         let layers = compile("decode_qkv", &bundles.qkv)?
             .into_iter()
@@ -179,7 +166,7 @@ impl Generator {
             cache_len,
             max_seq,
             position: 0,
-            eos: None,
+            stop: Vec::new(),
             rope: RotaryTable::new(c.head_dim, cache_len + BUCKET, c.rope_theta),
             buf,
         };
@@ -221,7 +208,13 @@ impl Generator {
 
     /// Makes `eos` the token that ends [`Generator::generate`] (none by default).
     pub fn set_eos(&mut self, eos: Option<u32>) {
-        self.eos = eos;
+        self.set_stop_tokens(eos.as_slice());
+    }
+
+    /// Makes drawing any of `stop` end [`Generator::generate`] (EOS, a chat template's
+    /// end-of-turn, ...).
+    pub fn set_stop_tokens(&mut self, stop: &[u32]) {
+        self.stop = stop.to_vec();
     }
 
     /// Forgets the cached sequence. Old cache entries stay in place but the mask hides them.
@@ -258,7 +251,7 @@ impl Generator {
 
     /// Prefills `prompt_ids` (the cache is reset first), then samples up to `max_new_tokens`
     /// tokens under `options`, handing each to `on_token` as soon as it is chosen. Stops early
-    /// when the EOS set by [`Generator::set_eos`] is drawn (it is not handed over), when
+    /// when a stop token ([`Generator::set_stop_tokens`]) is drawn (it is not handed over), when
     /// `on_token` returns false, or when the sequence reaches `max_seq`.
     pub fn generate(
         &mut self,
@@ -281,7 +274,7 @@ impl Generator {
         let mut generated = 0;
         while generated < max_new_tokens {
             let token = sampler.sample(&self.buf.logits)?;
-            if Some(token) == self.eos {
+            if self.stop.contains(&token) {
                 break;
             }
             generated += 1;

@@ -28,7 +28,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::kernels::{dynamic_matmul_into, INPUT, OUTPUT, SWAP_LAST};
+use crate::kernels::{dynamic_matmul_into, swiglu_into, KernelForms, INPUT, OUTPUT, SWAP_LAST};
 
 /// Spatial columns of every decode kernel: one chunk of up to this many tokens per run.
 pub const BUCKET: usize = 32;
@@ -66,7 +66,11 @@ pub struct DecodeKernels {
 impl DecodeKernels {
     /// Builds every decode kernel of `config` for a cache of `cache_len` positions (a
     /// multiple of 32, at least 32).
-    pub fn build(config: &ModelConfig, cache_len: usize) -> Result<DecodeKernels> {
+    pub fn build(
+        config: &ModelConfig,
+        cache_len: usize,
+        forms: KernelForms,
+    ) -> Result<DecodeKernels> {
         config.validate()?;
         if cache_len < 32 || !cache_len.is_multiple_of(32) {
             return Err(ModelError::Config(format!(
@@ -80,10 +84,10 @@ impl DecodeKernels {
             config.hidden_dim,
         );
         Ok(DecodeKernels {
-            qkv: decode_matmul(d, q + 2 * kv)?,
+            qkv: decode_matmul(d, q + 2 * kv, forms)?,
             attention: decode_attention(config, cache_len)?,
-            wo: decode_matmul(q, d)?,
-            ffn: decode_ffn(d, h)?,
+            wo: decode_matmul(q, d, forms)?,
+            ffn: decode_ffn(d, h, forms)?,
         })
     }
 
@@ -100,26 +104,21 @@ impl DecodeKernels {
 
 /// `decode_qkv` / `decode_wo`: input `[1, ic, 1, W  B+oc]` (activation, then the staged
 /// `M [ic][oc]`), output `[1, oc, 1, B]`, `y = Mᵀ a`.
-pub fn decode_matmul(ic: usize, oc: usize) -> Result<Bundle> {
+pub fn decode_matmul(ic: usize, oc: usize, forms: KernelForms) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b.input(INPUT, DType::Fp16, [1, ic, 1, port_width(ic, BUCKET + oc)])?;
-    let y = dynamic_matmul_into(&mut b, x, ic, oc, BUCKET)?;
+    let y = dynamic_matmul_into(&mut b, x, ic, oc, BUCKET, forms.matmul)?;
     b.output(y, OUTPUT)?;
     b.finish().map_err(ModelError::from)
 }
 
 /// `decode_ffn`: input `[1, D, 1, W  B+3H]` holding `hn [D][B]`, `W1ᵀ [D][H]`, `W3ᵀ [D][H]`
 /// and `W2 [D][H]` (not transposed: `W2 act` reads it as it is), output `[1, D, 1, B]`.
-/// SiLU is spelled `mul(sigmoid)`, the form every ANE project compiles.
-pub fn decode_ffn(d: usize, h: usize) -> Result<Bundle> {
+pub fn decode_ffn(d: usize, h: usize, forms: KernelForms) -> Result<Bundle> {
     let mut b = Builder::new();
     let x = b.input(INPUT, DType::Fp16, [1, d, 1, port_width(d, BUCKET + 3 * h)])?;
-    let h13 = dynamic_matmul_into(&mut b, x, d, 2 * h, BUCKET)?;
-    let h1 = b.slice(h13, &[0, 0, 0, 0], &[1, h, 1, BUCKET])?;
-    let h3 = b.slice(h13, &[0, h, 0, 0], &[1, h, 1, BUCKET])?;
-    let gate = b.sigmoid(h1)?;
-    let silu = b.mul(h1, gate)?;
-    let act = b.mul(silu, h3)?;
+    let h13 = dynamic_matmul_into(&mut b, x, d, 2 * h, BUCKET, forms.matmul)?;
+    let act = swiglu_into(&mut b, h13, h, BUCKET)?;
     let w2 = b.slice(x, &[0, 0, 0, BUCKET + 2 * h], &[1, d, 1, h])?;
     let w2 = b.reshape(w2, &[1, 1, d, h])?;
     let act = b.reshape(act, &[1, 1, h, BUCKET])?;

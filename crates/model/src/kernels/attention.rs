@@ -4,8 +4,8 @@
 //! `[1, heads, head_dim, S]`, and every product is arranged so that its result is again
 //! `[head_dim, S]` per head. Only the forms peers run on hardware are emitted: a matmul
 //! transpose flag only on a square `[S, S]` operand (scores, probabilities), an explicit
-//! `transpose` for the rectangular `[head_dim, S]` ones (ane-reference §3.7), row sums as
-//! `reduce_sum`, and no matmul with a constant operand.
+//! `transpose` for the rectangular `[head_dim, S]` ones (ane-reference §3.7), and by default
+//! row sums as `reduce_sum` and no matmul with a constant operand ([`KernelForms`]).
 //! Scores are `[1, heads, S(query), S(key)]`. No `scaled_dot_product_attention` op: the ANE
 //! ignores its mask (ane-reference §5 #13), so the mask is added explicitly.
 //!
@@ -19,6 +19,7 @@ use anetrain_mil::{Builder, Bundle, DType, Var};
 use crate::config::ModelConfig;
 use crate::error::Result;
 
+use super::forms::{KernelForms, RowSumForm};
 use super::matmul::{INPUT, OUTPUT, SWAP_LAST};
 use crate::error::ModelError;
 
@@ -110,6 +111,22 @@ impl Heads {
     }
 }
 
+/// Sums `x` `[1, N, R, K]` over its last axis into `[1, N, R, 1]`. By default with
+/// reduce_sum, as maderix's sdpaBwd2 does on hardware; its fp16 accumulator (§5 #23) is
+/// tolerable for attention's `P ⊙ dP`, a probability-weighted sum whose terms share the
+/// scale of dP, not a long signed sum of unrelated magnitudes.
+pub(crate) fn row_sum(b: &mut Builder, x: Var, form: RowSumForm) -> Result<Var> {
+    match form {
+        RowSumForm::ReduceSum => b.reduce_sum(x, &[3], true),
+        RowSumForm::OnesMatmul => {
+            let k = b.shape(x)[3];
+            let ones = b.weight("row_sum_ones", DType::Fp16, [1, 1, k, 1], &vec![1.0; k])?;
+            b.matmul(x, ones)
+        }
+    }
+    .map_err(ModelError::from)
+}
+
 /// `attention_fwd`: input `[1, Q+2KV, 1, S]` (q normed, rotated and scaled by
 /// `head_dim^-½`; k normed and rotated; v) → output `[1, Q, 1, S]`, `softmax(qᵀk + mask) v`
 /// per head, heads in order.
@@ -135,7 +152,7 @@ pub fn attention_fwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
 /// Recomputes the probabilities `P`, then `dV = Pᵀ dO`, `dP = dO Vᵀ`,
 /// `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS K`, `dk = dSᵀ q`; kv gradients are summed over
 /// the query heads that share each kv head.
-pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
+pub fn attention_bwd(config: &ModelConfig, s: usize, forms: KernelForms) -> Result<Bundle> {
     let g = Heads::new(config, s);
     let (q_c, kv_c) = (config.q_dim(), config.kv_dim());
     let mut b = Builder::new();
@@ -152,11 +169,8 @@ pub fn attention_bwd(config: &ModelConfig, s: usize) -> Result<Bundle> {
     // dp[t, t2] = Σ_i dO[i, t] v[i, t2]
     let d_rows = b.transpose(d_out, &SWAP_LAST)?;
     let dp = b.matmul(d_rows, v)?;
-    // Row sums over the S keys with reduce_sum, as maderix's sdpaBwd2 does on hardware. Its
-    // fp16 accumulator (§5 #23) is tolerable here: P ⊙ dP is a probability-weighted sum whose
-    // terms share the scale of dP, not a long signed sum of unrelated magnitudes.
     let p_dp = b.mul(p, dp)?;
-    let row = b.reduce_sum(p_dp, &[3], true)?;
+    let row = row_sum(&mut b, p_dp, forms.row_sum)?;
     let centred = b.sub(dp, row)?;
     let ds = b.mul(p, centred)?;
     // dq[i, t] = Σ_t2 k[i, t2] ds[t, t2]; dk[i, t2] = Σ_t q[i, t] ds[t, t2]

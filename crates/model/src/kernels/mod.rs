@@ -19,12 +19,14 @@
 //! | `qkv_bwd` | `[1, Q+2KV, 1, S+D]`, `M = [Wq; Wk; Wv]` | `[1, D, 1, S]` |
 
 mod attention;
+mod forms;
 mod matmul;
 mod stage;
 
 pub use attention::{attention_bwd, attention_fwd, causal_mask, MASK_VALUE};
+pub use forms::{KernelForms, MatmulForm, RowSumForm};
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
-pub(crate) use matmul::{dynamic_matmul_into, SWAP_LAST};
+pub(crate) use matmul::{dynamic_matmul_into, swiglu_into, SWAP_LAST};
 pub(crate) use stage::device_error;
 pub use stage::{share_weights, stack_weights, stage_weights};
 
@@ -105,13 +107,13 @@ impl Role {
         }
     }
 
-    /// Builds the kernel for `config` at sequence length `seq`.
-    pub fn build(self, config: &ModelConfig, seq: usize) -> Result<Bundle> {
+    /// Builds the kernel for `config` at sequence length `seq` in `forms`.
+    pub fn build(self, config: &ModelConfig, seq: usize, forms: KernelForms) -> Result<Bundle> {
         match (self, self.matmul_dims(config)) {
             (Role::AttentionFwd, _) => attention_fwd(config, seq),
-            (Role::AttentionBwd, _) => attention_bwd(config, seq),
-            (Role::FfnUpFwd, _) => ffn_up_fwd(config.dim, config.hidden_dim, seq),
-            (_, Some((ic, oc))) => dynamic_matmul(ic, oc, seq),
+            (Role::AttentionBwd, _) => attention_bwd(config, seq, forms),
+            (Role::FfnUpFwd, _) => ffn_up_fwd(config.dim, config.hidden_dim, seq, forms),
+            (_, Some((ic, oc))) => dynamic_matmul(ic, oc, seq, forms),
             (_, None) => Err(ModelError::Config(format!(
                 "kernel `{}` has no matmul dimensions",
                 self.name()
@@ -120,9 +122,9 @@ impl Role {
     }
 }
 
-/// Every training kernel for `config` at sequence length `seq`, in [`Role::ALL`] order: what
-/// `anetrain doctor` compiles on two devices and the constraint tests check.
-pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
+/// Every training kernel for `config` at sequence length `seq` in `forms`, in [`Role::ALL`]
+/// order: what `anetrain doctor` compiles on two devices and the constraint tests check.
+pub fn all(config: &ModelConfig, seq: usize, forms: KernelForms) -> Result<Vec<NamedKernel>> {
     config.validate()?;
     if seq == 0 {
         return Err(ModelError::Config(
@@ -134,7 +136,7 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
         .map(|&role| {
             Ok(NamedKernel {
                 name: role.name(),
-                bundle: role.build(config, seq)?,
+                bundle: role.build(config, seq, forms)?,
             })
         })
         .collect()
@@ -143,10 +145,14 @@ pub fn all(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
 /// Every kernel a config sends to a device at training length `seq`: the training kernels in
 /// [`Role::ALL`] order, then the decode kernels for a cache of `seq` rounded up to 32. What
 /// `anetrain mil dump` writes and `anetrain doctor` compares.
-pub fn training_and_decode(config: &ModelConfig, seq: usize) -> Result<Vec<NamedKernel>> {
-    let mut list = all(config, seq)?;
-    let decode =
-        crate::generate::DecodeKernels::build(config, crate::generate::kernels::round_up_32(seq))?;
+pub fn training_and_decode(
+    config: &ModelConfig,
+    seq: usize,
+    forms: KernelForms,
+) -> Result<Vec<NamedKernel>> {
+    let mut list = all(config, seq, forms)?;
+    let cache_len = crate::generate::kernels::round_up_32(seq);
+    let decode = crate::generate::DecodeKernels::build(config, cache_len, forms)?;
     list.extend(
         decode
             .named()

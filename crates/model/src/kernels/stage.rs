@@ -6,28 +6,26 @@
 use anetrain_device::{DeviceError, Kernel, SharedMatrix};
 
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Tensor};
+use crate::params::{LayerParams, Linear};
 
 use super::Role;
 
-/// The weight blocks stacked (by rows) into the matrix `W` a role multiplies by.
-fn blocks(role: Role, l: &LayerParams) -> Vec<&Tensor> {
+/// The projections stacked (by rows) into the matrix `W` a role multiplies by, and whether
+/// the staged `M` is `Wᵀ` (forward, `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`).
+fn blocks(role: Role) -> (&'static [Linear], bool) {
+    const QKV: &[Linear] = &[Linear::QProj, Linear::KProj, Linear::VProj];
+    const UP: &[Linear] = &[Linear::GateProj, Linear::UpProj];
     match role {
-        Role::QkvFwd | Role::QkvBwd => vec![&l.q_proj, &l.k_proj, &l.v_proj],
-        Role::WoFwd | Role::WoBwd => vec![&l.o_proj],
-        Role::FfnUpFwd | Role::FfnUpBwd => vec![&l.gate_proj, &l.up_proj],
-        Role::FfnDownFwd | Role::FfnDownBwd => vec![&l.down_proj],
-        Role::AttentionFwd | Role::AttentionBwd => vec![],
+        Role::QkvFwd => (QKV, true),
+        Role::WoFwd => (&[Linear::OProj], true),
+        Role::FfnUpFwd => (UP, true),
+        Role::FfnDownFwd => (&[Linear::DownProj], true),
+        Role::FfnDownBwd => (&[Linear::DownProj], false),
+        Role::FfnUpBwd => (UP, false),
+        Role::WoBwd => (&[Linear::OProj], false),
+        Role::QkvBwd => (QKV, false),
+        Role::AttentionFwd | Role::AttentionBwd => (&[], false),
     }
-}
-
-/// Whether the staged `M` is `Wᵀ` (forward, `y = W a`) rather than `W` itself (backward,
-/// `dx = Wᵀ dy`).
-fn transposed(role: Role) -> bool {
-    matches!(
-        role,
-        Role::QkvFwd | Role::WoFwd | Role::FfnUpFwd | Role::FfnDownFwd
-    )
 }
 
 /// Writes layer `l`'s matrix for `role` into columns `[seq, seq + oc)` of `kernel`'s input.
@@ -40,9 +38,9 @@ pub fn stage_weights(
     kernel: &mut dyn Kernel,
     scratch: &mut Vec<f32>,
 ) -> Result<()> {
-    let transpose = transposed(role);
+    let (blocks, transpose) = blocks(role);
     let mut offset = 0;
-    for w in blocks(role, l) {
+    for w in blocks.iter().map(|b| b.get(l)) {
         let &[rows, cols] = w.shape() else {
             return Err(ModelError::Input(format!(
                 "kernel `{}` stages a matrix but got a tensor of shape {:?}",
@@ -71,7 +69,7 @@ pub fn stage_weights(
 pub fn stack_weights(role: Role, l: &LayerParams, dst: &mut Vec<f32>) -> Result<(usize, usize)> {
     dst.clear();
     let mut shape = (0, 0);
-    for w in blocks(role, l) {
+    for w in blocks(role).0.iter().map(|b| b.get(l)) {
         let &[rows, cols] = w.shape() else {
             return Err(ModelError::Input(format!(
                 "kernel `{}` stacks matrices but got a tensor of shape {:?}",
@@ -100,7 +98,7 @@ pub fn share_weights(
     seq: usize,
     kernel: &mut dyn Kernel,
 ) -> std::result::Result<(), DeviceError> {
-    let m = if transposed(role) {
+    let m = if blocks(role).1 {
         w.transposed()
     } else {
         w.clone()

@@ -8,7 +8,7 @@ use super::config::{LoraConfig, Target};
 use super::linear::LoraLinear;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::Params;
+use crate::params::{ParamSet, Params, Tensor};
 
 /// The adapter of a base model: its [`LoraConfig`] and the pair of every adapted projection.
 ///
@@ -121,6 +121,42 @@ impl Adapter {
         self.modules.iter().map(|(&k, v)| (k, v))
     }
 
+    /// Every adapted projection, mutable (for the optimizer and as a gradient accumulator).
+    pub fn modules_mut(&mut self) -> impl Iterator<Item = ((usize, Target), &mut LoraLinear)> {
+        self.modules.iter_mut().map(|(&k, v)| (k, v))
+    }
+
+    /// The pairs of block `layer`, indexed by `Target as usize` (`None` where not adapted).
+    pub fn layer(&self, layer: usize) -> [Option<&LoraLinear>; 7] {
+        Target::ALL.map(|t| self.get(layer, t))
+    }
+
+    /// An adapter of zeros with this one's shapes: the gradient accumulator of adapter
+    /// training, as [`Params`] doubles as the gradients of a model.
+    pub fn zeros_like(&self) -> Adapter {
+        Adapter {
+            config: self.config.clone(),
+            n_layers: self.n_layers,
+            modules: self
+                .modules
+                .iter()
+                .map(|(&k, v)| (k, v.zeros_like()))
+                .collect(),
+        }
+    }
+
+    /// Whether `other` has exactly this adapter's config and pairs (e.g. gradients for it).
+    pub fn same_shape(&self, other: &Adapter) -> bool {
+        self.config == other.config
+            && self.n_layers == other.n_layers
+            && self.modules.keys().eq(other.modules.keys())
+            && self
+                .modules
+                .values()
+                .zip(other.modules.values())
+                .all(|(a, b)| a.a.shape() == b.a.shape() && b.b.shape() == a.b.shape())
+    }
+
     /// Trainable scalars (all `A` and `B` entries).
     pub fn num_params(&self) -> usize {
         self.modules.values().map(|p| p.a.len() + p.b.len()).sum()
@@ -138,10 +174,42 @@ impl Adapter {
             )));
         }
         for (&(layer, target), pair) in &self.modules {
-            pair.fuse_into(target.weight_mut(&mut params.layers[layer]))?;
+            pair.fuse_into(target.get_mut(&mut params.layers[layer]))?;
         }
         Ok(())
     }
+}
+
+impl ParamSet for Adapter {
+    /// `model.layers.{i}.{module}.lora_A.weight` / `lora_B.weight`, by layer then target.
+    fn tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.modules.len());
+        for (&(layer, target), pair) in &self.modules {
+            let [a, b] = pair_names(layer, target);
+            out.push((a, &pair.a));
+            out.push((b, &pair.b));
+        }
+        out
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.modules.len());
+        for (&(layer, target), pair) in &mut self.modules {
+            let [a, b] = pair_names(layer, target);
+            out.push((a, &mut pair.a));
+            out.push((b, &mut pair.b));
+        }
+        out
+    }
+}
+
+/// The names of a pair's `A` and `B` in optimizer state and gradient reports.
+fn pair_names(layer: usize, target: Target) -> [String; 2] {
+    let module = format!("model.layers.{layer}.{}", target.module_path());
+    [
+        format!("{module}.lora_A.weight"),
+        format!("{module}.lora_B.weight"),
+    ]
 }
 
 fn join(targets: &[Target]) -> String {

@@ -5,13 +5,12 @@
 //! `--lora-layers N` restricts it to the top `N` (mlx-lm's default of 16 fails on models with
 //! fewer layers, and PEFT adapts all layers).
 
-use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Tensor};
+/// The projections an adapter can adapt: the model's one table of linear weights.
+pub use crate::params::Linear as Target;
 
 /// Default rank `r` of `A [r, in]` and `B [out, r]`.
 pub const DEFAULT_RANK: usize = 8;
@@ -19,152 +18,6 @@ pub const DEFAULT_RANK: usize = 8;
 pub const DEFAULT_ALPHA: f32 = 16.0;
 /// Default projections adapted (mlx-lm's and PEFT's choice for Llama and Qwen).
 pub const DEFAULT_TARGETS: &[Target] = &[Target::QProj, Target::VProj];
-
-/// One of the seven linear projections of a transformer block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Target {
-    /// `self_attn.q_proj` `[q_dim, dim]`.
-    QProj,
-    /// `self_attn.k_proj` `[kv_dim, dim]`.
-    KProj,
-    /// `self_attn.v_proj` `[kv_dim, dim]`.
-    VProj,
-    /// `self_attn.o_proj` `[dim, q_dim]`.
-    OProj,
-    /// `mlp.gate_proj` `[hidden_dim, dim]`.
-    GateProj,
-    /// `mlp.up_proj` `[hidden_dim, dim]`.
-    UpProj,
-    /// `mlp.down_proj` `[dim, hidden_dim]`.
-    DownProj,
-}
-
-impl Target {
-    /// All targets, in Hugging Face module order.
-    pub const ALL: [Target; 7] = [
-        Target::QProj,
-        Target::KProj,
-        Target::VProj,
-        Target::OProj,
-        Target::GateProj,
-        Target::UpProj,
-        Target::DownProj,
-    ];
-
-    /// The short name used by PEFT's `target_modules` and the CLI (`q_proj`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::QProj => "q_proj",
-            Target::KProj => "k_proj",
-            Target::VProj => "v_proj",
-            Target::OProj => "o_proj",
-            Target::GateProj => "gate_proj",
-            Target::UpProj => "up_proj",
-            Target::DownProj => "down_proj",
-        }
-    }
-
-    /// The module path inside a block (`self_attn.q_proj`), as weight names and mlx-lm's
-    /// `lora_parameters.keys` spell it.
-    pub fn module_path(self) -> &'static str {
-        match self {
-            Target::QProj => "self_attn.q_proj",
-            Target::KProj => "self_attn.k_proj",
-            Target::VProj => "self_attn.v_proj",
-            Target::OProj => "self_attn.o_proj",
-            Target::GateProj => "mlp.gate_proj",
-            Target::UpProj => "mlp.up_proj",
-            Target::DownProj => "mlp.down_proj",
-        }
-    }
-
-    /// `(out, in)` of the projection's weight for `config`.
-    pub fn shape(self, config: &ModelConfig) -> (usize, usize) {
-        match self {
-            Target::QProj => (config.q_dim(), config.dim),
-            Target::KProj | Target::VProj => (config.kv_dim(), config.dim),
-            Target::OProj => (config.dim, config.q_dim()),
-            Target::GateProj | Target::UpProj => (config.hidden_dim, config.dim),
-            Target::DownProj => (config.dim, config.hidden_dim),
-        }
-    }
-
-    /// The projection's weight in a block.
-    pub fn weight(self, layer: &LayerParams) -> &Tensor {
-        match self {
-            Target::QProj => &layer.q_proj,
-            Target::KProj => &layer.k_proj,
-            Target::VProj => &layer.v_proj,
-            Target::OProj => &layer.o_proj,
-            Target::GateProj => &layer.gate_proj,
-            Target::UpProj => &layer.up_proj,
-            Target::DownProj => &layer.down_proj,
-        }
-    }
-
-    /// The projection's weight in a block, mutable (for fusing).
-    pub fn weight_mut(self, layer: &mut LayerParams) -> &mut Tensor {
-        match self {
-            Target::QProj => &mut layer.q_proj,
-            Target::KProj => &mut layer.k_proj,
-            Target::VProj => &mut layer.v_proj,
-            Target::OProj => &mut layer.o_proj,
-            Target::GateProj => &mut layer.gate_proj,
-            Target::UpProj => &mut layer.up_proj,
-            Target::DownProj => &mut layer.down_proj,
-        }
-    }
-
-    /// Parses a comma-separated list (`q_proj,v_proj`, or `all` for every projection) into
-    /// sorted, distinct targets.
-    pub fn parse_list(text: &str) -> Result<Vec<Target>> {
-        let mut targets = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if part == "all" || part == "all-linear" {
-                targets.extend(Target::ALL);
-            } else {
-                targets.push(part.parse()?);
-            }
-        }
-        targets.sort();
-        targets.dedup();
-        if targets.is_empty() {
-            return Err(ModelError::Config(format!(
-                "no LoRA targets in `{text}`; list some of {}",
-                Target::names()
-            )));
-        }
-        Ok(targets)
-    }
-
-    /// `q_proj, k_proj, ...`: the accepted spellings, for error messages.
-    fn names() -> String {
-        Target::ALL.map(Target::name).join(", ")
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Target {
-    type Err = ModelError;
-
-    /// Accepts the short name (`q_proj`) or the module path (`self_attn.q_proj`).
-    fn from_str(s: &str) -> Result<Self> {
-        Target::ALL
-            .into_iter()
-            .find(|t| s == t.name() || s == t.module_path())
-            .ok_or_else(|| {
-                ModelError::Config(format!(
-                    "unknown LoRA target `{s}`; use some of {} (or `all`)",
-                    Target::names()
-                ))
-            })
-    }
-}
 
 /// Which blocks carry adapters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,21 +100,6 @@ impl LoraConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_lists_parse_short_names_paths_and_all() {
-        assert_eq!(
-            Target::parse_list("v_proj, q_proj,q_proj").unwrap(),
-            vec![Target::QProj, Target::VProj]
-        );
-        assert_eq!(
-            Target::parse_list("mlp.down_proj").unwrap(),
-            vec![Target::DownProj]
-        );
-        assert_eq!(Target::parse_list("all").unwrap(), Target::ALL.to_vec());
-        let err = Target::parse_list("q_proj,qkv").unwrap_err().to_string();
-        assert!(err.contains("`qkv`") && err.contains("gate_proj"), "{err}");
-    }
 
     #[test]
     fn top_layers_are_the_last_ones_and_too_many_is_an_error() {

@@ -36,6 +36,14 @@ impl AdapterFormat {
         }
     }
 
+    /// How users name the format, e.g. `PEFT`.
+    pub fn label(self) -> &'static str {
+        match self {
+            AdapterFormat::Peft => "PEFT",
+            AdapterFormat::Mlx => "mlx-lm",
+        }
+    }
+
     /// The format of the adapter in `dir`, from which weights file it holds.
     pub fn detect(dir: &Path) -> Result<Self> {
         if !dir.join(CONFIG_FILE).is_file() {

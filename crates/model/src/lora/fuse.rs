@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use super::format::load_adapter;
 use crate::error::{ModelError, Result};
 use crate::hf::{save_hf_dir, WEIGHTS_FILE};
 use crate::source::ModelSource;
@@ -19,14 +18,7 @@ pub fn fuse_to_hf(base: &ModelSource, adapter_dir: &Path, out: &Path) -> Result<
         )));
     }
     let mut model = base.load(0)?;
-    let (adapter, format) = load_adapter(adapter_dir, &model.config)?;
-    adapter.fuse_into(&mut model.params)?;
+    model.apply_adapter(adapter_dir)?;
     save_hf_dir(out, &model.config, &model.params, model.tokenizer.as_ref())?;
-    Ok(format!(
-        "fused the {format:?} adapter {} (rank {}, {} projections) into {}",
-        adapter_dir.display(),
-        adapter.config().rank,
-        adapter.modules().count(),
-        model.description
-    ))
+    Ok(format!("fused {}", model.description))
 }

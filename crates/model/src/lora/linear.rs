@@ -60,15 +60,6 @@ pub struct LoraLinear {
     pub scale: f32,
 }
 
-/// Gradients of one [`LoraLinear`], same shapes as its `a` and `b`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoraGrad {
-    /// `dA [r, in]`.
-    pub a: Tensor,
-    /// `dB [out, r]`.
-    pub b: Tensor,
-}
-
 impl LoraLinear {
     /// PEFT's initialisation: `A` uniform in `±1/√in` (Kaiming-uniform with `a = √5`), `B = 0`,
     /// drawn from `rng` so one seed fixes every adapter.
@@ -117,11 +108,14 @@ impl LoraLinear {
         self.b.shape()[0]
     }
 
-    /// Zero gradients shaped like this pair.
-    pub fn zero_grad(&self) -> LoraGrad {
-        LoraGrad {
+    /// A pair of zeros shaped like this one: the gradient accumulator of [`LoraLinear::backward`]
+    /// (its `a` holds `dA`, its `b` holds `dB`), as [`Params`](crate::params::Params) doubles as
+    /// gradients of a model.
+    pub fn zeros_like(&self) -> LoraLinear {
+        LoraLinear {
             a: Tensor::zeros(self.a.shape()),
             b: Tensor::zeros(self.b.shape()),
+            scale: self.scale,
         }
     }
 
@@ -143,12 +137,12 @@ impl LoraLinear {
         layout.matmul_into(y, true, MatRef::rows(&su, n, self.rank())?, b.t())
     }
 
-    /// Accumulates `dA` and `dB` into `grad` from the projection's input `x` and output
+    /// Accumulates `dA` into `grad.a` and `dB` into `grad.b` from the projection's input `x` and output
     /// gradient `dy` (both in `layout`), and adds the adapter's share `s·(dy B) A` to the input
     /// gradient `dx` when given. Cost `n·r·(2 in + 2 out)` multiply-adds; no `[out, in]` matrix.
     pub fn backward(
         &self,
-        grad: &mut LoraGrad,
+        grad: &mut LoraLinear,
         dx: Option<&mut [f32]>,
         x: &[f32],
         dy: &[f32],
@@ -316,7 +310,7 @@ mod tests {
                 Layout::TokenMajor => (x.clone(), g.clone()),
                 Layout::ChannelMajor => (transpose(&x, n, l.d_in()), transpose(&g, n, l.d_out())),
             };
-            let mut grad = l.zero_grad();
+            let mut grad = l.zeros_like();
             let mut dx = vec![0.0; x.len()];
             l.backward(&mut grad, Some(&mut dx), &xl, &gl, layout, n)
                 .unwrap();

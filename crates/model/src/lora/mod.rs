@@ -4,6 +4,7 @@
 //! - [`LoraConfig`] / [`Target`]: rank, alpha, targets, layers (defaults in [`config`]).
 //! - [`LoraLinear`]: `y = x Wᵀ + s·(x Aᵀ) Bᵀ`, adapter gradients from `x` and `dy`, fusion.
 //! - [`Adapter`]: every adapted projection of a base, built to fit it.
+//! - [`LoraRequest`]: a run's `--lora-*` / `--adapter` flags resolved into the adapter to train.
 //! - [`peft`] and [`mlx`]: read and write `adapter_config.json` plus safetensors as PEFT and
 //!   mlx-lm do; [`load_adapter`] reads either, [`fuse_to_hf`] writes base + adapter as one model.
 
@@ -14,9 +15,11 @@ pub mod fuse;
 pub mod linear;
 pub mod mlx;
 pub mod peft;
+pub mod request;
 
 pub use adapter::Adapter;
 pub use config::{Layers, LoraConfig, Target};
 pub use format::{load_adapter, save_adapter, AdapterFormat};
 pub use fuse::fuse_to_hf;
-pub use linear::{Layout, LoraGrad, LoraLinear};
+pub use linear::{Layout, LoraLinear};
+pub use request::LoraRequest;

@@ -49,17 +49,28 @@ pub fn forward(config: &ModelConfig, params: &Params, tokens: &[Vec<u32>]) -> Re
     })
 }
 
-/// Mean next-token cross-entropy over `rows` (`[batch][seq+1]`: inputs `row[..seq]`, targets
-/// `row[1..]`) and its gradient with respect to every parameter, under the same names. The loss
-/// is returned in f64 because it is summed in f64; finite-difference checks need those digits.
+/// Next-token cross-entropy over `rows` (`[batch][seq+1]`: inputs `row[..seq]`, targets
+/// `row[1..]`), weighted by `weights` (`[batch·seq]`, row-major; `None`: all 1) as
+/// `Σ w·CE / Σ w`, and its gradient with respect to every parameter, under the same names. The
+/// loss is returned in f64 because it is summed in f64; finite-difference checks need those
+/// digits.
 pub fn loss_and_grads(
     config: &ModelConfig,
     params: &Params,
     rows: &[Vec<u32>],
+    weights: Option<&[f32]>,
 ) -> Result<(f64, Params)> {
     let (batch, seq_plus_one, ids) = flatten(config, rows, 2)?;
     params.check_matches(config)?;
     let seq = seq_plus_one - 1;
+    if let Some(w) = weights {
+        if w.len() != batch * seq {
+            return Err(ModelError::Input(format!(
+                "{} target weights for {batch} rows of {seq} targets; give one weight per target",
+                w.len()
+            )));
+        }
+    }
     let mut inputs = Vec::with_capacity(batch * seq);
     let mut targets = Vec::with_capacity(batch * seq);
     for row in ids.chunks_exact(seq_plus_one) {
@@ -69,7 +80,8 @@ pub fn loss_and_grads(
     let pass = Pass::new(config, params, batch, seq);
     let (logits, saved) = pass.forward(&inputs, true);
     let mut dlogits = vec![0.0; logits.len()];
-    let loss = cross_entropy_forward_backward(&mut dlogits, &logits, &targets, config.vocab_size);
+    let loss =
+        cross_entropy_forward_backward(&mut dlogits, &logits, &targets, weights, config.vocab_size);
     let grads = pass.backward(&inputs, &saved, &dlogits);
     Ok((loss, grads))
 }
@@ -465,7 +477,7 @@ mod tests {
         );
         let oov = forward(&config, &params, &[vec![1, 256]]).unwrap_err();
         assert!(oov.to_string().contains("token id 256"), "{oov}");
-        let short = loss_and_grads(&config, &params, &[vec![1]]).unwrap_err();
+        let short = loss_and_grads(&config, &params, &[vec![1]], None).unwrap_err();
         assert!(short.to_string().contains("at least 2 tokens"), "{short}");
         let other = Params::zeros(&ModelConfig::preset("tiny-gqa").unwrap());
         let err = forward(&config, &other, &[vec![1]]).unwrap_err();

@@ -6,6 +6,11 @@
 //!                      /meta.json              config, step, data position, scaler, options
 //! ```
 //!
+//! A LoRA run's checkpoint holds no base weights: `adapter_config.json` and
+//! `adapter_model.safetensors` in PEFT's format (so the directory is itself an adapter other
+//! tools load), the adapter's optimizer state, and in `meta.json` the base's path and content
+//! hash ([`BaseRef`]), checked whenever the checkpoint is loaded.
+//!
 //! Writes are atomic: everything goes into `RUN_DIR/.tmp-ckpt-…`, every file and the directory
 //! are fsynced, and only then is the directory renamed to its final name (and the run directory
 //! fsynced), so a crash at any point leaves either the complete new checkpoint or none of it,
@@ -18,13 +23,15 @@ use std::path::{Path, PathBuf};
 use anetrain_data::SamplerState;
 use serde::{Deserialize, Serialize};
 
+use super::base_ref::BaseRef;
 use super::loss_scale::LossScaler;
 use super::optimizer::Optimizer;
 use super::options::TrainOptions;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::hf::{write_safetensors, SafetensorsFile};
-use crate::params::Params;
+use crate::lora::{load_adapter, save_adapter, Adapter, AdapterFormat};
+use crate::params::{ParamSet, Params};
 
 /// Weights file inside a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -77,6 +84,9 @@ pub struct CheckpointMeta {
     /// Where the run's tokens came from; empty for imported weights.
     #[serde(default)]
     pub provenance: DataProvenance,
+    /// For a LoRA run, the frozen base the adapter in this checkpoint belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_base: Option<BaseRef>,
 }
 
 /// The data flags of a run as the user spelled them, recorded so `--resume` continues on the
@@ -91,6 +101,9 @@ pub struct DataProvenance {
     pub val_data: Option<String>,
     /// `--val-fraction`, if validation was held out of the training data.
     pub val_fraction: Option<f64>,
+    /// `--mask-prompt`: only completion / assistant tokens of fine-tuning examples count.
+    #[serde(default)]
+    pub mask_prompt: bool,
 }
 
 /// A loaded checkpoint: its metadata, config and weights (optimizer state loads on demand).
@@ -101,8 +114,10 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// The model configuration.
     pub config: ModelConfig,
-    /// The weights.
+    /// The weights (of a LoRA run: the base's, loaded from where the run recorded it).
     pub params: Params,
+    /// A LoRA run's adapter on `params`.
+    pub adapter: Option<Adapter>,
 }
 
 impl Checkpoint {
@@ -136,6 +151,20 @@ impl Checkpoint {
         }
         let config = ModelConfig::from_hf_json(&meta.config.to_string())
             .map_err(|e| ModelError::format(&meta_path, e.to_string()))?;
+        if let Some(base) = &meta.lora_base {
+            let (adapter, _) = load_adapter(dir, &config)?;
+            if meta.train.is_some() {
+                SafetensorsFile::open(&dir.join(OPTIMIZER_FILE))?;
+            }
+            let params = base.load(&config, dir)?;
+            return Ok(Checkpoint {
+                dir: dir.to_path_buf(),
+                meta,
+                config,
+                params,
+                adapter: Some(adapter),
+            });
+        }
         let weights = SafetensorsFile::open(&dir.join(MODEL_FILE))?;
         weights.check_tensors(&config)?;
         if meta.train.is_some() {
@@ -153,11 +182,18 @@ impl Checkpoint {
             meta,
             config,
             params,
+            adapter: None,
         })
     }
 
     /// The optimizer saved with this checkpoint; an error if it holds weights only.
     pub fn load_optimizer(&self) -> Result<Optimizer> {
+        self.load_optimizer_for(&self.params)
+    }
+
+    /// The optimizer saved with this checkpoint over `params` (the model's weights, or a LoRA
+    /// run's adapter); an error if it holds weights only.
+    pub fn load_optimizer_for<P: ParamSet>(&self, params: &P) -> Result<Optimizer<P>> {
         let Some(train) = &self.meta.train else {
             return Err(ModelError::format(
                 &self.dir,
@@ -167,7 +203,7 @@ impl Checkpoint {
         let file = SafetensorsFile::open(&self.dir.join(OPTIMIZER_FILE))?;
         Optimizer::restore(
             train.options.optimizer,
-            &self.params,
+            params,
             train.optimizer_updates,
             |name, dst| file.read_into(name, dst),
         )
@@ -306,6 +342,41 @@ pub fn save_checkpoint(
     optimizer: Option<&Optimizer>,
     meta: &CheckpointMeta,
 ) -> Result<PathBuf> {
+    save_with(run_dir, meta, |tmp| {
+        write_safetensors(&tmp.join(MODEL_FILE), params.iter())?;
+        if let Some(opt) = optimizer {
+            write_safetensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
+        }
+        Ok(())
+    })
+}
+
+/// [`save_checkpoint`] for a LoRA run: the adapter in PEFT's format and its optimizer state,
+/// no base weights; `meta.lora_base` must name the base.
+pub fn save_adapter_checkpoint(
+    run_dir: &Path,
+    adapter: &Adapter,
+    optimizer: &Optimizer<Adapter>,
+    meta: &CheckpointMeta,
+) -> Result<PathBuf> {
+    let Some(base) = &meta.lora_base else {
+        return Err(ModelError::Internal(
+            "an adapter checkpoint needs the base reference in its metadata".into(),
+        ));
+    };
+    save_with(run_dir, meta, |tmp| {
+        save_adapter(tmp, AdapterFormat::Peft, adapter, &base.path)?;
+        write_safetensors(&tmp.join(OPTIMIZER_FILE), optimizer.named_state())
+    })
+}
+
+/// Writes the checkpoint of `meta.step`: `write` fills the temporary directory with the
+/// tensors, then the metadata is added and the directory renamed into place.
+fn save_with(
+    run_dir: &Path,
+    meta: &CheckpointMeta,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
     let name = checkpoint_name(meta.step);
     let dst = run_dir.join(&name);
@@ -316,7 +387,7 @@ pub fn save_checkpoint(
         ));
     }
     let tmp = run_dir.join(format!("{TMP_PREFIX}{}-{}", meta.step, std::process::id()));
-    let written = write_dir(&tmp, params, optimizer, meta).and_then(|()| {
+    let written = write_dir(&tmp, meta, write).and_then(|()| {
         std::fs::rename(&tmp, &dst).map_err(|e| ModelError::io(&dst, e))?;
         sync_dir(run_dir)
     });
@@ -330,15 +401,11 @@ pub fn save_checkpoint(
 
 fn write_dir(
     tmp: &Path,
-    params: &Params,
-    optimizer: Option<&Optimizer>,
     meta: &CheckpointMeta,
+    write: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     std::fs::create_dir_all(tmp).map_err(|e| ModelError::io(tmp, e))?;
-    write_safetensors(&tmp.join(MODEL_FILE), params.iter())?;
-    if let Some(opt) = optimizer {
-        write_safetensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
-    }
+    write(tmp)?;
     let meta_path = tmp.join(META_FILE);
     let text = serde_json::to_string_pretty(meta)
         .map_err(|e| ModelError::format(&meta_path, format!("cannot encode metadata: {e}")))?;

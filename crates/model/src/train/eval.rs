@@ -1,8 +1,7 @@
-//! Validation: the mean loss of a model over every sample of a token stream.
+//! Validation: the mean loss of a model over every sample of a token stream or every
+//! fine-tuning example of a set.
 
-use std::sync::Arc;
-
-use anetrain_data::{Batch, EvalBatches, TokenStream};
+use anetrain_data::{Batch, EvalSource};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -20,25 +19,22 @@ pub struct EvalResult {
     pub tokens: usize,
 }
 
-/// Mean loss of `params` over the samples of `seq + 1` tokens of `stream`, in batches of
-/// `batch`, stopping after `max_batches` batches when it is non-zero. Each batch's mean is
-/// weighted by its token count, so a partial last batch counts exactly as much as it holds.
+/// Mean loss of `params` over one pass of `source` (rewound first), stopping after
+/// `max_batches` batches when it is non-zero. The mean is over every counted target: each
+/// batch's mean weighs its counted targets, so a partial last batch, or one with more padding,
+/// counts exactly as much as it holds.
 pub fn evaluate(
     engine: &mut dyn Engine,
     params: &Params,
-    stream: Arc<dyn TokenStream>,
-    seq: usize,
-    batch: usize,
+    source: &mut dyn EvalSource,
     max_batches: usize,
 ) -> Result<EvalResult> {
-    let mut batches = EvalBatches::new(stream, seq, batch)?;
+    source.rewind();
+    let (batch, seq) = source.shape();
     let mut buf = Batch::new(batch, seq);
-    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(batch);
     let (mut total, mut tokens, mut seen) = (0f64, 0usize, 0usize);
-    while batches.next_batch(&mut buf)? {
-        rows.clear();
-        rows.extend((0..buf.rows()).map(|r| buf.row(r).to_vec()));
-        let stats = engine.loss(params, &rows)?;
+    while source.next_batch(&mut buf)? {
+        let stats = engine.loss(params, &buf)?;
         total += stats.loss as f64 * stats.tokens as f64;
         tokens += stats.tokens;
         seen += 1;

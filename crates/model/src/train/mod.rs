@@ -2,6 +2,7 @@
 //! checkpoints and metrics. The loop drives any [`crate::engine::Engine`], so switching from
 //! the reference model to MIL kernels on a device is one constructor argument.
 
+pub mod base_ref;
 pub mod checkpoint;
 pub mod clip;
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod run_lock;
 pub mod schedule;
 pub mod trainer;
 
+pub use base_ref::BaseRef;
 pub use checkpoint::{Checkpoint, CheckpointMeta, DataProvenance, TrainState};
 pub use eval::{evaluate, EvalResult};
 pub use follow::{Activity, Change, MetricsFollower};

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::params::{Params, Tensor};
+use crate::params::{ParamSet, Params, Tensor};
 
 /// Which optimizer, with its hyperparameters; saved in checkpoint metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,22 +64,23 @@ impl OptimizerSpec {
     }
 }
 
-/// An optimizer and its state: one buffer per state name per parameter, plus the update count.
+/// An optimizer and its state over a parameter set `P` (a whole model by default, or an
+/// adapter): one buffer per state name per parameter, plus the update count.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Optimizer {
+pub struct Optimizer<P: ParamSet = Params> {
     spec: OptimizerSpec,
     /// `state[k]` holds state `spec.state_names()[k]` for every parameter.
-    state: Vec<Params>,
+    state: Vec<P>,
     /// Updates applied so far (Adam's bias correction uses it).
     updates: u64,
 }
 
-impl Optimizer {
+impl<P: ParamSet> Optimizer<P> {
     /// Fresh state (zeros) for parameters shaped like `params`.
-    pub fn new(spec: OptimizerSpec, params: &Params) -> Self {
+    pub fn new(spec: OptimizerSpec, params: &P) -> Self {
         let zeros = || {
             let mut p = params.clone();
-            p.iter_mut()
+            p.tensors_mut()
                 .into_iter()
                 .for_each(|(_, t)| t.data_mut().fill(0.0));
             p
@@ -106,18 +107,18 @@ impl Optimizer {
     /// Every tensor is cut into [`CHUNK`]-element pieces updated in parallel, so one large
     /// tensor (the embedding) uses every core; each element is updated on its own, so the
     /// result depends neither on the thread count nor on the chunking.
-    pub fn step(&mut self, params: &mut Params, grads: &Params, lr: f32) {
+    pub fn step(&mut self, params: &mut P, grads: &P, lr: f32) {
         self.updates += 1;
         let rule = Rule::new(self.spec, self.updates, lr);
         let mut states: Vec<_> = self
             .state
             .iter_mut()
-            .map(|s| s.iter_mut().into_iter())
+            .map(|s| s.tensors_mut().into_iter())
             .collect();
         let tensors = params
-            .iter_mut()
+            .tensors_mut()
             .into_iter()
-            .zip(grads.iter())
+            .zip(grads.tensors())
             .map(|((_, w), (_, g))| {
                 let state = states
                     .iter_mut()
@@ -139,7 +140,7 @@ impl Optimizer {
     pub fn named_state(&self) -> Vec<(String, &Tensor)> {
         let mut out = Vec::new();
         for (prefix, state) in self.spec.state_names().iter().zip(&self.state) {
-            for (name, t) in state.iter() {
+            for (name, t) in state.tensors() {
                 out.push((format!("{prefix}.{name}"), t));
             }
         }
@@ -150,14 +151,14 @@ impl Optimizer {
     /// saved as `name` (see [`Optimizer::named_state`]) or fail naming it.
     pub fn restore(
         spec: OptimizerSpec,
-        params: &Params,
+        params: &P,
         updates: u64,
         mut read: impl FnMut(&str, &mut Tensor) -> Result<()>,
     ) -> Result<Self> {
         let mut opt = Optimizer::new(spec, params);
         opt.updates = updates;
         for (prefix, state) in spec.state_names().iter().zip(&mut opt.state) {
-            for (name, t) in state.iter_mut() {
+            for (name, t) in state.tensors_mut() {
                 read(&format!("{prefix}.{name}"), t)?;
             }
         }

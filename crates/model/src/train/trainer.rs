@@ -6,13 +6,14 @@
 //! MIL kernels on any device.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anetrain_data::{validate_vocab, Batch, EvalBatches, Sampler, Split, TokenStream};
+use anetrain_data::{Batch, BatchSampler, EvalSource, TrainData};
 
+use super::base_ref::BaseRef;
 use super::checkpoint::{
-    apply_retention, save_checkpoint, Checkpoint, CheckpointMeta, DataProvenance, TrainState,
+    apply_retention, save_adapter_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta,
+    DataProvenance, TrainState,
 };
 use super::clip::{global_norm, scale_grads};
 use super::eval::{evaluate, EvalResult};
@@ -23,24 +24,40 @@ use super::options::TrainOptions;
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::{ModelError, Result};
-use crate::params::Params;
+use crate::lora::Adapter;
+use crate::params::{ParamSet, Params};
+
+/// What a run trains, with its gradient accumulator (allocated once, zeroed each step) and
+/// optimizer.
+enum Trained {
+    /// Every weight: fp32 gradients and optimizer state for each (16 bytes per parameter with
+    /// AdamW, weights included).
+    Full { grads: Params, optimizer: Optimizer },
+    /// An adapter on a frozen base: gradients and optimizer state for `A` and `B` only. The
+    /// base is held once in fp32 (4 bytes per parameter) for the CPU-side embedding, norms and
+    /// classifier, and staged once on the device.
+    Adapter {
+        adapter: Adapter,
+        grads: Adapter,
+        optimizer: Optimizer<Adapter>,
+        base: BaseRef,
+    },
+}
 
 /// A training run in progress: weights, optimizer, data position and bookkeeping.
 pub struct Trainer {
     config: ModelConfig,
     options: TrainOptions,
     engine: Box<dyn Engine>,
+    /// The model's weights (a LoRA run's frozen base).
     params: Params,
-    /// Gradient accumulator, allocated once and zeroed each step.
-    grads: Params,
-    optimizer: Optimizer,
+    trained: Trained,
     scaler: LossScaler,
-    sampler: Sampler,
-    val: Option<Arc<dyn TokenStream>>,
-    /// Micro-batch buffers, allocated once: the sampler fills `batch`, which is copied into
-    /// `rows` in the shape the engine takes.
-    batch: Batch,
-    rows: Vec<Vec<u32>>,
+    sampler: Box<dyn BatchSampler>,
+    val: Option<Box<dyn EvalSource>>,
+    /// One buffer per accumulation micro-batch, allocated once: a step draws them all first,
+    /// so each is weighted by its share of the step's counted targets.
+    batches: Vec<Batch>,
     step: u64,
     tokens_seen: u64,
     elapsed_secs: f64,
@@ -53,17 +70,42 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A run from step 0 with weights `params` (fresh or imported). Every token of the data is
-    /// checked against the vocabulary first, so bad data fails now, naming the position.
+    /// A run from step 0 with weights `params` (fresh or imported), on token streams (a
+    /// [`anetrain_data::Split`]) or fine-tuning examples (an [`anetrain_data::ExampleSplit`]).
+    /// Every token of the data is checked against the vocabulary first, so bad data fails now,
+    /// naming the position.
     pub fn new(
         config: &ModelConfig,
         params: Params,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
-        let optimizer = Optimizer::new(options.optimizer, &params);
-        Self::build(config, params, optimizer, options, data, engine)
+        let trained = Trained::Full {
+            grads: Params::zeros(config),
+            optimizer: Optimizer::new(options.optimizer, &params),
+        };
+        Self::build(config, params, trained, options, data.into(), engine)
+    }
+
+    /// A LoRA run from step 0: trains `adapter` (fresh, or one to continue) on the frozen
+    /// `base` that `base_ref` names; checkpoints hold only the adapter.
+    pub fn new_adapter(
+        config: &ModelConfig,
+        base: Params,
+        base_ref: BaseRef,
+        adapter: Adapter,
+        options: TrainOptions,
+        data: impl Into<TrainData>,
+        engine: Box<dyn Engine>,
+    ) -> Result<Self> {
+        let trained = Trained::Adapter {
+            grads: adapter.zeros_like(),
+            optimizer: Optimizer::new(options.optimizer, &adapter),
+            adapter,
+            base: base_ref,
+        };
+        Self::build(config, base, trained, options, data.into(), engine)
     }
 
     /// Continues the run saved in `checkpoint` with `options` (which may change only the total
@@ -72,10 +114,21 @@ impl Trainer {
     pub fn resume(
         checkpoint: &Checkpoint,
         options: TrainOptions,
-        data: Split,
+        data: impl Into<TrainData>,
         engine: Box<dyn Engine>,
     ) -> Result<Self> {
-        let optimizer = checkpoint.load_optimizer()?;
+        let trained = match (&checkpoint.adapter, &checkpoint.meta.lora_base) {
+            (Some(adapter), Some(base)) => Trained::Adapter {
+                grads: adapter.zeros_like(),
+                optimizer: checkpoint.load_optimizer_for(adapter)?,
+                adapter: adapter.clone(),
+                base: base.clone(),
+            },
+            _ => Trained::Full {
+                grads: Params::zeros(&checkpoint.config),
+                optimizer: checkpoint.load_optimizer()?,
+            },
+        };
         let Some(state) = &checkpoint.meta.train else {
             return Err(ModelError::Options(
                 "the checkpoint has no training state; use --init-from".into(),
@@ -91,9 +144,9 @@ impl Trainer {
         let mut trainer = Self::build(
             &checkpoint.config,
             checkpoint.params.clone(),
-            optimizer,
+            trained,
             options,
-            data,
+            data.into(),
             engine,
         )?;
         if trainer.sampler.num_samples() != state.train_samples {
@@ -118,43 +171,43 @@ impl Trainer {
     fn build(
         config: &ModelConfig,
         params: Params,
-        optimizer: Optimizer,
+        trained: Trained,
         options: TrainOptions,
-        data: Split,
+        data: TrainData,
         mut engine: Box<dyn Engine>,
     ) -> Result<Self> {
         config.validate()?;
         options.validate(config)?;
         params.check_matches(config)?;
-        // Weights, gradients and the optimizer's moments, all fp32 (the weights exist already).
-        crate::params::ensure_param_memory(
-            config,
-            4,
-            "training (weights, gradients, optimizer state)",
-        )?;
-        validate_vocab(data.train.as_ref(), config.vocab_size)?;
-        if let Some(val) = &data.val {
-            validate_vocab(val.as_ref(), config.vocab_size)?;
-            // Found now rather than at the first evaluation, many steps into the run.
-            EvalBatches::new(val.clone(), options.seq, options.batch).map_err(|e| {
-                ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
-            })?;
+        if let Trained::Full { .. } = trained {
+            // Weights, gradients and the optimizer's moments, all fp32 (the weights exist
+            // already).
+            crate::params::ensure_param_memory(
+                config,
+                4,
+                "training (weights, gradients, optimizer state)",
+            )?;
         }
-        let sampler = Sampler::new(data.train, options.seq, options.batch, options.sampling)?;
+        data.validate_vocab(config.vocab_size)?;
+        // Found now rather than at the first evaluation, many steps into the run.
+        let val = data.validation(options.seq, options.batch).map_err(|e| {
+            ModelError::Options(format!("the validation data (--val-data) is unusable: {e}"))
+        })?;
+        let sampler = data.sampler(options.seq, options.batch, options.sampling)?;
         engine.stage(&params)?;
-        let grads = Params::zeros(config);
+        if let Trained::Adapter { adapter, .. } = &trained {
+            engine.set_adapter(Some(adapter))?;
+        }
         Ok(Trainer {
             config: config.clone(),
-            batch: Batch::new(options.batch, options.seq),
-            rows: vec![vec![0; options.seq + 1]; options.batch],
+            batches: vec![Batch::new(options.batch, options.seq); options.accum],
             options,
             engine,
             params,
-            grads,
-            optimizer,
+            trained,
             scaler: LossScaler::default(),
             sampler,
-            val: data.val,
+            val,
             step: 0,
             tokens_seen: 0,
             elapsed_secs: 0.0,
@@ -199,36 +252,56 @@ impl Trainer {
     fn step_once(&mut self) -> Result<StepMetrics> {
         let started = Instant::now();
         let scale = self.scaler.scale;
-        self.grads
-            .iter_mut()
-            .into_iter()
-            .for_each(|(_, t)| t.data_mut().fill(0.0));
+        match &mut self.trained {
+            Trained::Full { grads, .. } => zero(grads),
+            Trained::Adapter { grads, .. } => zero(grads),
+        }
+        for batch in &mut self.batches {
+            self.sampler.next_batch(batch)?;
+        }
+        // The step's loss is the mean over every counted target of its micro-batches (as
+        // transformers and mlx-lm accumulate), so micro-batch k's mean weighs n_k / Σ n.
+        let counted: usize = self.batches.iter().map(Batch::counted_targets).sum();
         let mut loss_sum = 0.0f64;
-        for _ in 0..self.options.accum {
-            self.sampler.next_batch(&mut self.batch)?;
-            for (r, row) in self.rows.iter_mut().enumerate() {
-                row.copy_from_slice(self.batch.row(r));
-            }
-            let stats =
-                self.engine
-                    .forward_backward(&self.params, &self.rows, scale, &mut self.grads)?;
-            loss_sum += stats.loss as f64;
+        for batch in &self.batches {
+            let share = scale * batch.counted_targets() as f32 / counted.max(1) as f32;
+            let (params, engine) = (&self.params, &mut self.engine);
+            let stats = match &mut self.trained {
+                Trained::Full { grads, .. } => {
+                    engine.forward_backward(params, batch, share, grads)?
+                }
+                Trained::Adapter { grads, .. } => {
+                    engine.adapter_backward(params, batch, share, grads)?
+                }
+            };
+            loss_sum += stats.loss as f64 * stats.tokens as f64;
         }
-        let loss = (loss_sum / self.options.accum as f64) as f32;
-        // The engines add the gradient of each micro-batch's mean loss, times the scale.
-        scale_grads(&mut self.grads, 1.0 / (self.options.accum as f32 * scale));
-        let norm = global_norm(&self.grads);
+        let loss = (loss_sum / counted.max(1) as f64) as f32;
         let lr = self.options.schedule().lr(self.step);
-        let apply = self.scaler.update(norm.is_finite());
-        if apply {
-            if self.options.clip > 0.0 && norm > self.options.clip as f64 {
-                scale_grads(&mut self.grads, (self.options.clip as f64 / norm) as f32);
+        let (options, scaler) = (&self.options, &mut self.scaler);
+        let (norm, apply) = match &mut self.trained {
+            Trained::Full { grads, optimizer } => {
+                let (norm, apply) = update(options, scaler, optimizer, &mut self.params, grads, lr);
+                if apply {
+                    self.engine.stage(&self.params)?;
+                }
+                (norm, apply)
             }
-            self.optimizer.step(&mut self.params, &self.grads, lr);
-            self.engine.stage(&self.params)?;
-        }
+            Trained::Adapter {
+                adapter,
+                grads,
+                optimizer,
+                ..
+            } => {
+                let (norm, apply) = update(options, scaler, optimizer, adapter, grads, lr);
+                if apply {
+                    self.engine.set_adapter(Some(adapter))?;
+                }
+                (norm, apply)
+            }
+        };
         self.step += 1;
-        self.tokens_seen += self.options.tokens_per_step();
+        self.tokens_seen += counted as u64;
         let secs = started.elapsed().as_secs_f64();
         self.elapsed_secs += secs;
         let mut metrics = StepMetrics {
@@ -240,7 +313,7 @@ impl Trainer {
             skipped: !apply,
             skipped_total: self.scaler.skipped,
             tokens: self.tokens_seen,
-            tokens_per_s: self.options.tokens_per_step() as f64 / secs.max(1e-9),
+            tokens_per_s: counted as f64 / secs.max(1e-9),
             elapsed_s: self.elapsed_secs,
             val_loss: None,
             perplexity: None,
@@ -257,15 +330,13 @@ impl Trainer {
     /// Evaluates on the validation data (at most `eval_batches` batches); `None` without any.
     /// Updates the best validation loss that checkpoint retention keeps.
     pub fn evaluate(&mut self) -> Result<Option<EvalResult>> {
-        let Some(val) = self.val.clone() else {
+        let Some(val) = self.val.as_mut() else {
             return Ok(None);
         };
         let result = evaluate(
             self.engine.as_mut(),
             &self.params,
-            val,
-            self.options.seq,
-            self.options.batch,
+            val.as_mut(),
             self.options.eval_batches,
         )?;
         self.last_val_loss = Some(result.loss);
@@ -297,7 +368,10 @@ impl Trainer {
                 sampler: self.sampler.state(),
                 train_samples: self.sampler.num_samples(),
                 loss_scaler: self.scaler,
-                optimizer_updates: self.optimizer.updates(),
+                optimizer_updates: match &self.trained {
+                    Trained::Full { optimizer, .. } => optimizer.updates(),
+                    Trained::Adapter { optimizer, .. } => optimizer.updates(),
+                },
                 tokens_seen: self.tokens_seen,
                 elapsed_secs: self.elapsed_secs,
                 // Only a loss measured on these very weights marks this checkpoint.
@@ -305,8 +379,25 @@ impl Trainer {
                 best_val_loss: self.best_val_loss,
             }),
             provenance: self.provenance.clone(),
+            lora_base: None,
         };
-        let dir = save_checkpoint(run_dir, &self.params, Some(&self.optimizer), &meta)?;
+        let dir = match &self.trained {
+            Trained::Full { optimizer, .. } => {
+                save_checkpoint(run_dir, &self.params, Some(optimizer), &meta)?
+            }
+            Trained::Adapter {
+                adapter,
+                optimizer,
+                base,
+                ..
+            } => {
+                let meta = CheckpointMeta {
+                    lora_base: Some(base.clone()),
+                    ..meta
+                };
+                save_adapter_checkpoint(run_dir, adapter, optimizer, &meta)?
+            }
+        };
         apply_retention(run_dir, self.options.keep_last)?;
         Ok(dir)
     }
@@ -333,14 +424,38 @@ impl Trainer {
         &self.config
     }
 
-    /// The current fp32 master weights.
+    /// The current fp32 master weights (a LoRA run's frozen base).
     pub fn params(&self) -> &Params {
         &self.params
     }
 
-    /// The optimizer and its state.
-    pub fn optimizer(&self) -> &Optimizer {
-        &self.optimizer
+    /// The model as trained so far, as one plain set of weights: a LoRA run's base with the
+    /// adapter fused in (a copy of the base), a full run's weights (a copy).
+    pub fn trained_model(&self) -> Result<Params> {
+        let mut params = self.params.clone();
+        if let Trained::Adapter { adapter, .. } = &self.trained {
+            adapter.fuse_into(&mut params)?;
+        }
+        Ok(params)
+    }
+
+    /// The optimizer and its state of a full run; `None` for a LoRA run (see
+    /// [`Trainer::adapter`]).
+    pub fn optimizer(&self) -> Option<&Optimizer> {
+        match &self.trained {
+            Trained::Full { optimizer, .. } => Some(optimizer),
+            Trained::Adapter { .. } => None,
+        }
+    }
+
+    /// A LoRA run's adapter as trained so far, with its optimizer.
+    pub fn adapter(&self) -> Option<(&Adapter, &Optimizer<Adapter>)> {
+        match &self.trained {
+            Trained::Full { .. } => None,
+            Trained::Adapter {
+                adapter, optimizer, ..
+            } => Some((adapter, optimizer)),
+        }
     }
 
     /// The loss scaler's state.
@@ -352,6 +467,38 @@ impl Trainer {
     pub fn engine_description(&self) -> String {
         self.engine.describe()
     }
+}
+
+/// Sets every gradient to zero for the next step.
+fn zero(grads: &mut impl ParamSet) {
+    grads
+        .tensors_mut()
+        .into_iter()
+        .for_each(|(_, t)| t.data_mut().fill(0.0));
+}
+
+/// The end of a step over whatever `weights` are trained: the engines added the gradient of
+/// the step's mean loss times the loss scale, so unscale, check the norm is finite (else the
+/// scaler skips the step), clip, and apply the optimizer. Returns the norm
+/// before clipping and whether the update was applied.
+fn update<P: ParamSet>(
+    options: &TrainOptions,
+    scaler: &mut LossScaler,
+    optimizer: &mut Optimizer<P>,
+    weights: &mut P,
+    grads: &mut P,
+    lr: f32,
+) -> (f64, bool) {
+    scale_grads(grads, 1.0 / scaler.scale);
+    let norm = global_norm(grads);
+    let apply = scaler.update(norm.is_finite());
+    if apply {
+        if options.clip > 0.0 && norm > options.clip as f64 {
+            scale_grads(grads, (options.clip as f64 / norm) as f32);
+        }
+        optimizer.step(weights, grads, lr);
+    }
+    (norm, apply)
 }
 
 /// Whether `step` is a positive multiple of `n`; never for `n = 0` (the interval is off).

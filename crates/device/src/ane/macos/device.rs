@@ -5,6 +5,7 @@ use super::model::CompiledModel;
 use super::runtime::AneRuntime;
 use crate::ane::budget::CompileBudget;
 use crate::ane::cache::{instance_id, stamped_text, KernelCache};
+use crate::ane::capabilities::Capabilities;
 use crate::ane::constraints::ConstraintCheck;
 use crate::ane::info::AneInfo;
 use crate::ane::port_order::kernel_ports;
@@ -21,6 +22,7 @@ pub struct AneDevice {
     info: AneInfo,
     policy: SurfacePolicy,
     constraints: ConstraintCheck,
+    capabilities: Option<Capabilities>,
     budget: &'static CompileBudget,
     /// Compiled models by (MIL text, weights), so that nothing compiles twice; held until the
     /// device is dropped.
@@ -41,6 +43,7 @@ impl AneDevice {
         }
         Ok(AneDevice {
             constraints: ConstraintCheck::for_chip(info.chip()),
+            capabilities: None,
             runtime,
             info,
             policy: SurfacePolicy::default(),
@@ -78,6 +81,13 @@ impl AneDevice {
         self
     }
 
+    /// Records what a probe run measured on this machine, so kernels are generated in the
+    /// forms it shows working ([`Device::capabilities`]).
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> AneDevice {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
     /// The loaded framework.
     pub fn runtime(&self) -> &AneRuntime {
         &self.runtime
@@ -91,6 +101,10 @@ impl Device for AneDevice {
 
     fn compile_budget(&self) -> Option<&'static CompileBudget> {
         Some(self.budget)
+    }
+
+    fn capabilities(&self) -> Option<&Capabilities> {
+        self.capabilities.as_ref()
     }
 
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {

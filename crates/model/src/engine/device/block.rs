@@ -6,13 +6,15 @@ use std::sync::mpsc;
 use anetrain_device::Kernel;
 
 use super::buffers::{Dims, LayerActs, LayerBack};
-use crate::cpu_ops::dw::{DwJob, Weight};
-use crate::cpu_ops::elementwise::{add, scale, swiglu_backward};
+use crate::config::ModelConfig;
+use crate::cpu_ops::dw::DwJob;
+use crate::cpu_ops::elementwise::{add, scale, swiglu_backward, swiglu_forward};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::Rope;
 use crate::error::{ModelError, Result};
 use crate::kernels::{device_error, Role};
-use crate::params::LayerParams;
+use crate::lora::{Adapter, Layout, LoraLinear};
+use crate::params::{LayerParams, Linear};
 
 /// The kernels that carry weights, in the order of a layer's kernel list.
 pub(super) const WEIGHT_ROLES: [Role; 8] = [
@@ -34,6 +36,27 @@ pub(super) struct NormGrads<'g> {
     pub(super) k_norm: Option<&'g mut [f32]>,
 }
 
+impl<'g> NormGrads<'g> {
+    /// Floats [`NormGrads::throwaway`] takes per layer.
+    pub(super) fn throwaway_len(d: usize, head_dim: usize) -> usize {
+        2 * d + 2 * head_dim
+    }
+
+    /// Gradients of frozen norm gains, written into `buf` (of [`NormGrads::throwaway_len`])
+    /// and never read: the backward computes them on its way to `dx`.
+    pub(super) fn throwaway(buf: &'g mut [f32], d: usize, qk_norm: bool) -> Self {
+        let (input, rest) = buf.split_at_mut(d);
+        let (post, rest) = rest.split_at_mut(d);
+        let (q_norm, k_norm) = rest.split_at_mut(rest.len() / 2);
+        NormGrads {
+            input,
+            post,
+            q_norm: qk_norm.then_some(q_norm),
+            k_norm: qk_norm.then_some(k_norm),
+        }
+    }
+}
+
 /// Shared backward buffers, borrowed field by field so the classifier buffers can be lent
 /// to the dW worker at the same time.
 pub(super) struct BackScratch<'b> {
@@ -47,6 +70,15 @@ pub(super) struct BackScratch<'b> {
     pub(super) dx: &'b mut [f32],
 }
 
+/// Where a layer's matrix gradients go.
+pub(super) enum MatrixGrads<'g, 'a> {
+    /// Full training: each `dW` is a job for the weight-gradient worker.
+    Base(&'g mpsc::Sender<DwJob<'a>>),
+    /// Adapter training on a frozen base: the adapted pairs' `dA`, `dB`, indexed by
+    /// `Linear as usize`, accumulated right away from the `x` and `dy` at hand.
+    Adapter([Option<&'g mut LoraLinear>; 7]),
+}
+
 /// One layer's kernels and the constants its CPU steps need.
 pub(super) struct LayerIo<'a> {
     pub(super) dims: Dims,
@@ -54,6 +86,9 @@ pub(super) struct LayerIo<'a> {
     pub(super) eps: f32,
     pub(super) rope: &'a Rope,
     pub(super) kernels: &'a mut [Box<dyn Kernel>],
+    /// The adapter's pairs on this layer, indexed by `Linear as usize`: their low-rank path
+    /// runs on the CPU beside the base kernels, `y += s·B(A x)`, so the base stays staged.
+    pub(super) lora: [Option<&'a LoraLinear>; 7],
 }
 
 /// Writes the activation `a [ic][S]` into a dynamic-matmul kernel, runs it, reads `out`.
@@ -72,6 +107,27 @@ fn run_matmul(
     kernel.read_output(0, out).map_err(err)
 }
 
+impl<'a> LayerIo<'a> {
+    /// Layer `layer`'s view for one pass, with `adapter`'s pairs on it when there is one.
+    pub(super) fn new(
+        config: &ModelConfig,
+        dims: Dims,
+        rope: &'a Rope,
+        kernels: &'a mut [Box<dyn Kernel>],
+        adapter: Option<&'a Adapter>,
+        layer: usize,
+    ) -> Self {
+        LayerIo {
+            dims,
+            head_dim: config.head_dim,
+            eps: config.norm_eps as f32,
+            rope,
+            kernels,
+            lora: adapter.map_or([None; 7], |a| a.layer(layer)),
+        }
+    }
+}
+
 impl LayerIo<'_> {
     /// `head_dim^-½`, the attention score scale.
     fn attn_scale(&self) -> f32 {
@@ -87,6 +143,50 @@ impl LayerIo<'_> {
             ))
         })?;
         run_matmul(kernel.as_mut(), role, self.dims.s, a, out)
+    }
+
+    /// Adds the adapter's output `s·B(A x)` of `linear` (if adapted) to the base output `y`.
+    fn lora_forward(&self, linear: Linear, y: &mut [f32], x: &[f32]) -> Result<()> {
+        match self.lora[linear as usize] {
+            Some(pair) => pair.forward(y, x, Layout::ChannelMajor, self.dims.s),
+            None => Ok(()),
+        }
+    }
+
+    /// The gradient of `linear` from its input `x` and output gradient `dy`: a `dW` job, or
+    /// the adapter's `dA`, `dB` plus its share `s·(dy B) A` of the input gradient `dx`.
+    fn linear_grad<'x>(
+        &self,
+        layer: usize,
+        grads: &mut MatrixGrads<'_, 'x>,
+        linear: Linear,
+        dy: &'x [f32],
+        x: &'x [f32],
+        dx: &mut [f32],
+    ) -> Result<()> {
+        match grads {
+            MatrixGrads::Base(jobs) => jobs
+                .send(DwJob::Layer {
+                    layer,
+                    weight: linear,
+                    dy,
+                    x,
+                })
+                .map_err(|_| {
+                    ModelError::Internal("the weight-gradient worker stopped early".into())
+                }),
+            MatrixGrads::Adapter(pairs) => {
+                match (
+                    self.lora[linear as usize],
+                    pairs[linear as usize].as_deref_mut(),
+                ) {
+                    (Some(pair), Some(grad)) => {
+                        pair.backward(grad, Some(dx), x, dy, Layout::ChannelMajor, self.dims.s)
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 
     /// The block forward: `next = h + W2 act(W1, W3; norm(h))`, `h = x + Wo attn(norm(x))`.
@@ -110,7 +210,10 @@ impl LayerIo<'_> {
         );
         self.run(Role::QkvFwd, &a.xn, &mut a.qkv)?;
         let (q_rows, rest) = a.qkv.split_at_mut(q * s);
-        let k_rows = &mut rest[..kv * s];
+        let (k_rows, v_rows) = rest.split_at_mut(kv * s);
+        self.lora_forward(Linear::QProj, q_rows, &a.xn)?;
+        self.lora_forward(Linear::KProj, k_rows, &a.xn)?;
+        self.lora_forward(Linear::VProj, v_rows, &a.xn)?;
         if let (Some(qn), Some(kn)) = (&p.q_norm, &p.k_norm) {
             a.q_pre.copy_from_slice(q_rows);
             a.k_pre.copy_from_slice(k_rows);
@@ -126,6 +229,7 @@ impl LayerIo<'_> {
         attention.run().map_err(err)?;
         attention.read_output(0, &mut a.attn).map_err(err)?;
         self.run(Role::WoFwd, &a.attn, tmp)?;
+        self.lora_forward(Linear::OProj, tmp, &a.attn)?;
         add(&mut a.h, &a.x, tmp);
         rmsnorm_forward(
             &mut a.hn,
@@ -136,14 +240,25 @@ impl LayerIo<'_> {
             eps,
         );
         self.run(Role::FfnUpFwd, &a.hn, &mut a.up)?;
-        self.run(Role::FfnDownFwd, &a.up[2 * h * s..], tmp)?;
+        let (h1, rest) = a.up.split_at_mut(h * s);
+        let (h3, act) = rest.split_at_mut(h * s);
+        self.lora_forward(Linear::GateProj, h1, &a.hn)?;
+        self.lora_forward(Linear::UpProj, h3, &a.hn)?;
+        if self.lora[Linear::GateProj as usize].is_some()
+            || self.lora[Linear::UpProj as usize].is_some()
+        {
+            swiglu_forward(act, h1, h3);
+        }
+        self.run(Role::FfnDownFwd, act, tmp)?;
+        self.lora_forward(Linear::DownProj, tmp, act)?;
         add(next, &a.h, tmp);
         Ok(())
     }
 
-    /// The block backward from `back.d_out` (the output gradient) to `scr.dx`; norm-weight
-    /// gradients are added to `g`, matrix gradients are sent to the dW worker as soon as
-    /// their inputs are final.
+    /// The block backward from the output gradient in `scr.dx` (kept in `back.d_out` for the
+    /// gradient jobs) to the input gradient in `scr.dx`; norm-weight
+    /// gradients are added to `g`, matrix gradients go to `mats` as soon as their inputs are
+    /// final.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward<'a>(
         mut self,
@@ -154,35 +269,28 @@ impl LayerIo<'_> {
         a: &'a LayerActs,
         back: &'a mut LayerBack,
         scr: &mut BackScratch<'_>,
-        jobs: &mpsc::Sender<DwJob<'a>>,
+        mats: &mut MatrixGrads<'_, 'a>,
     ) -> Result<()> {
         let Dims { q, kv, h, s, .. } = self.dims;
-        let send = |weight, dy, x| {
-            jobs.send(DwJob::Layer {
-                layer,
-                weight,
-                dy,
-                x,
-            })
-            .map_err(|_| ModelError::Internal("the weight-gradient worker stopped early".into()))
-        };
         let LayerBack {
             d_out,
             dh13,
             dh,
             dqkv,
         } = back;
+        d_out.copy_from_slice(scr.dx);
         let d_out: &'a [f32] = d_out;
         let (h1, h3, act) = (&a.up[..h * s], &a.up[h * s..2 * h * s], &a.up[2 * h * s..]);
 
         self.run(Role::FfnDownBwd, d_out, scr.d_act)?;
-        send(Weight::Down, d_out, act)?;
+        self.linear_grad(layer, mats, Linear::DownProj, d_out, act, scr.d_act)?;
         let (dh1, dh3) = dh13.split_at_mut(h * s);
         swiglu_backward(dh1, dh3, scr.d_act, h1, h3);
         let dh13: &'a [f32] = dh13;
         self.run(Role::FfnUpBwd, dh13, scr.dhn)?;
-        send(Weight::Gate, &dh13[..h * s], &a.hn)?;
-        send(Weight::Up, &dh13[h * s..], &a.hn)?;
+        let (dh1, dh3) = dh13.split_at(h * s);
+        self.linear_grad(layer, mats, Linear::GateProj, dh1, &a.hn, scr.dhn)?;
+        self.linear_grad(layer, mats, Linear::UpProj, dh3, &a.hn, scr.dhn)?;
         dh.copy_from_slice(d_out);
         let post = p.post_attention_layernorm.data();
         rmsnorm_backward(
@@ -198,7 +306,7 @@ impl LayerIo<'_> {
         let dh: &'a [f32] = dh;
 
         self.run(Role::WoBwd, dh, scr.d_attn)?;
-        send(Weight::O, dh, &a.attn)?;
+        self.linear_grad(layer, mats, Linear::OProj, dh, &a.attn, scr.d_attn)?;
         let err = |e| device_error(Role::AttentionBwd.name(), e);
         let qkv_c = q + 2 * kv;
         attention
@@ -229,9 +337,11 @@ impl LayerIo<'_> {
         }
         let dqkv: &'a [f32] = dqkv;
         self.run(Role::QkvBwd, dqkv, scr.dxn)?;
-        send(Weight::Q, &dqkv[..q * s], &a.xn)?;
-        send(Weight::K, &dqkv[q * s..(q + kv) * s], &a.xn)?;
-        send(Weight::V, &dqkv[(q + kv) * s..], &a.xn)?;
+        let (dq, rest) = dqkv.split_at(q * s);
+        let (dk, dv) = rest.split_at(kv * s);
+        self.linear_grad(layer, mats, Linear::QProj, dq, &a.xn, scr.dxn)?;
+        self.linear_grad(layer, mats, Linear::KProj, dk, &a.xn, scr.dxn)?;
+        self.linear_grad(layer, mats, Linear::VProj, dv, &a.xn, scr.dxn)?;
         scr.dx.copy_from_slice(dh);
         let input = p.input_layernorm.data();
         rmsnorm_backward(

@@ -1,6 +1,7 @@
 //! The device engine's buffers, allocated once per engine: what each layer's forward keeps
 //! for its backward, each layer's backward results, and the shared scratch.
 
+use super::block::NormGrads;
 use crate::config::ModelConfig;
 
 /// Sizes used everywhere below (see the table in [`crate::kernels`]).
@@ -60,6 +61,9 @@ pub(super) struct Scratch {
     pub(super) dx: Vec<f32>,
     pub(super) tokens: Vec<u32>,
     pub(super) targets: Vec<u32>,
+    /// Where an adapter pass writes the unused gradients of the frozen norm gains: the final
+    /// norm's `[D]`, then each layer's (see `NormGrads::throwaway`).
+    pub(super) frozen_norm_grads: Vec<f32>,
 }
 
 fn zeros(n: usize) -> Vec<f32> {
@@ -123,6 +127,7 @@ impl Scratch {
             dx: zeros(d * s),
             tokens: vec![0; s],
             targets: vec![0; s],
+            frozen_norm_grads: zeros(d + c.n_layers * NormGrads::throwaway_len(d, c.head_dim)),
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{Params, Tensor};
+use crate::lora::Adapter;
+use crate::params::{Linear, Params, Tensor};
 
 /// Fails unless every token is inside the vocabulary.
 pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
@@ -28,7 +29,7 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
             })
         }
     };
-    let (d, q, kv, h, v) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.vocab_size);
+    let (d, v) = (c.dim, c.vocab_size);
     shape_is("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
     shape_is("model.norm.weight", &p.norm, &[d])?;
     if p.lm_head.is_some() == c.tied_embeddings || p.layers.len() != c.n_layers {
@@ -50,13 +51,10 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
             &l.post_attention_layernorm,
             &[d],
         )?;
-        shape_is("q_proj", &l.q_proj, &[q, d])?;
-        shape_is("k_proj", &l.k_proj, &[kv, d])?;
-        shape_is("v_proj", &l.v_proj, &[kv, d])?;
-        shape_is("o_proj", &l.o_proj, &[d, q])?;
-        shape_is("gate_proj", &l.gate_proj, &[h, d])?;
-        shape_is("up_proj", &l.up_proj, &[h, d])?;
-        shape_is("down_proj", &l.down_proj, &[d, h])?;
+        for linear in Linear::ALL {
+            let (out, inp) = linear.shape(c);
+            shape_is(linear.name(), linear.get(l), &[out, inp])?;
+        }
         match (&l.q_norm, &l.k_norm, c.qk_norm) {
             (Some(qn), Some(kn), true) => {
                 shape_is("q_norm", qn, &[c.head_dim])?;
@@ -69,6 +67,28 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
                     c.qk_norm
                 )))
             }
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `adapter` was made for a model shaped like `c` (the engine indexes by it).
+pub(super) fn check_adapter(c: &ModelConfig, adapter: &Adapter) -> Result<()> {
+    if adapter.n_layers() != c.n_layers {
+        return Err(ModelError::Config(format!(
+            "the adapter was made for a base with {} layers but this model has {}; pass the base model it was trained on",
+            adapter.n_layers(),
+            c.n_layers
+        )));
+    }
+    for ((layer, target), pair) in adapter.modules() {
+        let (out, inp) = target.shape(c);
+        if (pair.d_out(), pair.d_in()) != (out, inp) {
+            return Err(ModelError::ShapeMismatch {
+                name: format!("adapter pair of layer {layer} {target}"),
+                expected: vec![out, inp],
+                found: vec![pair.d_out(), pair.d_in()],
+            });
         }
     }
     Ok(())

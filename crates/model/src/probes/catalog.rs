@@ -1,7 +1,10 @@
-//! The probe catalog: one small kernel per disputed rule, plus baselines that break none.
+//! The probe catalog: one small kernel per disputed rule, baselines that break none, and one
+//! per kernel form ([`KernelForms`]), so the capability file says which forms work.
 
 use anetrain_mil::{Builder, Bundle, ConvOptions, DType, Var};
-use anyhow::{anyhow, Result};
+
+use crate::error::{ModelError, Result};
+use crate::kernels::KernelForms;
 
 /// The id of the probe every other result depends on: the plain anchored kernel.
 pub const BASELINE: &str = "baseline";
@@ -12,20 +15,36 @@ type Build = Box<dyn Fn() -> anetrain_mil::Result<Bundle>>;
 pub struct ProbeSpec {
     /// Stable id: the `--probe-one` argument and the `op` of its capability-file record.
     pub id: &'static str,
-    /// The catalog rule this kernel breaks; `None` for baselines, which break none.
+    /// The catalog rule this kernel breaks; `None` for baselines and forms, which break none.
     pub rule: Option<&'static str>,
-    build: Build,
+    build: Box<dyn Fn() -> Result<Bundle>>,
 }
 
 impl ProbeSpec {
     /// The kernel and its weight files.
-    pub fn bundle(&self) -> anetrain_mil::Result<Bundle> {
+    pub fn bundle(&self) -> Result<Bundle> {
         (self.build)()
     }
 }
 
 fn spec(id: &'static str, rule: Option<&'static str>, build: Build) -> ProbeSpec {
+    let build = Box::new(move || build().map_err(ModelError::from));
     ProbeSpec { id, rule, build }
+}
+
+/// The probe of kernel form `id`, built by the generator that emits the form.
+fn form(id: &'static str) -> ProbeSpec {
+    let build = Box::new(move || match KernelForms::probe_kernel(id) {
+        Some(bundle) => bundle,
+        None => Err(ModelError::Internal(format!(
+            "there is no kernel form probe `{id}`"
+        ))),
+    });
+    ProbeSpec {
+        id,
+        rule: None,
+        build,
+    }
 }
 
 /// Every probe, baselines first. Widths and channel counts keep each port at ≥ 48 KiB
@@ -34,7 +53,7 @@ pub fn matrix() -> Vec<ProbeSpec> {
     let width = Some("io-width-multiple-of-32");
     let min_bytes = Some("io-min-bytes");
     let trans = Some("transcendentals");
-    vec![
+    let rules = vec![
         spec(BASELINE, None, Box::new(|| mixed(384, 64))),
         spec("width-32", None, Box::new(|| mixed(768, 32))),
         spec("tanh", None, unary(|b, h| b.tanh(h))),
@@ -118,7 +137,9 @@ pub fn matrix() -> Vec<ProbeSpec> {
             Some("sdpa-mask-ignored"),
             Box::new(|| sdpa(true)),
         ),
-    ]
+    ];
+    let forms = KernelForms::probe_ids().into_iter().map(form);
+    rules.into_iter().chain(forms).collect()
 }
 
 /// The probe with id `id`, or an error listing the ids.
@@ -126,9 +147,9 @@ pub fn find(id: &str) -> Result<ProbeSpec> {
     let all = matrix();
     let ids: Vec<&str> = all.iter().map(|p| p.id).collect();
     let list = ids.join(", ");
-    all.into_iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| anyhow!("there is no probe `{id}`; the probes are: {list}"))
+    all.into_iter().find(|p| p.id == id).ok_or_else(|| {
+        ModelError::Options(format!("there is no probe `{id}`; the probes are: {list}"))
+    })
 }
 
 // ------------------------------------------------------------------------------ kernels
