@@ -6,10 +6,11 @@
 //! `gemm::gemm` call of the same product on packed buffers. Run with
 //! `cargo bench -p anetrain-device --bench dynamic_matmul`.
 
-use anetrain_device::{CpuDevice, Device, Kernel, Precision};
+use anetrain_device::{CpuDevice, Device, Kernel, Precision, SharedMatrix};
 use anetrain_mil::{
     Argument, DType, Function, Literal, Op, Operation, Output, Program, TensorType, Type,
 };
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A tiny IR builder: enough to write the benchmark programs.
@@ -272,6 +273,46 @@ fn report(name: &str, (best, median): (Duration, Duration), flops: f64) {
     );
 }
 
+/// The dynamic matmul with its weight columns staged as a copy against the same kernel
+/// reading a shared `oc × ic` matrix in place: transposed (forward roles) and as is
+/// (backward roles, where the square shape makes the two products the same size).
+fn bench_shared(c: usize, s: usize) {
+    let run = |k: &mut Box<dyn Kernel>| {
+        if let Err(e) = k.run() {
+            eprintln!("dynamic matmul: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut copy = kernel_for(&dynamic_matmul(c, s, c));
+    let mut shared = kernel_for(&dynamic_matmul(c, s, c));
+    let packed = pseudo_random(c * (s + c), 1);
+    let w = SharedMatrix::row_major(Arc::new(pseudo_random(c * c, 8)), c, c);
+    let written = copy.write_input(0, &packed).and_then(|_| {
+        shared.write_input(0, &packed)?;
+        let w = w?;
+        shared.share_input_region(0, 0..c, s..s + c, &w.transposed())?;
+        Ok(w)
+    });
+    let w = match written {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("dynamic matmul: {e}");
+            std::process::exit(1);
+        }
+    };
+    let flops = 2.0 * (c * s * c) as f64;
+    let [a, b] = time_pair(40, || run(&mut copy), || run(&mut shared));
+    report(&format!("{c}x{c} staged copy"), a, flops);
+    report(&format!("{c}x{c} shared, transposed"), b, flops);
+    if let Err(e) = shared.share_input_region(0, 0..c, s..s + c, &w) {
+        eprintln!("dynamic matmul: {e}");
+        std::process::exit(1);
+    }
+    let [a, b] = time_pair(40, || run(&mut copy), || run(&mut shared));
+    report(&format!("{c}x{c} staged copy"), a, flops);
+    report(&format!("{c}x{c} shared, as is"), b, flops);
+}
+
 fn main() {
     let (c, s, o) = (768, 256, 768);
     let flops = 2.0 * (c * s * o) as f64;
@@ -326,6 +367,9 @@ fn main() {
         bare.0.as_secs_f64() / kernel.0.as_secs_f64(),
         bare.1.as_secs_f64() / kernel.1.as_secs_f64()
     );
+
+    bench_shared(288, 256);
+    bench_shared(768, 256);
 
     bench_kernel(
         "softmax [1,12,256,256] axis -1",

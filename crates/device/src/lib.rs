@@ -11,6 +11,7 @@ pub mod compare;
 pub mod cpu;
 mod error;
 pub mod host;
+mod shared;
 mod spec;
 
 pub use ane::budget::CompileBudget;
@@ -18,6 +19,7 @@ use ane::capabilities::Capabilities;
 pub use ane::AneDevice;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
+pub use shared::SharedMatrix;
 pub use spec::TensorSpec;
 
 use anetrain_mil::{Program, WeightFiles};
@@ -91,6 +93,27 @@ pub trait Kernel: Send {
         columns: Range<usize>,
         data: &[f32],
     ) -> Result<()>;
+
+    /// Makes region `channels × columns` of `[1, C, 1, S]` input `index` read `matrix` in
+    /// place, without a copy, until [`Kernel::unshare_inputs`] or a write into the region.
+    /// `Unavailable` where the device needs its own copy (fp16 surfaces, fp16 rounding, a
+    /// region the program does not read as one piece): stage it with a write instead.
+    fn share_input_region(
+        &mut self,
+        index: usize,
+        channels: Range<usize>,
+        columns: Range<usize>,
+        matrix: &SharedMatrix,
+    ) -> Result<()> {
+        let _ = (index, channels, columns, matrix);
+        Err(DeviceError::Unavailable(
+            "this device reads inputs only from its own buffers".into(),
+        ))
+    }
+
+    /// Stops reading every region shared by [`Kernel::share_input_region`] (they read as
+    /// zeros until shared or written again), so the sharer may change the matrices.
+    fn unshare_inputs(&mut self) {}
 
     /// Evaluates the program on the current inputs.
     fn run(&mut self) -> Result<()>;

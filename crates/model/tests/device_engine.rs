@@ -103,6 +103,35 @@ fn step_matches_the_reference_engine_in_f32() {
 }
 
 #[test]
+fn restaging_replaces_the_weights_every_kernel_reads() {
+    // f32 reads one stacked copy in place; f16 rounds its inputs, so it stages copies.
+    for (precision, tol) in [(Precision::F32, 1e-5), (Precision::F16, 2e-2)] {
+        let c = ModelConfig::preset("tiny-gqa").unwrap();
+        let (first, second) = (params(&c, 3), params(&c, 11));
+        let batch = rows(&c, 1, 4);
+        let mut dev = engine(&c, precision, &first);
+        dev.loss(&first, &batch).unwrap();
+        dev.stage(&second).unwrap();
+        let mut want = Params::zeros(&c);
+        let want_loss = ReferenceEngine::new(&c)
+            .forward_backward(&second, &batch, 1.0, &mut want)
+            .unwrap()
+            .loss;
+        let mut got = Params::zeros(&c);
+        let loss = dev
+            .forward_backward(&second, &batch, 1.0, &mut got)
+            .unwrap()
+            .loss;
+        assert!(
+            (loss - want_loss).abs() / want_loss < tol,
+            "{precision:?}: loss {loss} after restaging, the reference on the new weights gives {want_loss}"
+        );
+        let (name, e) = worst(&got, &want);
+        assert!(e < 100.0 * tol, "{precision:?}: {name} relative error {e}");
+    }
+}
+
+#[test]
 fn logits_match_the_reference_forward_and_accept_short_prompts() {
     let c = ModelConfig::preset("tiny-qwen3").unwrap();
     let p = params(&c, 5);

@@ -3,6 +3,7 @@
 //! each value's last use is recorded so the run loop frees it as soon as it is dead. Running
 //! a plan needs no name lookups or hashing.
 
+use super::input::{segment_inputs, SegmentPlan};
 use super::pool::Pool;
 use super::quant::{dequantize, AffineParams};
 use super::step::{is_view, Step};
@@ -23,6 +24,8 @@ pub(crate) struct Plan {
     pub slot_count: usize,
     /// Function inputs with their slots.
     pub inputs: Vec<(TensorSpec, usize)>,
+    /// Per input, its column segments when the program reads it only through column slices.
+    pub segments: Vec<Option<Vec<SegmentPlan>>>,
     /// Returned values with their slots.
     pub outputs: Vec<(TensorSpec, usize)>,
     /// Constants read by some op or returned, placed in their slots at the start of a run.
@@ -253,6 +256,11 @@ impl<'a> Compiler<'a> {
         outputs: Vec<(TensorSpec, usize)>,
     ) -> Plan {
         let slot_count = self.types.len();
+        let mut returned = vec![false; slot_count];
+        for (_, s) in &outputs {
+            returned[*s] = true;
+        }
+        let segments = segment_inputs(&inputs, &mut self.steps, &returned);
         let mut last_use: Vec<Option<usize>> = vec![None; slot_count];
         let mut produced_by: Vec<Option<usize>> = vec![None; slot_count];
         for (i, step) in self.steps.iter().enumerate() {
@@ -262,10 +270,6 @@ impl<'a> Compiler<'a> {
             for &s in &step.outputs {
                 produced_by[s] = Some(i);
             }
-        }
-        let mut returned = vec![false; slot_count];
-        for (_, s) in &outputs {
-            returned[*s] = true;
         }
         for slot in 0..slot_count {
             if returned[slot] {
@@ -283,6 +287,7 @@ impl<'a> Compiler<'a> {
         Plan {
             slot_count,
             inputs,
+            segments,
             outputs,
             consts,
             steps: self.steps,

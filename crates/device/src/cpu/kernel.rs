@@ -3,11 +3,12 @@
 
 use super::compile::Plan;
 use super::elementwise::round_to_f16;
+use super::input::InputStore;
 use super::pool::Pool;
 use super::tensor::Tensor;
 use super::Precision;
 use crate::error::{DeviceError, Result};
-use crate::{Kernel, TensorSpec};
+use crate::{Kernel, SharedMatrix, TensorSpec};
 use anetrain_mil::DType;
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,8 +20,8 @@ pub(crate) struct CpuKernel {
     precision: Precision,
     input_specs: Vec<TensorSpec>,
     output_specs: Vec<TensorSpec>,
-    /// Input storage, packed in the declared shape; kept between runs.
-    inputs: Vec<Arc<Vec<f32>>>,
+    /// Input storage, kept between runs.
+    inputs: Vec<InputStore>,
     /// Results of the last run (views, possibly of each other or of inputs).
     outputs: Vec<Option<Tensor>>,
     /// Value slots of a run; empty between runs.
@@ -34,7 +35,8 @@ impl CpuKernel {
         let output_specs = plan.outputs.iter().map(|(s, _)| s.clone()).collect();
         let inputs = input_specs
             .iter()
-            .map(|s| Arc::new(vec![0.0; s.numel()]))
+            .zip(&plan.segments)
+            .map(|(s, seg)| InputStore::new(s, seg.as_deref()))
             .collect();
         CpuKernel {
             outputs: vec![None; plan.outputs.len()],
@@ -103,11 +105,8 @@ impl Kernel for CpuKernel {
         let spec = self.input_spec(index)?;
         spec.check_len("input data", data.len())?;
         let round = self.rounds_input(index);
-        let buf = Arc::make_mut(&mut self.inputs[index]);
-        buf.copy_from_slice(data);
-        if round {
-            round_to_f16(buf);
-        }
+        let shape = spec.ty.shape.clone();
+        self.inputs[index].write_all(&shape, data, round);
         Ok(())
     }
 
@@ -120,19 +119,34 @@ impl Kernel for CpuKernel {
     ) -> Result<()> {
         let spec = self.input_spec(index)?;
         let s = spec.check_region(&channels, &columns, data.len())?;
-        let width = columns.len();
         let round = self.rounds_input(index);
-        let buf = Arc::make_mut(&mut self.inputs[index]);
-        if width > 0 {
-            for (ch, src) in channels.zip(data.chunks(width)) {
-                let dst = &mut buf[ch * s + columns.start..][..width];
-                dst.copy_from_slice(src);
-                if round {
-                    round_to_f16(dst);
-                }
-            }
-        }
+        self.inputs[index].write_region(s, channels, columns, data, round);
         Ok(())
+    }
+
+    fn share_input_region(
+        &mut self,
+        index: usize,
+        channels: Range<usize>,
+        columns: Range<usize>,
+        matrix: &SharedMatrix,
+    ) -> Result<()> {
+        let spec = self.input_spec(index)?;
+        spec.check_region(&channels, &columns, channels.len() * columns.len())?;
+        if self.rounds_input(index) {
+            return Err(DeviceError::Unavailable(format!(
+                "`{}` is rounded to fp16 on the way in, so it needs its own copy",
+                spec.name
+            )));
+        }
+        let spec = spec.clone();
+        self.inputs[index].share(&spec, channels, columns, matrix)
+    }
+
+    fn unshare_inputs(&mut self) {
+        for input in &mut self.inputs {
+            input.unshare();
+        }
     }
 
     fn run(&mut self) -> Result<()> {
@@ -142,8 +156,14 @@ impl Kernel for CpuKernel {
             }
         }
         let slots = &mut self.slots;
-        for ((spec, slot), data) in self.plan.inputs.iter().zip(&self.inputs) {
-            slots[*slot] = Some(Tensor::from_shared(spec.ty.shape.clone(), Arc::clone(data)));
+        for (((spec, slot), store), segments) in self
+            .plan
+            .inputs
+            .iter()
+            .zip(&mut self.inputs)
+            .zip(&self.plan.segments)
+        {
+            store.place(spec, *slot, segments.as_deref(), slots);
         }
         for (slot, t) in &self.plan.consts {
             slots[*slot] = Some(t.clone());

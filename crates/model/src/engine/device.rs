@@ -5,13 +5,16 @@
 //! One sequence runs at a time; a batch loops over its sequences and accumulates gradients.
 //! Every kernel is compiled once; each weight-bearing kernel has one copy per layer
 //! ([`Device::compile_copies`]: forks of one compile where the device can fork) whose matrix
-//! columns are staged once per [`Engine::stage`], so a step only writes activation columns. All
+//! columns are staged once per [`Engine::stage`] (on the CPU, read in place from one stacked
+//! copy that the forward and backward kernels share: [`weights`]), so a step only writes
+//! activation columns. All
 //! activation and gradient buffers are allocated in [`DeviceEngine::new`]. During backward a
 //! worker thread computes each layer's dW while the device runs the next layer down.
 
 mod block;
 mod buffers;
 mod checks;
+mod weights;
 
 use std::sync::mpsc;
 
@@ -25,13 +28,14 @@ use crate::cpu_ops::dw::{run_worker, DwJob};
 use crate::cpu_ops::norm::{rmsnorm_backward, rmsnorm_forward};
 use crate::cpu_ops::{cross_entropy, embedding, matmul, MatRef, Rope};
 use crate::error::{ModelError, Result};
-use crate::kernels::{device_error, stage_weights, KernelForms, Role};
+use crate::kernels::{device_error, KernelForms, Role};
 use crate::lora::{Adapter, LoraLinear};
 use crate::params::Params;
 
 use block::{BackScratch, LayerIo, MatrixGrads, NormGrads, WEIGHT_ROLES};
 use buffers::{Dims, LayerActs, LayerBack, Scratch};
 use checks::{check_adapter, check_params, check_tokens};
+use weights::LayerWeights;
 
 /// Computes losses and gradients with the MIL training kernels on a [`Device`].
 pub struct DeviceEngine {
@@ -42,8 +46,8 @@ pub struct DeviceEngine {
     layer_kernels: Vec<Vec<Box<dyn Kernel>>>,
     attention_fwd: Box<dyn Kernel>,
     attention_bwd: Box<dyn Kernel>,
-    /// Per layer, the transpose buffer of [`stage_weights`] (grown on first use).
-    stage_scratch: Vec<Vec<f32>>,
+    /// Per layer, how its weights reach its kernels.
+    weights: Vec<LayerWeights>,
     rope: Rope,
     acts: Vec<LayerActs>,
     back: Vec<LayerBack>,
@@ -108,7 +112,7 @@ impl DeviceEngine {
             layer_kernels,
             attention_fwd,
             attention_bwd,
-            stage_scratch: vec![Vec::new(); c.n_layers],
+            weights: (0..c.n_layers).map(|_| LayerWeights::new()).collect(),
             rope: Rope::new(c.head_dim, seq, c.rope_theta),
             acts,
             back,
@@ -409,18 +413,13 @@ impl Engine for DeviceEngine {
     fn stage(&mut self, params: &Params) -> Result<()> {
         check_params(&self.config, params, "params")?;
         let s = self.dims.s;
-        // Layers stage independently (own kernels, own scratch), so they run in parallel; the
+        // Layers stage independently (own kernels, own buffers), so they run in parallel; the
         // pass is pure memory traffic over every weight, once per optimizer step.
         self.layer_kernels
             .par_iter_mut()
-            .zip(&mut self.stage_scratch)
+            .zip(&mut self.weights)
             .zip(&params.layers)
-            .try_for_each(|((kernels, scratch), layer)| {
-                for (kernel, role) in kernels.iter_mut().zip(WEIGHT_ROLES) {
-                    stage_weights(role, layer, s, kernel.as_mut(), scratch)?;
-                }
-                Ok::<(), ModelError>(())
-            })?;
+            .try_for_each(|((kernels, weights), layer)| weights.stage(layer, s, kernels))?;
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! Staging: writing a layer's weights into the matrix columns of a dynamic-matmul kernel's
-//! input, once per parameter update (the activation columns are rewritten every run).
+//! input, once per parameter update (the activation columns are rewritten every run), or, on
+//! devices that read host memory in place, stacking them once into a matrix that the forward
+//! and backward kernels of the same weights both read.
 
-use anetrain_device::{DeviceError, Kernel};
+use anetrain_device::{DeviceError, Kernel, SharedMatrix};
 
 use crate::error::{ModelError, Result};
 use crate::params::{LayerParams, Linear};
@@ -60,6 +62,48 @@ pub fn stage_weights(
         offset += rows;
     }
     Ok(())
+}
+
+/// Writes layer `l`'s weights for `role`, stacked by rows (`W`, the matrix `role`'s staged `M`
+/// is or is the transpose of), into `dst`; returns `W`'s `(rows, cols)`.
+pub fn stack_weights(role: Role, l: &LayerParams, dst: &mut Vec<f32>) -> Result<(usize, usize)> {
+    dst.clear();
+    let mut shape = (0, 0);
+    for w in blocks(role).0.iter().map(|b| b.get(l)) {
+        let &[rows, cols] = w.shape() else {
+            return Err(ModelError::Input(format!(
+                "kernel `{}` stacks matrices but got a tensor of shape {:?}",
+                role.name(),
+                w.shape()
+            )));
+        };
+        if shape.0 > 0 && cols != shape.1 {
+            return Err(ModelError::Input(format!(
+                "kernel `{}` stacks matrices of {} and {cols} columns; they must agree",
+                role.name(),
+                shape.1
+            )));
+        }
+        dst.extend_from_slice(w.data());
+        shape = (shape.0 + rows, cols);
+    }
+    Ok(shape)
+}
+
+/// Makes `kernel` read its matrix columns in place from `w`, the [`stack_weights`] of its
+/// role: transposed for forward roles. `Unavailable` when the device needs its own copy.
+pub fn share_weights(
+    role: Role,
+    w: &SharedMatrix,
+    seq: usize,
+    kernel: &mut dyn Kernel,
+) -> std::result::Result<(), DeviceError> {
+    let m = if blocks(role).1 {
+        w.transposed()
+    } else {
+        w.clone()
+    };
+    kernel.share_input_region(0, 0..m.rows(), seq..seq + m.cols(), &m)
 }
 
 /// Side of the square tiles [`transpose_into`] walks: 16 × 16 f32 is 1 KiB read and 1 KiB written,
