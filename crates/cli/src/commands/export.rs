@@ -1,10 +1,9 @@
 //! `anetrain export`: write a run's latest checkpoint (or any model anetrain reads) as a
 //! Hugging Face directory or a llama2.c `.bin`.
 
-use anetrain_model::hf::save_hf_dir;
-use anetrain_model::llama2c::write_llama2c;
+use anetrain_model::export::ExportFormat;
 use anetrain_model::source::ModelSource;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,35 +24,9 @@ pub struct ExportArgs {
 
 /// Runs `anetrain export`.
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    if args.format != "hf" && args.format != "llama2c" {
-        bail!("unknown --format `{}`; choose hf or llama2c", args.format);
-    }
+    let format: ExportFormat = args.format.parse()?;
     let model = ModelSource::from_path(&args.run_dir)?.load(0)?;
-    match args.format.as_str() {
-        "hf" => {
-            if args.out.join("model.safetensors").exists() {
-                bail!(
-                    "{} already holds a model.safetensors; export into an empty directory so no model is overwritten",
-                    args.out.display()
-                );
-            }
-            save_hf_dir(
-                &args.out,
-                &model.config,
-                &model.params,
-                model.tokenizer.as_ref(),
-            )?;
-        }
-        _ => {
-            if args.out.exists() {
-                bail!(
-                    "{} already exists; pass a new file name to --out",
-                    args.out.display()
-                );
-            }
-            write_llama2c(&args.out, &model.config, &model.params)?;
-        }
-    }
+    model.export(format, &args.out)?;
     println!("exported {} to {}", model.description, args.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 use super::device::DeviceArgs;
 use crate::sample::{stream_generation, stream_ids};
 use anetrain_data::TokenizerSource;
-use anetrain_model::generate::{Generator, SamplingOptions};
+use anetrain_model::generate::{encode_prompt, generator_for, SamplingOptions};
 use anetrain_model::source::ModelSource;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -69,57 +69,35 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let tokenizer = model.tokenizer(flag.as_ref())?;
     let prompt = match (&args.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids.clone(),
-        (None, Some(t)) => {
-            let mut ids = Vec::new();
-            ids.extend(t.tokenizer.bos());
-            ids.extend(t.tokenizer.encode(&args.prompt)?);
-            ids
-        }
+        (None, Some(t)) => encode_prompt(t.tokenizer.as_ref(), &args.prompt)?,
         (None, None) => bail!(
             "{} carries no tokenizer; pass --tokenizer (a tokenizer.json, or byte), or give the \
              prompt as token ids with --prompt-ids",
             model.description
         ),
     };
-    if prompt.is_empty() {
-        bail!("the prompt is empty and the tokenizer has no BOS token; pass --prompt TEXT");
-    }
     let config = model.config.clone();
-    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
-        bail!(
-            "prompt token {bad} is outside the model's vocabulary of {}; pass ids below {}",
-            config.vocab_size,
-            config.vocab_size
-        );
-    }
-    if prompt.len() > config.max_seq_len {
-        bail!(
-            "the prompt is {} tokens but the model holds at most {} (max_seq_len); shorten --prompt",
-            prompt.len(),
-            config.max_seq_len
-        );
-    }
-    // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
-    let max_seq = config.max_seq_len.min(prompt.len() + args.max_tokens);
     let (device, why) = args.device.device.device()?;
     eprintln!("model: {}\ndevice: {why}", model.description);
-    let mut generator = Generator::new(&config, model.params, device, max_seq)?;
+    let text_tokenizer = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
+    let mut generator = generator_for(
+        &config,
+        model.params,
+        device,
+        text_tokenizer,
+        &prompt,
+        args.max_tokens,
+    )?;
     let stats = match &tokenizer {
-        Some(t) => {
-            generator.set_eos(t.tokenizer.eos());
-            stream_generation(
-                &mut generator,
-                t.tokenizer.as_ref(),
-                &prompt,
-                args.max_tokens,
-                options,
-            )
-            .map(|(stats, _)| stats)
-        }
-        None => {
-            generator.set_eos(config.special_tokens.eos.first().copied());
-            stream_ids(&mut generator, &prompt, args.max_tokens, options)
-        }
+        Some(t) => stream_generation(
+            &mut generator,
+            t.tokenizer.as_ref(),
+            &prompt,
+            args.max_tokens,
+            options,
+        )
+        .map(|(stats, _)| stats),
+        None => stream_ids(&mut generator, &prompt, args.max_tokens, options),
     }
     .context("generating")?;
     eprintln!(

@@ -4,13 +4,16 @@
 //! - [`kernels`]: the MIL decode kernels and their bucket and port sizing;
 //! - [`positions`]: RoPE at a position offset and the per-chunk cache mask;
 //! - [`generator`]: [`Generator`], which stages weights, holds the cache and runs chunks;
-//! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator.
+//! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator;
+//! - [`text`]: text prompts, requests checked before compiling, completions streamed as text.
 
 pub mod generator;
 pub mod kernels;
 pub mod positions;
 pub mod sampler;
+pub mod text;
 
 pub use generator::{GenerationStats, Generator};
 pub use kernels::{DecodeKernels, BUCKET};
 pub use sampler::{argmax, Sampler, SamplingOptions};
+pub use text::{encode_prompt, end_token, generate_text, generator_for, Piece};
