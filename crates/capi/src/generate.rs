@@ -7,9 +7,7 @@ use crate::status::{
     ANETRAIN_ERR_INVALID_ARGUMENT,
 };
 use anetrain_model::device_choice::DeviceChoice;
-use anetrain_model::generate::{
-    encode_prompt, generate_text, generator_for, GenerationStats, Piece, SamplingOptions,
-};
+use anetrain_model::generate::{complete, GenerationStats, Output, Prompt, SamplingOptions};
 use anetrain_model::reference;
 use std::ffi::{c_char, c_int, c_void, CString};
 
@@ -120,7 +118,7 @@ pub unsafe extern "C" fn anetrain_model_generate(
 ) -> anetrain_status {
     guard(|| {
         let m = handle(m, "m")?;
-        let prompt = slice(prompt, prompt_len, "prompt")?.to_vec();
+        let prompt = Prompt::Ids(slice(prompt, prompt_len, "prompt")?.to_vec());
         run(
             m,
             device,
@@ -152,13 +150,11 @@ pub unsafe extern "C" fn anetrain_model_generate_text(
 ) -> anetrain_status {
     guard(|| {
         let m = handle(m, "m")?;
-        let prompt = text(prompt, "prompt")?;
-        let tokenizer = m.loaded.tokenizer(None)?.ok_or_else(|| no_tokenizer(m))?;
-        let ids = encode_prompt(tokenizer.tokenizer.as_ref(), prompt)?;
+        let prompt = Prompt::Text(text(prompt, "prompt")?.to_string());
         run(
             m,
             device,
-            ids,
+            prompt,
             max_new_tokens,
             options,
             callback,
@@ -168,22 +164,12 @@ pub unsafe extern "C" fn anetrain_model_generate_text(
     })
 }
 
-fn no_tokenizer(m: &Model) -> Failure {
-    Failure::new(
-        ANETRAIN_ERR_INVALID_ARGUMENT,
-        format!(
-            "{} carries no tokenizer; give the prompt as token ids with anetrain_model_generate",
-            m.loaded.description
-        ),
-    )
-}
-
 /// The body both generate calls share.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run(
     m: &Model,
     device: *const c_char,
-    prompt: Vec<u32>,
+    prompt: Prompt,
     max_new_tokens: usize,
     options: *const GenerateOptions,
     callback: anetrain_token_callback,
@@ -195,47 +181,29 @@ unsafe fn run(
         .as_ref()
         .copied()
         .map_or_else(Default::default, Into::into);
-    options.validate()?;
     let Some(callback) = callback else {
         return Err(Failure::new(
             ANETRAIN_ERR_INVALID_ARGUMENT,
             "`callback` is NULL; pass a function that receives each token",
         ));
     };
-    let model = &m.loaded;
-    let tokenizer = model.tokenizer(None)?;
-    let tok = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
-    let (device, _) = choice.device()?;
-    let mut generator = generator_for(
-        &model.config,
-        model.params.clone(),
-        device,
-        tok,
-        &prompt,
-        max_new_tokens,
-    )?;
-    let stats = match tok {
-        Some(tok) => {
-            let on_piece = |piece: Piece<'_>| {
-                // C strings end at NUL; a generated NUL byte becomes U+FFFD rather than a cut.
-                let text = CString::new(piece.text.replace('\0', "\u{FFFD}")).unwrap_or_default();
-                let token = piece.token.unwrap_or(ANETRAIN_NO_TOKEN);
-                callback(token, text.as_ptr(), user) == 0
-            };
-            generate_text(
-                &mut generator,
-                tok,
-                &prompt,
-                max_new_tokens,
-                options,
-                on_piece,
-            )?
-            .0
+    let on_output = |output: Output<'_>| match output {
+        Output::Text(piece) => {
+            // C strings end at NUL; a generated NUL byte becomes U+FFFD rather than a cut.
+            let text = CString::new(piece.text.replace('\0', "\u{FFFD}")).unwrap_or_default();
+            let token = piece.token.unwrap_or(ANETRAIN_NO_TOKEN);
+            callback(token, text.as_ptr(), user) == 0
         }
-        None => generator.generate(&prompt, max_new_tokens, options, |token| {
-            callback(token, std::ptr::null(), user) == 0
-        })?,
+        Output::Token(token) => callback(token, std::ptr::null(), user) == 0,
     };
+    let stats = complete(
+        m.loaded.clone(),
+        choice,
+        prompt,
+        max_new_tokens,
+        options,
+        on_output,
+    )?;
     if !report.is_null() {
         put(report, stats.into(), "report")?;
     }

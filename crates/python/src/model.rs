@@ -4,7 +4,7 @@
 use crate::error::{device_choice, to_py};
 use anetrain_model::device_choice::DeviceChoice;
 use anetrain_model::export::ExportFormat;
-use anetrain_model::generate::{encode_prompt, generate_text, generator_for, SamplingOptions};
+use anetrain_model::generate::{complete, Output, Prompt, SamplingOptions};
 use anetrain_model::reference;
 use anetrain_model::source::{LoadedModel, ModelSource};
 use numpy::{PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -89,7 +89,8 @@ impl Model {
     /// Continues `prompt` (text, which the model's tokenizer encodes after its BOS, or a list
     /// of token ids) by up to `max_new_tokens` tokens on `device`. Returns the completion's
     /// text (token ids when the model has no tokenizer), or with `stream=True` an iterator of
-    /// its pieces as they are generated. Stops at EOS and at the model's max_seq_len.
+    /// its pieces as they are generated. Stops at EOS and at the model's max_seq_len; Ctrl-C
+    /// raises KeyboardInterrupt between tokens.
     #[pyo3(signature = (prompt, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, seed=0, device="auto", stream=false))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
@@ -128,6 +129,7 @@ impl Model {
         }
         let mut text = String::new();
         let mut ids = Vec::new();
+        let mut interrupted = None;
         let has_text = py
             .detach(|| {
                 request.run(|item| {
@@ -135,10 +137,15 @@ impl Model {
                         Item::Text(piece) => text.push_str(&piece),
                         Item::Token(id) => ids.push(id),
                     }
-                    true
+                    // Ctrl-C stops a long generation between tokens.
+                    interrupted = Python::attach(|py| py.check_signals().err());
+                    interrupted.is_none()
                 })
             })
             .map_err(to_py)?;
+        if let Some(e) = interrupted {
+            return Err(e);
+        }
         Ok(if has_text {
             text.into_pyobject(py)?.into_any().unbind()
         } else {
@@ -172,12 +179,6 @@ impl Model {
     }
 }
 
-/// A prompt as given: text for the tokenizer, or ids.
-enum Prompt {
-    Text(String),
-    Ids(Vec<u32>),
-}
-
 fn prompt_of(prompt: &Bound<'_, PyAny>) -> PyResult<Prompt> {
     if let Ok(text) = prompt.extract::<String>() {
         return Ok(Prompt::Text(text));
@@ -206,51 +207,21 @@ impl Request {
     /// Generates, handing each item to `on_item` (false stops); returns whether the items
     /// are text. Empty pieces (an unfinished character) are not handed out.
     fn run(self, mut on_item: impl FnMut(Item) -> bool) -> anetrain_model::error::Result<bool> {
-        let Request {
-            model,
-            prompt,
-            max_new_tokens,
-            options,
-            device,
-        } = self;
-        let tokenizer = model.tokenizer(None)?;
-        let tok = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
-        let ids = match (prompt, tok) {
-            (Prompt::Ids(ids), _) => ids,
-            (Prompt::Text(text), Some(tok)) => encode_prompt(tok, &text)?,
-            (Prompt::Text(_), None) => {
-                return Err(anetrain_model::error::ModelError::Input(format!(
-                    "{} carries no tokenizer; pass the prompt as a list of token ids",
-                    model.description
-                )))
-            }
-        };
-        let (device, _) = device.device()?;
-        let mut generator = generator_for(
-            &model.config,
-            model.params,
-            device,
-            tok,
-            &ids,
-            max_new_tokens,
+        let has_text = self.model.tokenizer.is_some();
+        complete(
+            self.model,
+            self.device,
+            self.prompt,
+            self.max_new_tokens,
+            self.options,
+            |output| match output {
+                Output::Text(piece) => {
+                    piece.text.is_empty() || on_item(Item::Text(piece.text.to_string()))
+                }
+                Output::Token(id) => on_item(Item::Token(id)),
+            },
         )?;
-        match tok {
-            Some(tok) => {
-                generate_text(
-                    &mut generator,
-                    tok,
-                    &ids,
-                    max_new_tokens,
-                    options,
-                    |piece| piece.text.is_empty() || on_item(Item::Text(piece.text.to_string())),
-                )?;
-                Ok(true)
-            }
-            None => {
-                generator.generate(&ids, max_new_tokens, options, |id| on_item(Item::Token(id)))?;
-                Ok(false)
-            }
-        }
+        Ok(has_text)
     }
 }
 

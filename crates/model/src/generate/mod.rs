@@ -16,4 +16,6 @@ pub mod text;
 pub use generator::{GenerationStats, Generator};
 pub use kernels::{DecodeKernels, BUCKET};
 pub use sampler::{argmax, Sampler, SamplingOptions};
-pub use text::{encode_prompt, end_token, generate_text, generator_for, Piece};
+pub use text::{
+    complete, encode_prompt, end_token, generate_text, generator_for, Output, Piece, Prompt,
+};

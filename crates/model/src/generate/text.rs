@@ -9,8 +9,10 @@ use anetrain_device::Device;
 use super::generator::{GenerationStats, Generator};
 use super::sampler::SamplingOptions;
 use crate::config::ModelConfig;
+use crate::device_choice::DeviceChoice;
 use crate::error::{ModelError, Result};
 use crate::params::Params;
+use crate::source::LoadedModel;
 
 /// One piece of a streamed completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +22,73 @@ pub struct Piece<'a> {
     pub token: Option<u32>,
     /// The text this token completes; empty while a multi-byte character is unfinished.
     pub text: &'a str,
+}
+
+/// A prompt as a front end receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text, which the model's tokenizer encodes after its BOS ([`encode_prompt`]).
+    Text(String),
+    /// Token ids, used as given.
+    Ids(Vec<u32>),
+}
+
+/// What [`complete`] hands out: pieces of text when the model carries a tokenizer, else ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// A token and the text it completes (see [`generate_text`]).
+    Text(Piece<'a>),
+    /// A token of a model without a tokenizer.
+    Token(u32),
+}
+
+/// Generates up to `max_new_tokens` after `prompt` from `model` (consumed: the generator owns
+/// the weights) on `device`, handing each output to `on_output` (false stops). The C library
+/// and the Python package generate here.
+pub fn complete(
+    model: LoadedModel,
+    device: DeviceChoice,
+    prompt: Prompt,
+    max_new_tokens: usize,
+    options: SamplingOptions,
+    mut on_output: impl FnMut(Output<'_>) -> bool,
+) -> Result<GenerationStats> {
+    options.validate()?;
+    let tokenizer = model.tokenizer(None)?;
+    let tok = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
+    let ids = match (prompt, tok) {
+        (Prompt::Ids(ids), _) => ids,
+        (Prompt::Text(text), Some(tok)) => encode_prompt(tok, &text)?,
+        (Prompt::Text(_), None) => {
+            return Err(ModelError::Input(format!(
+                "{} carries no tokenizer; pass the prompt as token ids",
+                model.description
+            )))
+        }
+    };
+    let (device, _) = device.device()?;
+    let mut generator = generator_for(
+        &model.config,
+        model.params,
+        device,
+        tok,
+        &ids,
+        max_new_tokens,
+    )?;
+    match tok {
+        Some(tok) => Ok(generate_text(
+            &mut generator,
+            tok,
+            &ids,
+            max_new_tokens,
+            options,
+            |piece| on_output(Output::Text(piece)),
+        )?
+        .0),
+        None => generator.generate(&ids, max_new_tokens, options, |id| {
+            on_output(Output::Token(id))
+        }),
+    }
 }
 
 /// Token ids of a text prompt: the tokenizer's BOS when it has one, then the text's encoding.
