@@ -20,6 +20,10 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// The token of the last callback of a generation, which carries text held back at the end
+// (a character whose bytes were not all generated); its return value is ignored.
+#define ANETRAIN_NO_TOKEN UINT32_MAX
+
 // The most axes a tensor described by `anetrain_tensor_info` can have.
 #define ANETRAIN_MAX_RANK 8
 
@@ -36,8 +40,42 @@ typedef struct anetrain_kernel anetrain_kernel;
 // from one thread at a time; it may be moved to another thread between calls.
 typedef struct anetrain_model anetrain_model;
 
+// A training run: weights, optimizer state, data position. Thread-safety: use a trainer from
+// one thread at a time; it may be moved to another thread between calls.
+typedef struct anetrain_trainer anetrain_trainer;
+
 // The result of every call: `ANETRAIN_OK` (0) or one of the `ANETRAIN_ERR_*` codes.
 typedef int anetrain_status;
+
+// How tokens are drawn; `anetrain_generate_options_default` gives greedy decoding.
+typedef struct anetrain_generate_options {
+  // Softmax temperature; 0 is greedy (always the most likely token).
+  float temperature;
+  // Keep only the `top_k` most likely tokens; 0 keeps all.
+  size_t top_k;
+  // Keep the most likely tokens whose probability mass reaches `top_p`; 1 keeps all.
+  float top_p;
+  // Seed of the sampler: one seed, one text.
+  uint64_t seed;
+} anetrain_generate_options;
+
+// Called once per generated token, on the thread that called generate: `token` is its id,
+// `piece` the text it completes (NUL-terminated UTF-8, "" while a multi-byte character is
+// unfinished, NULL when the model has no tokenizer), `user` the caller's pointer. Return 0 to
+// go on, anything else to stop after this token. The piece is valid only during the call.
+typedef int (*anetrain_token_callback)(uint32_t token, const char *piece, void *user);
+
+// What a generation did: `anetrain_model_generate*` fill it when given a non-NULL pointer.
+typedef struct anetrain_generation_report {
+  // Tokens in the prompt (with the BOS the text variant adds).
+  size_t prompt_tokens;
+  // Tokens generated and handed to the callback (an EOS that ends generation is not one).
+  size_t generated_tokens;
+  // Wall time of the prefill, in milliseconds.
+  double prefill_ms;
+  // Generated tokens per second after the prefill; 0 when none.
+  double decode_tokens_per_s;
+} anetrain_generation_report;
 
 // Element type code of a kernel input or output (`anetrain_tensor_info.dtype`).
 typedef int anetrain_dtype;
@@ -55,6 +93,34 @@ typedef struct anetrain_tensor_info {
   // Element count: the `len` the write and read calls expect.
   size_t len;
 } anetrain_tensor_info;
+
+// What one optimizer step reports.
+typedef struct anetrain_step_metrics {
+  // Steps completed, counting this one (1 for the first).
+  uint64_t step;
+  // Mean training loss of the step.
+  float loss;
+  // Learning rate the step used.
+  float lr;
+  // Global gradient norm before clipping; NaN when the gradients were not finite.
+  double grad_norm;
+  // Loss scale of the step's gradients.
+  float loss_scale;
+  // Whether the update was skipped because the gradients overflowed.
+  bool skipped;
+  // Training tokens consumed so far.
+  uint64_t tokens;
+  // Training tokens per second of this step.
+  double tokens_per_s;
+  // Seconds of training so far.
+  double elapsed_s;
+  // Validation loss when the step evaluated (`eval_every`), else NaN.
+  float val_loss;
+} anetrain_step_metrics;
+
+// Called after each step of `anetrain_trainer_train` with its metrics (valid during the call)
+// and the caller's pointer; return 0 to go on, anything else to stop after this step.
+typedef int (*anetrain_step_callback)(const struct anetrain_step_metrics *metrics, void *user);
 
 // IEEE half precision (write and read it with the `_f16` calls as raw `uint16_t` bits).
 #define ANETRAIN_DTYPE_FP16 1
@@ -101,6 +167,56 @@ typedef struct anetrain_tensor_info {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Stores in `*out` the default options: greedy, no top-k or top-p filtering, seed 0.
+//
+// # Safety
+// `out` is writable.
+anetrain_status anetrain_generate_options_default(struct anetrain_generate_options *out);
+
+// Generates up to `max_new_tokens` tokens after the `prompt_len` token ids at `prompt` on
+// `device` (`auto`, `cpu`, `cpu-f16`, `ane`; `reference` runs the kernels on the fp32 CPU),
+// calling `callback` for each. Stops at the model's EOS, when the callback returns non-zero,
+// or at the model's `max_seq_len`. `options` NULL means greedy. `report` may be NULL.
+//
+// # Safety
+// `m` is a live model; `device` is NUL-terminated; `prompt` holds `prompt_len` ids;
+// `options` is NULL or readable; `report` is NULL or writable.
+anetrain_status anetrain_model_generate(struct anetrain_model *m,
+                                        const char *device,
+                                        const uint32_t *prompt,
+                                        size_t prompt_len,
+                                        size_t max_new_tokens,
+                                        const struct anetrain_generate_options *options,
+                                        anetrain_token_callback callback,
+                                        void *user,
+                                        struct anetrain_generation_report *report);
+
+// As `anetrain_model_generate`, with the prompt given as text: the model's tokenizer encodes
+// it after its BOS. An error when the model carries no tokenizer.
+//
+// # Safety
+// As for `anetrain_model_generate`; `prompt` is NUL-terminated.
+anetrain_status anetrain_model_generate_text(struct anetrain_model *m,
+                                             const char *device,
+                                             const char *prompt,
+                                             size_t max_new_tokens,
+                                             const struct anetrain_generate_options *options,
+                                             anetrain_token_callback callback,
+                                             void *user,
+                                             struct anetrain_generation_report *report);
+
+// Writes into `logits` (`len` floats, the model's vocabulary size) the plain-Rust reference
+// model's next-token logits after the `tokens_len` ids at `tokens`: the oracle the kernels
+// are tested against, computed without a KV cache.
+//
+// # Safety
+// `m` is a live model; `tokens` holds `tokens_len` ids; `logits` has room for `len` floats.
+anetrain_status anetrain_model_logits(struct anetrain_model *m,
+                                      const uint32_t *tokens,
+                                      size_t tokens_len,
+                                      float *logits,
+                                      size_t len);
 
 // Opens the device `name`: `cpu` (fp32 MIL interpreter), `cpu-f16` (every op rounded to fp16
 // like the ANE), `ane` (the Apple Neural Engine, after a self-test), `auto` (the ANE when
@@ -273,6 +389,82 @@ const char *anetrain_last_error(void);
 
 // The library version, e.g. "0.1.0" (a static string).
 const char *anetrain_version(void);
+
+// Starts a run from the model at `model_path` (as `anetrain_model_load` reads it; a preset
+// takes the tokenizer's vocabulary) on `data` (`synthetic[:TOKENS]`, a `.bin` shard or
+// directory of shards, or a text file; NULL is the synthetic corpus). `options_json` is NULL
+// or a JSON object of settings: steps, batch, seq, accum, lr, warmup, optimizer, weight_decay,
+// clip, seed, sampling, save_every, eval_every, eval_batches, keep_last, max_skipped_steps,
+// tokenizer, val_data, val_fraction, device (the `anetrain train` flags of those names).
+//
+// # Safety
+// `model_path` is NUL-terminated; `data` and `options_json` are NULL or NUL-terminated;
+// `out` is writable.
+anetrain_status anetrain_trainer_new(const char *model_path,
+                                     const char *data,
+                                     const char *options_json,
+                                     struct anetrain_trainer **out);
+
+// As `anetrain_trainer_new`, starting from a copy of the weights of the loaded model `m`
+// (which stays usable and unchanged).
+//
+// # Safety
+// `m` is a live model; the rest as for `anetrain_trainer_new`.
+anetrain_status anetrain_trainer_new_from_model(struct anetrain_model *m,
+                                                const char *data,
+                                                const char *options_json,
+                                                struct anetrain_trainer **out);
+
+// Runs one optimizer step and stores its metrics in `*metrics` (which may be NULL). An error
+// once the run has reached its total `steps`.
+//
+// # Safety
+// `t` is a live trainer; `metrics` is NULL or writable.
+anetrain_status anetrain_trainer_step(struct anetrain_trainer *t,
+                                      struct anetrain_step_metrics *metrics);
+
+// Runs up to `steps` optimizer steps, calling `callback` (which may be NULL) after each;
+// stops early when the callback returns non-zero or the run reaches its total `steps`.
+// Stores the number of steps taken in `*taken` (which may be NULL). After a failure the
+// trainer holds the last completed step.
+//
+// # Safety
+// `t` is a live trainer; `taken` is NULL or writable.
+anetrain_status anetrain_trainer_train(struct anetrain_trainer *t,
+                                       uint64_t steps,
+                                       anetrain_step_callback callback,
+                                       void *user,
+                                       uint64_t *taken);
+
+// Stores in `*loss` the mean loss of the current weights on the validation data (at most
+// `eval_batches` batches); an error when the run has none.
+//
+// # Safety
+// `t` is a live trainer; `loss` is writable.
+anetrain_status anetrain_trainer_evaluate(struct anetrain_trainer *t, float *loss);
+
+// Saves a checkpoint of the current step into the run directory `dir` (created when missing,
+// with the run's tokenizer copied in), so `anetrain_model_load(dir)` and `anetrain train
+// --resume --out dir` read it. A directory holding another run's checkpoints is refused.
+//
+// # Safety
+// `t` is a live trainer; `dir` is NUL-terminated.
+anetrain_status anetrain_trainer_save(struct anetrain_trainer *t, const char *dir);
+
+// Releases a trainer (NULL is ignored); unsaved steps are lost.
+//
+// # Safety
+// `t` is NULL or a trainer not yet freed.
+void anetrain_trainer_free(struct anetrain_trainer *t);
+
+// Writes the model in `format` to `out`: `hf` (a directory transformers loads, with the
+// tokenizer) or `llama2c` (one `.bin` file). An `out` that already holds a model is refused.
+//
+// # Safety
+// `m` is a live model; `format` and `out` are NUL-terminated.
+anetrain_status anetrain_model_export(struct anetrain_model *m,
+                                      const char *format,
+                                      const char *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -11,7 +11,7 @@ use std::ffi::{c_char, CString};
 /// A loaded model: config, weights and the tokenizer it carries. Thread-safety: use a model
 /// from one thread at a time; it may be moved to another thread between calls.
 pub struct Model {
-    loaded: LoadedModel,
+    pub(crate) loaded: LoadedModel,
     config_json: CString,
 }
 

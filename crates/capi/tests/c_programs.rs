@@ -83,3 +83,9 @@ fn c_model_loss_on_the_shared_fixture_matches_transformers() {
     let out = run_c("model_shared", &[fixture]);
     assert!(out.contains("model: all checks passed"), "{out}");
 }
+
+#[test]
+fn c_train_save_reload_generate_and_export_a_tiny_model() {
+    let out = run_c("train_generate", &[]);
+    assert!(out.contains("train_generate: all checks passed"), "{out}");
+}

@@ -1,8 +1,8 @@
 //! Streaming generated text to stdout, shared by `generate` and the sample at the end of
 //! `train`: what is printed is exactly the tokenizer's decode of prompt + completion.
 
-use anetrain_data::{StreamDecoder, Tokenizer};
-use anetrain_model::generate::{GenerationStats, Generator, SamplingOptions};
+use anetrain_data::Tokenizer;
+use anetrain_model::generate::{generate_text, GenerationStats, Generator, SamplingOptions};
 use anyhow::Result;
 use std::io::Write;
 
@@ -16,38 +16,29 @@ pub fn stream_generation(
     options: SamplingOptions,
 ) -> Result<(GenerationStats, String)> {
     let mut out = std::io::stdout().lock();
-    let mut printed = tokenizer.decode(prompt)?;
-    write!(out, "{printed}")?;
+    let shown = tokenizer.decode(prompt)?;
+    write!(out, "{shown}")?;
     out.flush()?;
-    let mut decoder = StreamDecoder::after(tokenizer, prompt);
     let mut failure: Option<anyhow::Error> = None;
-    let stats = generator.generate(prompt, max_tokens, options, |id| {
-        let shown = decoder
-            .push(id)
-            .map_err(anyhow::Error::from)
-            .and_then(|text| {
-                if let Some(text) = text {
-                    write!(out, "{text}")?;
-                    out.flush()?;
-                    printed.push_str(&text);
-                }
-                Ok(())
-            });
-        match shown {
+    let (stats, text) = generate_text(
+        generator,
+        tokenizer,
+        prompt,
+        max_tokens,
+        options,
+        |piece| match write!(out, "{}", piece.text).and_then(|()| out.flush()) {
             Ok(()) => true,
             Err(e) => {
-                failure = Some(e.context(format!("showing token {id}")));
+                failure = Some(anyhow::Error::from(e).context("showing the completion"));
                 false
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = failure {
         return Err(e);
     }
-    let rest = decoder.finish()?;
-    writeln!(out, "{rest}")?;
-    printed.push_str(&rest);
-    Ok((stats, printed))
+    writeln!(out)?;
+    Ok((stats, shown + &text))
 }
 
 /// Generates after `prompt` without a tokenizer, printing the token ids as they come.

@@ -8,6 +8,7 @@ pub mod cpu_ops;
 pub mod device_choice;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod hf;
 pub mod kernels;

@@ -38,6 +38,7 @@ pub enum ModelSource {
 }
 
 /// A model read from a [`ModelSource`].
+#[derive(Clone)]
 pub struct LoadedModel {
     /// Its shape.
     pub config: ModelConfig,

@@ -6,6 +6,7 @@
 mod error;
 mod kernel;
 mod model;
+mod trainer;
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernel::compile, m)?)?;
     m.add_class::<model::Model>()?;
     m.add_function(wrap_pyfunction!(model::load, m)?)?;
+    m.add_class::<model::Stream>()?;
+    m.add_class::<trainer::Trainer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -40,4 +40,13 @@
         }                                                                              \
     } while (0)
 
+/* The number after `"key":` (optionally followed by a space) in a JSON text. */
+static inline double json_number(const char *json, const char *key) {
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = strstr(json, pattern);
+    EXPECT(at != NULL);
+    return strtod(at + strlen(pattern), NULL);
+}
+
 #endif

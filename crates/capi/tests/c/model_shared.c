@@ -19,15 +19,6 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-/* The number after `"key":` in a JSON text. */
-static double json_number(const char *json, const char *key) {
-    char pattern[64];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *at = strstr(json, pattern);
-    EXPECT(at != NULL);
-    return strtod(at + strlen(pattern), NULL);
-}
-
 int main(int argc, char **argv) {
     EXPECT(argc == 3); /* the fixture directory, a scratch directory */
     const char *dir = argv[1];

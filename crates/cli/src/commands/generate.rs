@@ -7,7 +7,7 @@ use super::device::{CapabilityArgs, DeviceArgs};
 use super::sampling::SamplingArgs;
 use crate::sample::{stream_generation, stream_ids};
 use anetrain_data::TokenizerSource;
-use anetrain_model::generate::{stop_tokens, Generator};
+use anetrain_model::generate::{encode_prompt, generator_for};
 use anetrain_model::source::{LoadedModel, ModelSource, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -94,44 +94,30 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     let prompt = match (&args.prompt_ids, &tokenizer) {
         (Some(ids), _) => ids.clone(),
-        (None, Some(t)) => {
-            let mut ids = Vec::new();
-            ids.extend(t.tokenizer.bos());
-            ids.extend(t.tokenizer.encode(&args.prompt)?);
-            ids
-        }
+        (None, Some(t)) => encode_prompt(t.tokenizer.as_ref(), &args.prompt)?,
         (None, None) => bail!(
             "{} carries no tokenizer; pass --tokenizer (a tokenizer.json, or byte), or give the \
              prompt as token ids with --prompt-ids",
             model.description
         ),
     };
-    if prompt.is_empty() {
-        bail!("the prompt is empty and the tokenizer has no BOS token; pass --prompt TEXT");
-    }
     let config = model.config.clone();
-    if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= config.vocab_size) {
-        bail!(
-            "prompt token {bad} is outside the model's vocabulary of {}; pass ids below {}",
-            config.vocab_size,
-            config.vocab_size
-        );
-    }
-    if prompt.len() > config.max_seq_len {
-        bail!(
-            "the prompt is {} tokens but the model holds at most {} (max_seq_len); shorten --prompt",
-            prompt.len(),
-            config.max_seq_len
-        );
-    }
-    let max_tokens = args.sampling.max_tokens;
-    // Only as long a cache as this run can fill: a shorter cache makes every step cheaper.
-    let max_seq = config.max_seq_len.min(prompt.len() + max_tokens);
     let (device, why) = args.device.device.device_with(args.capabilities.path())?;
-    eprintln!("model: {}\ndevice: {why}", model.description);
-    let mut generator = Generator::new(&config, model.params, device, max_seq)?;
-    let plain = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
-    generator.set_stop_tokens(&stop_tokens(&config, plain, None));
+    eprintln!(
+        "model: {}
+device: {why}",
+        model.description
+    );
+    let text_tokenizer = tokenizer.as_ref().map(|t| t.tokenizer.as_ref());
+    let max_tokens = args.sampling.max_tokens;
+    let mut generator = generator_for(
+        &config,
+        model.params,
+        device,
+        text_tokenizer,
+        &prompt,
+        max_tokens,
+    )?;
     let stats = match &tokenizer {
         Some(t) => stream_generation(
             &mut generator,

@@ -7,10 +7,7 @@ use super::plot::refresh_run_plot;
 use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
-use anetrain_data::{
-    DataRequest, DataSource, Sampling, TextOptions, Tokenizer, TokenizerSource, TrainData,
-    DEFAULT_VAL_FRACTION,
-};
+use anetrain_data::{TextOptions, Tokenizer, TokenizerSource, TrainData, DEFAULT_VAL_FRACTION};
 use anetrain_device::ane::budget::CompileBudget;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::Engine;
@@ -22,10 +19,10 @@ use anetrain_model::train::checkpoint::{
     check_run_dir, latest_checkpoint, load_latest_intact, set_aside,
 };
 use anetrain_model::train::metrics::METRICS_FILE;
-use anetrain_model::train::optimizer::parse_optimizer;
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    BaseRef, DataProvenance, MetricsLog, OptimizerSpec, RunLock, StepMetrics, TrainOptions, Trainer,
+    BaseModel, DataProvenance, MetricsLog, OptionChanges, Run, RunLock, RunPlan, StepMetrics,
+    TrainOptions, Trainer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -247,18 +244,6 @@ fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
         .transpose()?)
 }
 
-/// Whether the run's data (training or validation) is text for which the byte tokenizer
-/// serves when no other is given.
-fn data_needs_tokenizer(provenance: &DataProvenance) -> Result<bool> {
-    let train = DataSource::parse(provenance.data.as_deref().unwrap_or("synthetic"))?;
-    let val = provenance
-        .val_data
-        .as_deref()
-        .map(DataSource::parse)
-        .transpose()?;
-    Ok(train.byte_tokenizer_by_default() || val.is_some_and(|v| v.byte_tokenizer_by_default()))
-}
-
 fn new_session(args: &TrainArgs) -> Result<Session> {
     if let Some(dir) = latest_checkpoint(&args.out)? {
         bail!(
@@ -268,7 +253,7 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
         );
     }
     let options = options_from_flags(args, quick_start_options())?;
-    let mut provenance = DataProvenance {
+    let data = DataProvenance {
         data: Some(args.data.clone().unwrap_or_else(|| "synthetic".into())),
         tokenizer: None,
         val_data: args.val_data.clone(),
@@ -278,83 +263,34 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
             .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
         mask_prompt: args.mask_prompt,
     };
-    let flag = tokenizer_flag(args)?;
-    let source = match &args.init_from {
+    let model = match &args.init_from {
         Some(path) => ModelSource::from_path(path)?,
         None => ModelSource::Preset {
             name: args.model.as_deref().unwrap_or(DEFAULT_PRESET).to_string(),
             vocab_size: None,
         },
     };
-    // Text needs a tokenizer: the given one, else the model's, else bytes; shards need none.
-    let carried = source.tokenizer()?;
-    let chosen = flag
-        .or(carried)
-        .or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
-    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
-    let preset_vocab = match (&source, &tokenizer) {
-        (ModelSource::Preset { name, .. }, Some(t)) => {
-            let preset = ModelConfig::preset(name)?.vocab_size;
-            if preset != t.vocab_size() {
-                println!(
-                    "model: preset {name} with its vocabulary set to the tokenizer's {} tokens (preset has {preset})",
-                    t.vocab_size()
-                );
-            }
-            Some(t.vocab_size())
-        }
-        _ => None,
+    let plan = RunPlan {
+        model: BaseModel::Source(model),
+        data,
+        tokenizer: tokenizer_flag(args)?,
+        options,
+        device: args.device.device,
+        capabilities: args.capabilities.path().map(Path::to_path_buf),
+        lora: lora_request(args),
     };
-    let source = match preset_vocab {
-        Some(v) => source.with_preset_vocab(v),
-        None => source,
-    };
-    let model = source.load(options.seed)?;
-    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
-        check_tokenizer_fits(t.as_ref(), spec, &model.config)?;
+    let mut run = with_text_progress(&args.out, |text| Ok(Run::start(plan, text)?))?;
+    for note in &run.notes {
+        println!("{note}");
     }
-    if args.init_from.is_some() {
-        println!("starting from {}", model.description);
-    }
-    let (mut config, params) = (model.config, model.params);
-    let lora_base = args.init_from.as_ref().map(|_| &config);
-    let adapter = lora_request(args).resolve(lora_base, options.seed)?;
-    if let Some(t) = &tokenizer {
-        config.adopt_special_tokens(t.as_ref());
-    }
-    let split = open_split(
-        &args.out,
-        &provenance,
-        tokenizer.as_deref(),
-        chosen.as_ref(),
-        &options,
-    )?;
-    let engine = engine_for(&config, args, options.seq, &params)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create the run directory {}", args.out.display()))?;
     // The run carries its own tokenizer, so eval, generate, export and --resume find it.
-    if let Some(spec) = &chosen {
-        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
-    }
-    let mut trainer = match (adapter, &args.init_from) {
-        (Some(adapter), Some(base)) => {
-            println!(
-                "training a LoRA adapter ({} parameters, rank {}, {}) on the frozen base",
-                adapter.num_params(),
-                adapter.config().rank,
-                adapter.config().targets_list()
-            );
-            let base_ref = BaseRef::new(base, &params)?;
-            Trainer::new_adapter(&config, params, base_ref, adapter, options, split, engine)?
-        }
-        _ => Trainer::new(&config, params, options, split, engine)?,
-    };
-    trainer.set_provenance(provenance.clone());
-    write_run_json(&args.out, &trainer, &provenance)?;
+    run.adopt_dir(&args.out)
+        .with_context(|| format!("cannot use the run directory {}", args.out.display()))?;
+    write_run_json(&args.out, &run.trainer, run.provenance())?;
     let log = MetricsLog::create(&args.out)?;
     Ok(Session {
-        trainer,
-        tokenizer,
+        trainer: run.trainer,
+        tokenizer: run.tokenizer.map(|t| t.tokenizer),
         log,
     })
 }
@@ -409,7 +345,9 @@ fn resume_session(args: &TrainArgs) -> Result<Session> {
         ),
         (flag, own) => flag.or(own),
     };
-    let chosen = chosen.or(data_needs_tokenizer(&provenance)?.then_some(TokenizerSource::Byte));
+    let chosen = chosen.or(provenance
+        .byte_tokenizer_by_default()?
+        .then_some(TokenizerSource::Byte));
     let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
     if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
         check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
@@ -453,46 +391,25 @@ fn lora_request(args: &TrainArgs) -> LoraRequest {
 
 /// `base` with every flag the user gave applied on top.
 fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptions> {
-    let mut o = base;
-    let seed_given = args.seed.is_some();
-    macro_rules! set {
-        ($($field:ident),*) => { $( if let Some(v) = args.$field { o.$field = v; } )* };
-    }
-    set!(
-        steps,
-        batch,
-        seq,
-        accum,
-        lr,
-        warmup,
-        clip,
-        seed,
-        save_every,
-        eval_every,
-        eval_batches,
-        keep_last,
-        max_skipped_steps
-    );
-    if args.optimizer.is_some() || args.weight_decay.is_some() {
-        let (current, decay) = match o.optimizer {
-            OptimizerSpec::Adamw { weight_decay, .. } => ("adamw", weight_decay),
-            OptimizerSpec::Sgd { weight_decay, .. } => ("sgd", weight_decay),
-        };
-        let name = args.optimizer.as_deref().unwrap_or(current);
-        o.optimizer = parse_optimizer(name, args.weight_decay.unwrap_or(decay))?;
-    }
-    match args.sampling.as_deref() {
-        Some("sequential") => o.sampling = Sampling::Sequential,
-        Some("shuffle") => o.sampling = Sampling::Shuffle { seed: o.seed },
-        Some(other) => bail!("unknown --sampling `{other}`; choose shuffle or sequential"),
-        None if seed_given => {
-            if let Sampling::Shuffle { .. } = o.sampling {
-                o.sampling = Sampling::Shuffle { seed: o.seed };
-            }
-        }
-        None => {}
-    }
-    Ok(o)
+    let changes = OptionChanges {
+        steps: args.steps,
+        batch: args.batch,
+        seq: args.seq,
+        accum: args.accum,
+        lr: args.lr,
+        warmup: args.warmup,
+        optimizer: args.optimizer.clone(),
+        weight_decay: args.weight_decay,
+        clip: args.clip,
+        seed: args.seed,
+        sampling: args.sampling.clone(),
+        save_every: args.save_every,
+        eval_every: args.eval_every,
+        eval_batches: args.eval_batches,
+        keep_last: args.keep_last,
+        max_skipped_steps: args.max_skipped_steps,
+    };
+    Ok(changes.apply(base)?)
 }
 
 /// The training and validation data the provenance describes (synthetic when unset).
@@ -503,6 +420,22 @@ fn open_split(
     tokenizer_source: Option<&TokenizerSource>,
     options: &TrainOptions,
 ) -> Result<TrainData> {
+    let tokenizer = tokenizer.zip(tokenizer_source);
+    let opened = with_text_progress(run_dir, |text| {
+        Ok(provenance.open(tokenizer, options, text)?)
+    })?;
+    if let Some(line) = opened.truncation {
+        println!("{line}");
+    }
+    Ok(opened.data)
+}
+
+/// Runs `open` with text options that cache tokenized text in `run_dir` when its own
+/// directory is read-only, and show tokenizing progress on a terminal.
+fn with_text_progress<T>(
+    run_dir: &Path,
+    open: impl FnOnce(&TextOptions) -> Result<T>,
+) -> Result<T> {
     let bar = std::io::stdout().is_terminal().then(|| {
         ProgressBar::new(0).with_style(
             ProgressStyle::with_template("tokenizing {bar:30} {bytes}/{total_bytes} eta {eta}")
@@ -523,25 +456,11 @@ fn open_split(
         fallback_cache_dir: Some(run_dir.to_path_buf()),
         progress: Some(&progress),
     };
-    let data = provenance.data.as_deref().unwrap_or("synthetic");
-    let opened = DataRequest {
-        data,
-        val_data: provenance.val_data.as_deref(),
-        val_fraction: provenance.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
-        mask_prompt: provenance.mask_prompt,
-        seq: options.seq,
-        seed: options.seed,
-        tokenizer: tokenizer.zip(tokenizer_source),
-        text: &text,
-    }
-    .open()?;
+    let opened = open(&text);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    if let Some(line) = opened.truncation {
-        println!("{line}");
-    }
-    Ok(opened.data)
+    opened
 }
 
 fn engine_for(

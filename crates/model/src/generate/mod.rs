@@ -6,13 +6,15 @@
 //! - [`kernels`]: the MIL decode kernels and their bucket and port sizing;
 //! - [`positions`]: RoPE at a position offset and the per-chunk cache mask;
 //! - [`generator`]: [`Generator`], which stages weights, holds the cache and runs chunks;
-//! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator.
+//! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator;
+//! - [`text`]: text prompts, requests checked before compiling, completions streamed as text.
 
 pub mod chat;
 pub mod generator;
 pub mod kernels;
 pub mod positions;
 pub mod sampler;
+pub mod text;
 
 pub use chat::{
     stop_tokens, Chat, ChatEvent, ChatOptions, ChatReply, DEFAULT_CONTEXT as DEFAULT_CHAT_CONTEXT,
@@ -20,3 +22,4 @@ pub use chat::{
 pub use generator::{GenerationStats, Generator};
 pub use kernels::{DecodeKernels, BUCKET};
 pub use sampler::{argmax, Sampler, SamplingOptions};
+pub use text::{complete, encode_prompt, generate_text, generator_for, Output, Piece, Prompt};

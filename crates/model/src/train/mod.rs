@@ -13,6 +13,7 @@ pub mod optimizer;
 pub mod options;
 pub mod run_lock;
 pub mod schedule;
+pub mod start;
 pub mod trainer;
 
 pub use base_ref::BaseRef;
@@ -25,4 +26,5 @@ pub use optimizer::{Optimizer, OptimizerSpec};
 pub use options::TrainOptions;
 pub use run_lock::RunLock;
 pub use schedule::Schedule;
+pub use start::{BaseModel, OptionChanges, Run, RunPlan, RunSettings};
 pub use trainer::Trainer;
