@@ -129,7 +129,7 @@ def test_export_to_hugging_face_reads_back_the_same_model(model, tmp_path):
     assert back.eval(rows, device="reference") == model.eval(rows, device="reference")
     with pytest.raises(anetrain.AnetrainError, match="already holds a model.safetensors"):
         model.export(out)
-    with pytest.raises(ValueError, match="choose hf or llama2c"):
+    with pytest.raises(ValueError, match="choose hf, llama2c, peft or mlx"):
         model.export(tmp_path / "x", format="onnx")
 
 

@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
 
     /* Error paths. */
     FAILS(anetrain_model_export(m, "hf", hf_dir), ANETRAIN_ERR_INVALID_ARGUMENT, "already holds a model.safetensors");
-    FAILS(anetrain_model_export(m, "onnx", hf_dir), ANETRAIN_ERR_INVALID_ARGUMENT, "choose hf or llama2c");
+    FAILS(anetrain_model_export(m, "onnx", hf_dir), ANETRAIN_ERR_INVALID_ARGUMENT, "choose hf, llama2c, peft or mlx");
     FAILS(anetrain_model_generate_text(m, "cpu", "x", 4, NULL, NULL, NULL, NULL), ANETRAIN_ERR_INVALID_ARGUMENT, "`callback` is NULL");
     anetrain_generate_options hot = greedy;
     hot.temperature = -1;

@@ -3,29 +3,20 @@
 //! reply is printed as it is generated. Works with piped stdin as well as a terminal.
 
 use super::device::{CapabilityArgs, DeviceArgs};
-use super::generate::load_model;
+use super::generate::ModelArgs;
 use super::sampling::SamplingArgs;
 use anetrain_model::generate::{Chat, ChatEvent, ChatOptions, DEFAULT_CHAT_CONTEXT};
 use anetrain_model::source::{LoadedModel, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct ChatArgs {
-    /// A run directory (its latest checkpoint), a checkpoint, a Hugging Face directory, a
-    /// llama2.c .bin, or a preset name (random weights).
-    #[arg(long)]
-    model: String,
-    /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
-    /// tokenizer]; the chat template is the `tokenizer_config.json` beside it.
-    #[arg(long)]
-    tokenizer: Option<String>,
-    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     talk: TalkArgs,
     #[command(flatten)]
@@ -74,12 +65,7 @@ pub const PROMPT_END: &str = "--- end of prompt ---";
 /// Runs `anetrain chat`.
 pub fn run(args: ChatArgs) -> Result<ExitCode> {
     args.sampling.options()?;
-    let (model, tokenizer) = load_model(
-        &args.model,
-        args.tokenizer.as_deref(),
-        args.adapter.as_deref(),
-        args.sampling.seed,
-    )?;
+    let (model, tokenizer) = args.model.load(args.sampling.seed)?;
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("type a message and press Enter; Ctrl-D ends the chat");

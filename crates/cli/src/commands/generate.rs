@@ -11,22 +11,13 @@ use anetrain_model::generate::{encode_prompt, generator_for};
 use anetrain_model::source::{LoadedModel, ModelSource, ModelTokenizer};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// A run directory (its latest checkpoint), a checkpoint, a Hugging Face directory, a
-    /// llama2.c .bin, or a preset name (random weights, for trying the pipeline).
-    #[arg(long)]
-    model: String,
-    /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
-    /// tokenizer].
-    #[arg(long)]
-    tokenizer: Option<String>,
-    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The text to continue (BOS is added when the tokenizer has one).
     #[arg(long, default_value = "", conflicts_with_all = ["prompt_ids", "chat"])]
     prompt: String,
@@ -48,25 +39,42 @@ pub struct GenerateArgs {
     capabilities: CapabilityArgs,
 }
 
-/// Loads `--model` (a preset takes the `--tokenizer`'s vocabulary), folds in `--adapter`, and
-/// picks the tokenizer; shared by `generate` and `chat`.
-pub fn load_model(
-    model: &str,
-    tokenizer: Option<&str>,
-    adapter: Option<&Path>,
-    seed: u64,
-) -> Result<(LoadedModel, Option<ModelTokenizer>)> {
-    let flag = tokenizer.map(TokenizerSource::parse).transpose()?;
-    let mut source = ModelSource::parse(model)?;
-    if let Some(flag) = &flag {
-        source = source.with_preset_vocab(flag.open()?.vocab_size());
+/// The model `generate` and `chat` run: a path or preset, its tokenizer and an adapter.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A run directory (its latest checkpoint), a checkpoint, a Hugging Face directory, a
+    /// llama2.c .bin, or a preset name (random weights, for trying the pipeline).
+    #[arg(long)]
+    model: String,
+    /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
+    /// tokenizer]; a chat's template is the `tokenizer_config.json` beside it.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// Loads `--model` (a preset takes the `--tokenizer`'s vocabulary), folds in `--adapter`,
+    /// and picks the tokenizer.
+    pub fn load(&self, seed: u64) -> Result<(LoadedModel, Option<ModelTokenizer>)> {
+        let flag = self
+            .tokenizer
+            .as_deref()
+            .map(TokenizerSource::parse)
+            .transpose()?;
+        let mut source = ModelSource::parse(&self.model)?;
+        if let Some(flag) = &flag {
+            source = source.with_preset_vocab(flag.open()?.vocab_size());
+        }
+        let mut model = source.load(seed)?;
+        if let Some(dir) = &self.adapter {
+            model.apply_adapter(dir)?;
+        }
+        let tokenizer = model.tokenizer(flag.as_ref())?;
+        Ok((model, tokenizer))
     }
-    let mut model = source.load(seed)?;
-    if let Some(dir) = adapter {
-        model.apply_adapter(dir)?;
-    }
-    let tokenizer = model.tokenizer(flag.as_ref())?;
-    Ok((model, tokenizer))
 }
 
 /// Runs `anetrain generate`.
@@ -75,12 +83,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     if args.chat.is_none() {
         args.talk.refuse_without_chat()?;
     }
-    let (model, tokenizer) = load_model(
-        &args.model,
-        args.tokenizer.as_deref(),
-        args.adapter.as_deref(),
-        args.sampling.seed,
-    )?;
+    let (model, tokenizer) = args.model.load(args.sampling.seed)?;
     if let Some(message) = &args.chat {
         return talk(
             model,
