@@ -41,7 +41,8 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
     anetrain(&args)
 }
 
-fn train_ok(out: &Path, extra: &[&str]) {
+/// Runs `train` and returns its stdout.
+fn train_ok(out: &Path, extra: &[&str]) -> String {
     let o = train(out, extra);
     assert!(
         o.status.success(),
@@ -49,6 +50,7 @@ fn train_ok(out: &Path, extra: &[&str]) {
         stdout(&o),
         common::stderr(&o)
     );
+    stdout(&o)
 }
 
 /// A pretrained tiny base as a Hugging Face directory (the form users bring).
@@ -128,7 +130,17 @@ fn lora_training_runs_resumes_exports_and_fuses() {
     let mut flags = base_arg.to_vec();
     flags.extend_from_slice(LORA);
     flags.extend_from_slice(&["--steps", "12", "--save-every", "6"]);
-    train_ok(&run, &flags);
+    let printed = train_ok(&run, &flags);
+    // Only the adapter trains: rank 4 on all seven projections of every layer, r·(in + out)
+    // each.
+    let (c, _) = load_hf_dir(&base).unwrap();
+    let (d, q, kv, h) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim);
+    let per_layer = 4 * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + h) + (h + d));
+    let trainable = format!("training {} parameters", per_layer * c.n_layers);
+    assert!(
+        printed.contains(&trainable),
+        "want `{trainable}` in:\n{printed}"
+    );
 
     let metrics = read_metrics(&run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.len(), 12);

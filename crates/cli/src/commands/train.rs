@@ -505,7 +505,7 @@ fn train_loop(
     }
     println!(
         "training {} parameters for {} steps of {} tokens; metrics in {}",
-        trainer.params().num_params(),
+        trainer.trainable_params(),
         total - trainer.current_step(),
         trainer.options().tokens_per_step(),
         args.out.join(METRICS_FILE).display()

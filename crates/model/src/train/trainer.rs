@@ -429,6 +429,14 @@ impl Trainer {
         &self.params
     }
 
+    /// How many parameters the optimizer updates: the adapter's in a LoRA run, else all.
+    pub fn trainable_params(&self) -> usize {
+        match &self.trained {
+            Trained::Full { .. } => self.params.num_params(),
+            Trained::Adapter { adapter, .. } => adapter.num_params(),
+        }
+    }
+
     /// The model as trained so far, as one plain set of weights: a LoRA run's base with the
     /// adapter fused in (a copy of the base), a full run's weights (a copy).
     pub fn trained_model(&self) -> Result<Params> {
