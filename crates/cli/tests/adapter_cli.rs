@@ -3,7 +3,7 @@
 //! compared with the reference forward pass on `W + (alpha/r)·B·A` computed here by plain loops.
 
 mod common;
-use common::{arg, fails_with, ok, stdout};
+use common::{arg, fails_with, fused_by_hand, ok, stdout};
 
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use anetrain_data::rng::SplitMix64;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::lora::{save_adapter, Adapter, AdapterFormat, Layers, LoraConfig, Target};
-use anetrain_model::params::{LayerParams, Params, Tensor};
+use anetrain_model::params::Params;
 use anetrain_model::reference::model::forward;
 
 const SEQ: usize = 12;
@@ -37,39 +37,6 @@ fn setup(dir: &Path) -> (ModelConfig, Params, Adapter) {
         }
     }
     (config, params, adapter)
-}
-
-/// The weight `target` names in `layer`.
-fn weight(layer: &mut LayerParams, target: Target) -> &mut Tensor {
-    match target {
-        Target::QProj => &mut layer.q_proj,
-        Target::KProj => &mut layer.k_proj,
-        Target::VProj => &mut layer.v_proj,
-        Target::OProj => &mut layer.o_proj,
-        Target::GateProj => &mut layer.gate_proj,
-        Target::UpProj => &mut layer.up_proj,
-        Target::DownProj => &mut layer.down_proj,
-    }
-}
-
-/// `W + (alpha/r)·B·A` for every adapted projection, by plain loops.
-fn fused(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Params {
-    let mut fused = base.clone();
-    let scale = adapter.config().alpha / adapter.config().rank as f32;
-    for ((layer, target), pair) in adapter.modules() {
-        let (d_out, d_in) = target.shape(config);
-        let r = pair.rank();
-        let w = weight(&mut fused.layers[layer], target).data_mut();
-        for o in 0..d_out {
-            for i in 0..d_in {
-                let ba: f32 = (0..r)
-                    .map(|k| pair.b.data()[o * r + k] * pair.a.data()[k * d_in + i])
-                    .sum();
-                w[o * d_in + i] += scale * ba;
-            }
-        }
-    }
-    fused
 }
 
 /// Mean next-token cross-entropy of `tokens` under `params`, by log-sum-exp over the logits.
@@ -174,7 +141,7 @@ fn eval_with_an_adapter_equals_the_loss_of_the_fused_weights_in_both_formats() {
     let (config, base, adapter) = setup(tmp.path());
     let data = tmp.path().join("sample.bin");
     let tokens = write_shard(&data);
-    let want = loss(&config, &fused(&config, &base, &adapter), &tokens);
+    let want = loss(&config, &fused_by_hand(&config, &base, &adapter), &tokens);
     let base_want = loss(&config, &base, &tokens);
     assert!((want - base_want).abs() > 1e-3, "the adapter must matter");
 
@@ -198,7 +165,12 @@ fn greedy_generation_with_an_adapter_follows_the_fused_model() {
     let (config, base, adapter) = setup(tmp.path());
     let prompt = [3, 17, 5, 9];
     let max = 10;
-    let want = greedy(&config, &fused(&config, &base, &adapter), &prompt, max);
+    let want = greedy(
+        &config,
+        &fused_by_hand(&config, &base, &adapter),
+        &prompt,
+        max,
+    );
     assert_ne!(
         want,
         greedy(&config, &base, &prompt, max),

@@ -3,7 +3,7 @@
 //! plain loops.
 
 mod common;
-use common::{anetrain, stderr};
+use common::{anetrain, fused_by_hand, stderr};
 
 use std::path::Path;
 
@@ -37,31 +37,11 @@ fn setup(dir: &Path) -> (ModelConfig, Params, Adapter) {
     (config, params, adapter)
 }
 
-/// `W + (alpha/r)·B·A` for every adapted projection, by plain loops.
-fn expected_fused(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Params {
-    let mut fused = base.clone();
-    let scale = adapter.config().alpha / adapter.config().rank as f32;
-    for ((layer, target), pair) in adapter.modules() {
-        let (d_out, d_in) = target.shape(config);
-        let r = pair.rank();
-        let w = target.get_mut(&mut fused.layers[layer]).data_mut();
-        for o in 0..d_out {
-            for i in 0..d_in {
-                let ba: f32 = (0..r)
-                    .map(|k| pair.b.data()[o * r + k] * pair.a.data()[k * d_in + i])
-                    .sum();
-                w[o * d_in + i] += scale * ba;
-            }
-        }
-    }
-    fused
-}
-
 #[test]
 fn fused_model_computes_base_plus_adapter_for_peft_and_mlx_adapters() {
     let tmp = tempfile::tempdir().unwrap();
     let (config, base, adapter) = setup(tmp.path());
-    let expected = expected_fused(&config, &base, &adapter);
+    let expected = fused_by_hand(&config, &base, &adapter);
     let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
     let base_logits = forward(&config, &base, &tokens).unwrap();
     let expected_logits = forward(&config, &expected, &tokens).unwrap();

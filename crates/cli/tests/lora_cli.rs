@@ -7,13 +7,12 @@
 //! --format hf` gives the logits of base + adapter; and bad flags or a changed base are errors.
 
 mod common;
-use common::{anetrain, arg, eval_loss, fails_with, ok, stdout};
+use common::{anetrain, arg, eval_loss, fails_with, fused_by_hand, ok, stdout};
 
 use std::path::{Path, PathBuf};
 
-use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::{load_hf_dir, save_hf_dir};
-use anetrain_model::lora::{load_adapter, Adapter};
+use anetrain_model::lora::load_adapter;
 use anetrain_model::params::Params;
 use anetrain_model::reference::model::forward;
 use anetrain_model::train::metrics::read_metrics;
@@ -87,26 +86,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
-}
-
-/// `W + (alpha/r)·B·A` for every adapted projection, by plain loops.
-fn fused_by_hand(config: &ModelConfig, base: &Params, adapter: &Adapter) -> Params {
-    let mut fused = base.clone();
-    let scale = adapter.config().alpha / adapter.config().rank as f32;
-    for ((layer, target), pair) in adapter.modules() {
-        let (d_out, d_in) = target.shape(config);
-        let r = pair.rank();
-        let w = target.get_mut(&mut fused.layers[layer]).data_mut();
-        for o in 0..d_out {
-            for i in 0..d_in {
-                let ba: f32 = (0..r)
-                    .map(|k| pair.b.data()[o * r + k] * pair.a.data()[k * d_in + i])
-                    .sum();
-                w[o * d_in + i] += scale * ba;
-            }
-        }
-    }
-    fused
 }
 
 const LORA: &[&str] = &[

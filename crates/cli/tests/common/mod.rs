@@ -142,3 +142,28 @@ pub fn write_text(path: &Path) {
     let line = "the cat sat on the mat. the hat is that cat's hat.\n";
     std::fs::write(path, line.repeat(250)).unwrap();
 }
+
+/// `W + (alpha/r)·B·A` for every adapted projection, by plain loops: the tests' own fuse, to
+/// check the binary's fused weights, losses and tokens against.
+pub fn fused_by_hand(
+    config: &anetrain_model::config::ModelConfig,
+    base: &anetrain_model::params::Params,
+    adapter: &anetrain_model::lora::Adapter,
+) -> anetrain_model::params::Params {
+    let mut fused = base.clone();
+    let scale = adapter.config().alpha / adapter.config().rank as f32;
+    for ((layer, target), pair) in adapter.modules() {
+        let (d_out, d_in) = target.shape(config);
+        let r = pair.rank();
+        let w = target.get_mut(&mut fused.layers[layer]).data_mut();
+        for o in 0..d_out {
+            for i in 0..d_in {
+                let ba: f32 = (0..r)
+                    .map(|k| pair.b.data()[o * r + k] * pair.a.data()[k * d_in + i])
+                    .sum();
+                w[o * d_in + i] += scale * ba;
+            }
+        }
+    }
+    fused
+}
