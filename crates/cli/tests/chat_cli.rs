@@ -14,7 +14,7 @@ use anetrain_data::rng::SplitMix64;
 use anetrain_data::{HfTokenizer, Tokenizer};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::save_hf_dir;
-use anetrain_model::params::{Params, Tensor};
+use anetrain_model::params::{Linear, Params, Tensor};
 use anetrain_model::reference::model::forward;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -61,8 +61,8 @@ fn write_model(dir: &Path, tokenizer: &HfTokenizer) -> (ModelConfig, Params, Vec
     };
     let mut params = Params::init(&config, 7).unwrap();
     for layer in &mut params.layers {
-        layer.o_proj.data_mut().fill(0.0);
-        layer.down_proj.data_mut().fill(0.0);
+        Linear::OProj.get_mut(layer).data_mut().fill(0.0);
+        Linear::DownProj.get_mut(layer).data_mut().fill(0.0);
     }
     let (v, d) = (config.vocab_size, config.dim);
     let mut rng = SplitMix64::new(3);

@@ -370,7 +370,9 @@ fn non_finite_weights_are_refused_at_load_naming_the_tensor() {
     let o = train(&run, &["--steps", "1"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut ckpt = Checkpoint::load(&run.join("ckpt-00000001")).unwrap();
-    ckpt.params.layers[1].up_proj.data_mut()[7] = f32::NAN;
+    anetrain_model::params::Linear::UpProj
+        .get_mut(&mut ckpt.params.layers[1])
+        .data_mut()[7] = f32::NAN;
     let hf = dir.path().join("nan-hf");
     save_hf_dir(&hf, &ckpt.config, &ckpt.params, None).unwrap();
     let out = dir.path().join("out");

@@ -15,7 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{check_tensor_shapes, Params, Tensor};
+use crate::params::{check_tensor_shapes, Params, Tensor, TensorView, TensorViewMut};
 
 /// Name of the single-file weights in a Hugging Face directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -71,7 +71,7 @@ impl SafetensorsFile {
     }
 
     /// Reads tensor `name` into `dst`, which fixes the expected shape.
-    pub fn read_into(&self, name: &str, dst: &mut Tensor) -> Result<()> {
+    pub fn read_into(&self, name: &str, dst: &mut TensorViewMut<'_>) -> Result<()> {
         let info = self.info(name)?;
         if info.shape != dst.shape() {
             return Err(ModelError::ShapeMismatch {
@@ -157,7 +157,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Params)> {
     params
         .iter_mut()
         .into_par_iter()
-        .try_for_each(|(name, tensor)| {
+        .try_for_each(|(name, mut tensor)| {
             let file = match &weight_map {
                 None => &files[0],
                 Some((index_path, map)) => {
@@ -176,7 +176,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<(ModelConfig, Params)> {
                         })?
                 }
             };
-            file.read_into(&name, tensor)
+            file.read_into(&name, &mut tensor)
         })?;
     // A tied config beside a separate classifier would silently train a different model,
     // unless the classifier is only a redundant copy of the embedding.
@@ -286,7 +286,7 @@ pub fn save_hf_dir(
 /// umask, as `meta.json` and `config.json` are) and renamed onto `path` when complete, so
 /// `path` is never seen half-written. The temporary file is removed on error, and leftovers of
 /// writers that were killed (their pid is gone) are removed before writing.
-pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, &Tensor)>) -> Result<()> {
+pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, TensorView<'_>)>) -> Result<()> {
     let mut infos = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
     for (name, t) in &tensors {

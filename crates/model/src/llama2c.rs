@@ -18,7 +18,7 @@ use memmap2::Mmap;
 
 use crate::config::{Family, ModelConfig, SpecialTokens};
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Linear, Params, Tensor};
+use crate::params::{LayerParams, Linear, Params, TensorView, TensorViewMut};
 
 const HEADER_BYTES: usize = 7 * 4;
 /// RoPE base and RMSNorm epsilon that llama2.c's `run.c` hard-codes.
@@ -50,18 +50,18 @@ const LAYER_SLOTS: [Slot; 9] = [
 ];
 
 impl Slot {
-    fn get(self, l: &LayerParams) -> &Tensor {
+    fn get(self, l: &LayerParams) -> TensorView<'_> {
         match self {
-            Slot::AttentionNorm => &l.input_layernorm,
-            Slot::FfnNorm => &l.post_attention_layernorm,
+            Slot::AttentionNorm => l.input_layernorm.view(),
+            Slot::FfnNorm => l.post_attention_layernorm.view(),
             Slot::Linear(linear) => linear.get(l),
         }
     }
 
-    fn get_mut(self, l: &mut LayerParams) -> &mut Tensor {
+    fn get_mut(self, l: &mut LayerParams) -> TensorViewMut<'_> {
         match self {
-            Slot::AttentionNorm => &mut l.input_layernorm,
-            Slot::FfnNorm => &mut l.post_attention_layernorm,
+            Slot::AttentionNorm => l.input_layernorm.view_mut(),
+            Slot::FfnNorm => l.post_attention_layernorm.view_mut(),
             Slot::Linear(linear) => linear.get_mut(l),
         }
     }
@@ -278,7 +278,7 @@ pub fn read_llama2c(path: &Path) -> Result<(ModelConfig, Params)> {
     r.fill(p.embed_tokens.data_mut());
     for slot in LAYER_SLOTS {
         for l in &mut p.layers {
-            let t = slot.get_mut(l);
+            let mut t = slot.get_mut(l);
             if slot.interleaved() {
                 let raw = r.take(t.len());
                 t.data_mut()

@@ -10,8 +10,12 @@ use crate::error::{ModelError, Result};
 use anetrain_data::rng::{fnv1a, SplitMix64};
 
 mod linear;
+mod stack;
+mod view;
 
 pub use linear::{LayerPartsMut, Linear};
+pub use stack::{Group, Stack};
+pub use view::{TensorView, TensorViewMut};
 
 /// A dense fp32 tensor, row-major. Matrices are `[out, in]` as Hugging Face stores `Linear`
 /// weights; norm weights are `[dim]`.
@@ -70,6 +74,21 @@ impl Tensor {
         self.data.is_empty()
     }
 
+    /// The tensor as a borrowed view.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView::new(&self.shape, &self.data)
+    }
+
+    /// The tensor as a borrowed mutable view.
+    pub fn view_mut(&mut self) -> TensorViewMut<'_> {
+        TensorViewMut::new(&self.shape, &mut self.data)
+    }
+
+    /// A tensor from a shape and values already known to agree.
+    pub(crate) fn from_parts(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        Tensor { shape, data }
+    }
+
     /// One row of a matrix (`[rows, cols]`), e.g. one token's embedding.
     pub fn row(&self, i: usize) -> &[f32] {
         let cols = self.shape.last().copied().unwrap_or(1);
@@ -83,77 +102,91 @@ impl Tensor {
     }
 }
 
-/// The weights of one transformer block, named after their Hugging Face suffixes.
+/// The weights of one transformer block, named after their Hugging Face suffixes. The seven
+/// projections live in four [`Stack`]s, the layout the kernels read (see [`Group`]); reach
+/// them by [`Linear::get`] and [`Linear::get_mut`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerParams {
     /// `input_layernorm.weight` `[dim]`: RMSNorm before attention.
     pub input_layernorm: Tensor,
-    /// `self_attn.q_proj.weight` `[q_dim, dim]`.
-    pub q_proj: Tensor,
-    /// `self_attn.k_proj.weight` `[kv_dim, dim]`.
-    pub k_proj: Tensor,
-    /// `self_attn.v_proj.weight` `[kv_dim, dim]`.
-    pub v_proj: Tensor,
-    /// `self_attn.o_proj.weight` `[dim, q_dim]`.
-    pub o_proj: Tensor,
     /// `self_attn.q_norm.weight` `[head_dim]` (Qwen3 only).
     pub q_norm: Option<Tensor>,
     /// `self_attn.k_norm.weight` `[head_dim]` (Qwen3 only).
     pub k_norm: Option<Tensor>,
     /// `post_attention_layernorm.weight` `[dim]`: RMSNorm before the MLP.
     pub post_attention_layernorm: Tensor,
-    /// `mlp.gate_proj.weight` `[hidden_dim, dim]`.
-    pub gate_proj: Tensor,
-    /// `mlp.up_proj.weight` `[hidden_dim, dim]`.
-    pub up_proj: Tensor,
-    /// `mlp.down_proj.weight` `[dim, hidden_dim]`.
-    pub down_proj: Tensor,
+    /// The projections, one stack per [`Group::ALL`] entry.
+    stacks: [Stack; 4],
 }
 
 impl LayerParams {
     /// The block's tensors for `c`, each made by `make(shape)`.
     fn build(c: &ModelConfig, make: &impl Fn(&[usize]) -> Tensor) -> Self {
         let qk_norm = || c.qk_norm.then(|| make(&[c.head_dim]));
-        let linear = |l: Linear| {
-            let (out, inp) = l.shape(c);
-            make(&[out, inp])
+        let stack = |g: Group| {
+            let shapes: Vec<[usize; 2]> = g
+                .linears()
+                .iter()
+                .map(|l| {
+                    let (out, inp) = l.shape(c);
+                    [out, inp]
+                })
+                .collect();
+            let rows = shapes.iter().map(|s| s[0]).sum();
+            Stack::new(shapes, make(&[rows, g.linears()[0].shape(c).1]).data)
         };
         LayerParams {
             input_layernorm: make(&[c.dim]),
-            q_proj: linear(Linear::QProj),
-            k_proj: linear(Linear::KProj),
-            v_proj: linear(Linear::VProj),
-            o_proj: linear(Linear::OProj),
             q_norm: qk_norm(),
             k_norm: qk_norm(),
             post_attention_layernorm: make(&[c.dim]),
-            gate_proj: linear(Linear::GateProj),
-            up_proj: linear(Linear::UpProj),
-            down_proj: linear(Linear::DownProj),
+            stacks: Group::ALL.map(stack),
         }
     }
 
+    /// The stack of `group`'s projections.
+    pub fn stack(&self, group: Group) -> &Stack {
+        &self.stacks[group as usize]
+    }
+
+    /// The stack of `group`'s projections, mutable.
+    fn stack_mut(&mut self, group: Group) -> &mut Stack {
+        &mut self.stacks[group as usize]
+    }
+
     /// The block's tensors with their name suffixes, in Hugging Face module order.
-    fn named(&self) -> Vec<(String, &Tensor)> {
+    fn named(&self) -> Vec<(String, TensorView<'_>)> {
         module_order(
             Linear::ALL.map(|l| l.get(self)),
-            [&self.input_layernorm, &self.post_attention_layernorm],
-            [self.q_norm.as_ref(), self.k_norm.as_ref()],
+            [
+                self.input_layernorm.view(),
+                self.post_attention_layernorm.view(),
+            ],
+            [
+                self.q_norm.as_ref().map(Tensor::view),
+                self.k_norm.as_ref().map(Tensor::view),
+            ],
         )
     }
 
     /// Mutable twin of [`LayerParams::named`], same order.
-    fn named_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn named_mut(&mut self) -> Vec<(String, TensorViewMut<'_>)> {
         let p = self.parts_mut();
         module_order(
             p.linears,
-            [p.input_layernorm, p.post_attention_layernorm],
-            [p.q_norm, p.k_norm],
+            [
+                p.input_layernorm.view_mut(),
+                p.post_attention_layernorm.view_mut(),
+            ],
+            [
+                p.q_norm.map(Tensor::view_mut),
+                p.k_norm.map(Tensor::view_mut),
+            ],
         )
     }
 }
 
-/// Names a block's tensors (`T` is `&Tensor` or `&mut Tensor`) in Hugging Face module order:
+/// Names a block's tensors (`T` is a view or a mutable view) in Hugging Face module order:
 /// input norm, attention projections, QK-norms, post-attention norm, MLP projections.
 fn module_order<T>(linears: [T; 7], norms: [T; 2], qk_norms: [Option<T>; 2]) -> Vec<(String, T)> {
     let [input, post] = norms;
@@ -175,17 +208,17 @@ fn module_order<T>(linears: [T; 7], norms: [T; 2], qk_norms: [Option<T>; 2]) -> 
 /// ([`Params`]) or an adapter on a frozen one ([`crate::lora::Adapter`]).
 pub trait ParamSet: Clone + Send + Sync {
     /// Every tensor with its saved name, in a stable order.
-    fn tensors(&self) -> Vec<(String, &Tensor)>;
+    fn tensors(&self) -> Vec<(String, TensorView<'_>)>;
     /// Mutable twin of [`ParamSet::tensors`], same order.
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)>;
+    fn tensors_mut(&mut self) -> Vec<(String, TensorViewMut<'_>)>;
 }
 
 impl ParamSet for Params {
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(String, TensorView<'_>)> {
         self.iter()
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(String, TensorViewMut<'_>)> {
         self.iter_mut()
     }
 }
@@ -268,7 +301,7 @@ impl Params {
     pub fn init(config: &ModelConfig, seed: u64) -> Result<Self> {
         let mut params = Params::try_zeros(config)?;
         let residual_scale = 1.0 / (2.0 * config.n_layers as f64).sqrt();
-        for (name, tensor) in params.iter_mut() {
+        for (name, mut tensor) in params.iter_mut() {
             if tensor.shape().len() == 1 {
                 tensor.data_mut().fill(1.0);
                 continue;
@@ -301,40 +334,43 @@ impl Params {
 
     /// Every tensor with its full Hugging Face name, in a stable order: embedding, layers in
     /// order (each in module order), final norm, classifier.
-    pub fn iter(&self) -> Vec<(String, &Tensor)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), &self.embed_tokens)];
+    pub fn iter(&self) -> Vec<(String, TensorView<'_>)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.view(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             for (suffix, t) in layer.named() {
                 out.push((format!("model.layers.{i}.{suffix}"), t));
             }
         }
-        out.push(("model.norm.weight".to_string(), &self.norm));
+        out.push(("model.norm.weight".to_string(), self.norm.view()));
         if let Some(t) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), t));
+            out.push(("lm_head.weight".to_string(), t.view()));
         }
         out
     }
 
     /// Mutable twin of [`Params::iter`], same order.
-    pub fn iter_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    pub fn iter_mut(&mut self) -> Vec<(String, TensorViewMut<'_>)> {
         let mut out = vec![(
             "model.embed_tokens.weight".to_string(),
-            &mut self.embed_tokens,
+            self.embed_tokens.view_mut(),
         )];
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (suffix, t) in layer.named_mut() {
                 out.push((format!("model.layers.{i}.{suffix}"), t));
             }
         }
-        out.push(("model.norm.weight".to_string(), &mut self.norm));
+        out.push(("model.norm.weight".to_string(), self.norm.view_mut()));
         if let Some(t) = &mut self.lm_head {
-            out.push(("lm_head.weight".to_string(), t));
+            out.push(("lm_head.weight".to_string(), t.view_mut()));
         }
         out
     }
 
     /// The tensor called `name`, if the model has one.
-    pub fn get(&self, name: &str) -> Option<&Tensor> {
+    pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
         self.iter()
             .into_iter()
             .find(|(n, _)| n == name)
@@ -500,13 +536,13 @@ mod tests {
         let a = Params::init(&c, 7).unwrap();
         assert_eq!(a, Params::init(&c, 7).unwrap());
         assert_ne!(a, Params::init(&c, 8).unwrap());
-        let std = |t: &Tensor| {
+        let std = |t: TensorView| {
             let n = t.len() as f64;
             (t.data().iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / n).sqrt()
         };
-        let e = std(&a.embed_tokens);
+        let e = std(a.embed_tokens.view());
         assert!((e - 0.02).abs() < 0.001, "embedding std {e}");
-        let o = std(&a.layers[0].o_proj);
+        let o = std(Linear::OProj.get(&a.layers[0]));
         let want = 0.02 / 2.0;
         assert!((o - want).abs() < 0.001, "o_proj std {o}, want {want}");
         assert!(a.norm.data().iter().all(|&x| x == 1.0));
@@ -517,6 +553,9 @@ mod tests {
             .map(|x| x.to_bits())
             .collect();
         assert_eq!(bits, [0xbca3ab38, 0x3bebd0e1, 0xbb657bdd]);
-        assert_eq!(a.layers[1].o_proj.data()[5].to_bits(), 0xbc825638);
+        assert_eq!(
+            Linear::OProj.get(&a.layers[1]).data()[5].to_bits(),
+            0xbc825638
+        );
     }
 }

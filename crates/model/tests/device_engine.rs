@@ -17,7 +17,7 @@ const SEQ: usize = 16;
 /// Seeded weights with the norm gains moved away from 1, so a missing gain shows.
 fn params(c: &ModelConfig, seed: u64) -> Params {
     let mut p = Params::init(c, seed).unwrap();
-    for (name, t) in p.iter_mut() {
+    for (name, mut t) in p.iter_mut() {
         if t.shape().len() == 1 {
             for (i, v) in t.data_mut().iter_mut().enumerate() {
                 *v = 1.0 + 0.3 * ((i as f32 * 0.7 + name.len() as f32).sin());
@@ -206,11 +206,11 @@ fn finite_differences_agree_with_the_engine_gradient() {
             .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
             .unwrap();
         let mut loss_at = |delta: f32| {
-            let t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
             t.data_mut()[i] += delta;
             dev.stage(&p).unwrap();
             let l = dev.loss(&p, &batch).unwrap().loss as f64;
-            let t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
             t.data_mut()[i] -= delta;
             l
         };

@@ -23,7 +23,7 @@ use anetrain_model::reference;
 /// out (no near-ties for greedy) and a missing gain shows.
 fn params(c: &ModelConfig, seed: u64) -> Params {
     let mut p = Params::init(c, seed).unwrap();
-    for (name, t) in p.iter_mut() {
+    for (name, mut t) in p.iter_mut() {
         if t.shape().len() == 1 {
             for (i, v) in t.data_mut().iter_mut().enumerate() {
                 *v = 1.0 + 0.3 * ((i as f32 * 0.7 + name.len() as f32).sin());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anetrain_model::config::{ModelConfig, PRESETS};
 use anetrain_model::hf::{load_hf_dir, save_hf_dir, SafetensorsFile, INDEX_FILE, WEIGHTS_FILE};
 use anetrain_model::llama2c::{interleaved_to_rotate_half, read_llama2c, write_llama2c};
-use anetrain_model::params::Params;
+use anetrain_model::params::{Linear, Params};
 use anetrain_model::reference::forward;
 use anetrain_model::reference::rope::RopeTable;
 use safetensors::tensor::TensorView;
@@ -176,7 +176,7 @@ fn llama2c_write_then_read_round_trips_and_preserves_the_forward_pass() {
         let raw_wq = floats(wq_offset, config.q_dim() * config.dim);
         assert_eq!(
             interleaved_to_rotate_half(&raw_wq, config.head_dim, config.dim),
-            params.layers[0].q_proj.data()
+            Linear::QProj.get(&params.layers[0]).data()
         );
     }
 }

@@ -120,7 +120,7 @@ fn adapter_gradients_match_finite_differences() {
                 .unwrap();
             let mut loss_at = |delta: f32| {
                 let shift = |a: &mut Adapter, d: f32| {
-                    let t = a
+                    let mut t = a
                         .tensors_mut()
                         .into_iter()
                         .find(|(n, _)| n == name)

@@ -154,11 +154,11 @@ fn device_gradient_of_the_weighted_loss_matches_finite_differences() {
             .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
             .unwrap();
         let mut loss_at = |delta: f32| {
-            let t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
             t.data_mut()[i] += delta;
             dev.stage(&p).unwrap();
             let l = dev.loss(&p, &batch).unwrap().loss as f64;
-            let t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
             t.data_mut()[i] -= delta;
             l
         };

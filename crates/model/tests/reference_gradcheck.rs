@@ -258,7 +258,7 @@ fn tiny(
 fn random_params(config: &ModelConfig, seed: u64) -> Params {
     let mut rng = Lcg(seed);
     let mut p = Params::zeros(config);
-    for (_, t) in p.iter_mut() {
+    for (_, mut t) in p.iter_mut() {
         let is_norm = t.shape().len() == 1;
         for x in t.data_mut() {
             *x = if is_norm {
@@ -298,7 +298,7 @@ fn check_model(config: &ModelConfig, seed: u64, weights: Option<&[f32]>) {
             let i = rng.below(w.len());
             let loss_at = |value: f32| {
                 let mut p = params.clone();
-                let t = p
+                let mut t = p
                     .iter_mut()
                     .into_iter()
                     .find(|(n, _)| *n == name)

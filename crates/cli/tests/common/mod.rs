@@ -155,7 +155,7 @@ pub fn fused_by_hand(
     for ((layer, target), pair) in adapter.modules() {
         let (d_out, d_in) = target.shape(config);
         let r = pair.rank();
-        let w = target.get_mut(&mut fused.layers[layer]).data_mut();
+        let w = target.get_mut(&mut fused.layers[layer]).into_data();
         for o in 0..d_out {
             for i in 0..d_in {
                 let ba: f32 = (0..r)

@@ -5,9 +5,9 @@
 //! One sequence runs at a time; a batch loops over its sequences and accumulates gradients.
 //! Every kernel is compiled once; each weight-bearing kernel has one copy per layer
 //! ([`Device::compile_copies`]: forks of one compile where the device can fork) whose matrix
-//! columns are staged once per [`Engine::stage`] (on the CPU, read in place from one stacked
-//! copy that the forward and backward kernels share: [`weights`]), so a step only writes
-//! activation columns. All
+//! columns are staged once per [`Engine::stage`] (on the CPU, lent for each pass from the
+//! stacked master weights themselves, which the forward and backward kernels both read:
+//! [`weights`]), so a step only writes activation columns. All
 //! activation and gradient buffers are allocated in [`DeviceEngine::new`]. During backward a
 //! worker thread computes each layer's dW while the device runs the next layer down.
 
@@ -30,12 +30,12 @@ use crate::cpu_ops::{cross_entropy, embedding, matmul, MatRef, Rope};
 use crate::error::{ModelError, Result};
 use crate::kernels::{device_error, KernelForms, Role};
 use crate::lora::{Adapter, LoraLinear};
-use crate::params::Params;
+use crate::params::{Params, TensorViewMut};
 
 use block::{BackScratch, LayerIo, MatrixGrads, NormGrads, WEIGHT_ROLES};
 use buffers::{Dims, LayerActs, LayerBack, Scratch};
 use checks::{check_adapter, check_params, check_tokens};
-use weights::LayerWeights;
+use weights::{release, LayerWeights};
 
 /// Computes losses and gradients with the MIL training kernels on a [`Device`].
 pub struct DeviceEngine {
@@ -143,8 +143,30 @@ impl DeviceEngine {
         check_tokens(tokens, v, 0)?;
         self.scratch.tokens.fill(0);
         self.scratch.tokens[..tokens.len()].copy_from_slice(tokens);
-        self.forward_sequence(params)?;
+        self.with_weights(params, |e| e.forward_sequence(params))?;
         Ok(self.scratch.logits[..tokens.len() * v].to_vec())
+    }
+
+    /// Runs `pass` with `params`' weights lent to the kernels that read them in place, and
+    /// takes them back afterwards (also on failure), so between passes the trainer alone
+    /// holds them and updates them without a copy.
+    fn with_weights<T>(
+        &mut self,
+        params: &Params,
+        pass: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        let s = self.dims.s;
+        let lent = self
+            .layer_kernels
+            .iter_mut()
+            .zip(&self.weights)
+            .zip(&params.layers)
+            .try_for_each(|((kernels, weights), layer)| weights.lend(layer, s, kernels));
+        let out = lent.and_then(|()| pass(self));
+        for kernels in &mut self.layer_kernels {
+            release(kernels);
+        }
+        out
     }
 
     fn check_ready(&self, params: &Params) -> Result<()> {
@@ -313,7 +335,7 @@ impl DeviceEngine {
                 let mut norms = Vec::with_capacity(layers.len());
                 for l in layers.iter_mut() {
                     let parts = l.parts_mut();
-                    mats.push(parts.linears.map(|t| t.data_mut()));
+                    mats.push(parts.linears.map(TensorViewMut::into_data));
                     norms.push(NormGrads {
                         input: parts.input_layernorm.data_mut(),
                         post: parts.post_attention_layernorm.data_mut(),
@@ -440,25 +462,7 @@ impl Engine for DeviceEngine {
     fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
         self.check_ready(params)?;
         self.check_batch(batch)?;
-        let v = self.dims.v;
-        let mut total = 0.0;
-        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
-            self.load_row(batch.row(r));
-            self.forward_sequence(params)?;
-            let sc = &mut self.scratch;
-            total += cross_entropy::loss_sum(
-                &sc.logits,
-                &sc.targets,
-                batch.target_weights(r),
-                v,
-                &mut sc.row_loss,
-            );
-        }
-        let tokens = batch.counted_targets();
-        Ok(PassStats {
-            loss: (total / tokens.max(1) as f64) as f32,
-            tokens,
-        })
+        self.with_weights(params, |e| e.loss_rows(params, batch))
     }
 
     fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
@@ -482,16 +486,50 @@ impl Engine for DeviceEngine {
 }
 
 impl DeviceEngine {
+    /// The mean loss over the rows of `batch` that count, without gradients.
+    fn loss_rows(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
+        let v = self.dims.v;
+        let mut total = 0.0;
+        for r in (0..batch.rows()).filter(|&r| Self::row_counts(batch, r)) {
+            self.load_row(batch.row(r));
+            self.forward_sequence(params)?;
+            let sc = &mut self.scratch;
+            total += cross_entropy::loss_sum(
+                &sc.logits,
+                &sc.targets,
+                batch.target_weights(r),
+                v,
+                &mut sc.row_loss,
+            );
+        }
+        let tokens = batch.counted_targets();
+        Ok(PassStats {
+            loss: (total / tokens.max(1) as f64) as f32,
+            tokens,
+        })
+    }
+
     /// Forward, loss and backward of every row that counts, gradients into `grads`.
     fn pass(
         &mut self,
         params: &Params,
         batch: &Batch,
         loss_scale: f32,
-        mut grads: Grads<'_>,
+        grads: Grads<'_>,
     ) -> Result<PassStats> {
         self.check_ready(params)?;
         self.check_batch(batch)?;
+        self.with_weights(params, |e| e.pass_rows(params, batch, loss_scale, grads))
+    }
+
+    /// [`DeviceEngine::pass`] once the weights are lent.
+    fn pass_rows(
+        &mut self,
+        params: &Params,
+        batch: &Batch,
+        loss_scale: f32,
+        mut grads: Grads<'_>,
+    ) -> Result<PassStats> {
         let v = self.dims.v;
         let tokens = batch.counted_targets();
         let scale = loss_scale / tokens.max(1) as f32;

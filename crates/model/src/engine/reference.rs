@@ -66,7 +66,7 @@ impl Engine for ReferenceEngine {
         }
         let (rows, weights) = unpack(batch);
         let (loss, g) = reference::loss_and_grads(&self.config, params, &rows, weights.as_deref())?;
-        for ((_, acc), (_, add)) in grads.iter_mut().into_iter().zip(g.iter()) {
+        for ((_, mut acc), (_, add)) in grads.iter_mut().into_iter().zip(g.iter()) {
             for (a, &b) in acc.data_mut().iter_mut().zip(add.data()) {
                 *a += loss_scale * b;
             }

@@ -22,7 +22,7 @@ use crate::cpu_ops::norm::rmsnorm_forward;
 use crate::cpu_ops::{matmul, MatRef};
 use crate::error::{ModelError, Result};
 use crate::kernels::{stage_weights, KernelForms, Role};
-use crate::params::Params;
+use crate::params::{Linear, Params};
 
 /// What one [`Generator::generate`] call did and how fast.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,7 +185,7 @@ impl Generator {
             stage_weights(Role::FfnUpFwd, p, BUCKET, k.ffn.as_mut(), &mut scratch)?;
             let w2_columns = BUCKET + 2 * h..BUCKET + 3 * h;
             k.ffn
-                .write_input_region(0, 0..d, w2_columns, p.down_proj.data())
+                .write_input_region(0, 0..d, w2_columns, Linear::DownProj.get(p).data())
                 .map_err(|e| kernel_error("decode_ffn", e))?;
         }
         Ok(())

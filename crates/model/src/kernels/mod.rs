@@ -28,7 +28,7 @@ pub use forms::{KernelForms, MatmulForm, RowSumForm};
 pub use matmul::{dynamic_matmul, ffn_up_fwd, INPUT, OUTPUT};
 pub(crate) use matmul::{dynamic_matmul_into, swiglu_into, SWAP_LAST};
 pub(crate) use stage::device_error;
-pub use stage::{share_weights, stack_weights, stage_weights};
+pub use stage::{share_weights, stage_weights};
 
 use anetrain_mil::Bundle;
 

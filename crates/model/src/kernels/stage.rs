@@ -1,30 +1,40 @@
 //! Staging: writing a layer's weights into the matrix columns of a dynamic-matmul kernel's
 //! input, once per parameter update (the activation columns are rewritten every run), or, on
-//! devices that read host memory in place, stacking them once into a matrix that the forward
-//! and backward kernels of the same weights both read.
+//! devices that read host memory in place, pointing those columns at the layer's stacked
+//! master weights ([`Stack`]), which the forward and backward kernels of the same weights
+//! both read.
 
 use anetrain_device::{DeviceError, Kernel, SharedMatrix};
 
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Linear};
+use crate::params::{Group, LayerParams, Stack};
 
 use super::Role;
 
-/// The projections stacked (by rows) into the matrix `W` a role multiplies by, and whether
-/// the staged `M` is `Wᵀ` (forward, `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`).
-fn blocks(role: Role) -> (&'static [Linear], bool) {
-    const QKV: &[Linear] = &[Linear::QProj, Linear::KProj, Linear::VProj];
-    const UP: &[Linear] = &[Linear::GateProj, Linear::UpProj];
+/// The stack `W` a role multiplies by, and whether the staged `M` is `Wᵀ` (forward,
+/// `y = W a`) or `W` itself (backward, `dx = Wᵀ dy`); `None` for the attention kernels.
+fn group(role: Role) -> Option<(Group, bool)> {
     match role {
-        Role::QkvFwd => (QKV, true),
-        Role::WoFwd => (&[Linear::OProj], true),
-        Role::FfnUpFwd => (UP, true),
-        Role::FfnDownFwd => (&[Linear::DownProj], true),
-        Role::FfnDownBwd => (&[Linear::DownProj], false),
-        Role::FfnUpBwd => (UP, false),
-        Role::WoBwd => (&[Linear::OProj], false),
-        Role::QkvBwd => (QKV, false),
-        Role::AttentionFwd | Role::AttentionBwd => (&[], false),
+        Role::QkvFwd => Some((Group::Qkv, true)),
+        Role::WoFwd => Some((Group::O, true)),
+        Role::FfnUpFwd => Some((Group::GateUp, true)),
+        Role::FfnDownFwd => Some((Group::Down, true)),
+        Role::FfnDownBwd => Some((Group::Down, false)),
+        Role::FfnUpBwd => Some((Group::GateUp, false)),
+        Role::WoBwd => Some((Group::O, false)),
+        Role::QkvBwd => Some((Group::Qkv, false)),
+        Role::AttentionFwd | Role::AttentionBwd => None,
+    }
+}
+
+/// The stack of layer `l` that `role` multiplies by, and whether it is staged transposed.
+fn stack_of(role: Role, l: &LayerParams) -> Result<(&Stack, bool)> {
+    match group(role) {
+        Some((g, transpose)) => Ok((l.stack(g), transpose)),
+        None => Err(ModelError::Input(format!(
+            "kernel `{}` carries no weights to stage",
+            role.name()
+        ))),
     }
 }
 
@@ -38,72 +48,38 @@ pub fn stage_weights(
     kernel: &mut dyn Kernel,
     scratch: &mut Vec<f32>,
 ) -> Result<()> {
-    let (blocks, transpose) = blocks(role);
-    let mut offset = 0;
-    for w in blocks.iter().map(|b| b.get(l)) {
-        let &[rows, cols] = w.shape() else {
-            return Err(ModelError::Input(format!(
-                "kernel `{}` stages a matrix but got a tensor of shape {:?}",
-                role.name(),
-                w.shape()
-            )));
-        };
-        let written = if transpose {
-            // M = Wᵀ: channel i holds column i of W, at the block's column offset.
-            scratch.clear();
-            scratch.resize(rows * cols, 0.0);
-            transpose_into(w.data(), rows, cols, scratch);
-            kernel.write_input_region(0, 0..cols, seq + offset..seq + offset + rows, scratch)
-        } else {
-            // M = W: the block's rows are the input channels after the ones already staged.
-            kernel.write_input_region(0, offset..offset + rows, seq..seq + cols, w.data())
-        };
-        written.map_err(|e| device_error(role.name(), e))?;
-        offset += rows;
-    }
-    Ok(())
+    let (w, transpose) = stack_of(role, l)?;
+    let (rows, cols) = (w.rows(), w.cols());
+    let written = if transpose {
+        // M = Wᵀ: channel i holds column i of the stacked W.
+        scratch.clear();
+        scratch.resize(rows * cols, 0.0);
+        transpose_into(w.data(), rows, cols, scratch);
+        kernel.write_input_region(0, 0..cols, seq..seq + rows, scratch)
+    } else {
+        kernel.write_input_region(0, 0..rows, seq..seq + cols, w.data())
+    };
+    written.map_err(|e| device_error(role.name(), e))
 }
 
-/// Writes layer `l`'s weights for `role`, stacked by rows (`W`, the matrix `role`'s staged `M`
-/// is or is the transpose of), into `dst`; returns `W`'s `(rows, cols)`.
-pub fn stack_weights(role: Role, l: &LayerParams, dst: &mut Vec<f32>) -> Result<(usize, usize)> {
-    dst.clear();
-    let mut shape = (0, 0);
-    for w in blocks(role).0.iter().map(|b| b.get(l)) {
-        let &[rows, cols] = w.shape() else {
-            return Err(ModelError::Input(format!(
-                "kernel `{}` stacks matrices but got a tensor of shape {:?}",
-                role.name(),
-                w.shape()
-            )));
-        };
-        if shape.0 > 0 && cols != shape.1 {
-            return Err(ModelError::Input(format!(
-                "kernel `{}` stacks matrices of {} and {cols} columns; they must agree",
-                role.name(),
-                shape.1
-            )));
-        }
-        dst.extend_from_slice(w.data());
-        shape = (shape.0 + rows, cols);
-    }
-    Ok(shape)
-}
-
-/// Makes `kernel` read its matrix columns in place from `w`, the [`stack_weights`] of its
-/// role: transposed for forward roles. `Unavailable` when the device needs its own copy.
+/// Makes `kernel` read its matrix columns in place from layer `l`'s stacked weights for
+/// `role` (transposed for forward roles) until [`Kernel::unshare_inputs`]. `Unavailable` when
+/// the device needs its own copy.
 pub fn share_weights(
     role: Role,
-    w: &SharedMatrix,
+    l: &LayerParams,
     seq: usize,
     kernel: &mut dyn Kernel,
-) -> std::result::Result<(), DeviceError> {
-    let m = if blocks(role).1 {
-        w.transposed()
-    } else {
-        w.clone()
-    };
-    kernel.share_input_region(0, 0..m.rows(), seq..seq + m.cols(), &m)
+) -> Result<std::result::Result<(), DeviceError>> {
+    let (w, transpose) = stack_of(role, l)?;
+    let m = SharedMatrix::row_major(w.shared(), w.rows(), w.cols())
+        .map_err(|e| device_error(role.name(), e))?;
+    let m = if transpose { m.transposed() } else { m };
+    match kernel.share_input_region(0, 0..m.rows(), seq..seq + m.cols(), &m) {
+        Ok(()) => Ok(Ok(())),
+        Err(e @ DeviceError::Unavailable(_)) => Ok(Err(e)),
+        Err(e) => Err(device_error(role.name(), e)),
+    }
 }
 
 /// Side of the square tiles [`transpose_into`] walks: 16 × 16 f32 is 1 KiB read and 1 KiB written,

@@ -8,7 +8,7 @@ use super::config::{LoraConfig, Target};
 use super::linear::LoraLinear;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{ParamSet, Params, Tensor};
+use crate::params::{ParamSet, Params, TensorView, TensorViewMut};
 
 /// The adapter of a base model: its [`LoraConfig`] and the pair of every adapted projection.
 ///
@@ -182,22 +182,22 @@ impl Adapter {
 
 impl ParamSet for Adapter {
     /// `model.layers.{i}.{module}.lora_A.weight` / `lora_B.weight`, by layer then target.
-    fn tensors(&self) -> Vec<(String, &Tensor)> {
+    fn tensors(&self) -> Vec<(String, TensorView<'_>)> {
         let mut out = Vec::with_capacity(2 * self.modules.len());
         for (&(layer, target), pair) in &self.modules {
             let [a, b] = pair_names(layer, target);
-            out.push((a, &pair.a));
-            out.push((b, &pair.b));
+            out.push((a, pair.a.view()));
+            out.push((b, pair.b.view()));
         }
         out
     }
 
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    fn tensors_mut(&mut self) -> Vec<(String, TensorViewMut<'_>)> {
         let mut out = Vec::with_capacity(2 * self.modules.len());
         for (&(layer, target), pair) in &mut self.modules {
             let [a, b] = pair_names(layer, target);
-            out.push((a, &mut pair.a));
-            out.push((b, &mut pair.b));
+            out.push((a, pair.a.view_mut()));
+            out.push((b, pair.b.view_mut()));
         }
         out
     }

@@ -113,7 +113,10 @@ pub fn save_adapter(
     };
     let weights = dir.join(format.weights_file());
     let tmp = dir.join(format!("{}.tmp", format.weights_file()));
-    write_safetensors(&tmp, tensors.iter().map(|(n, t)| (n.clone(), t)).collect())?;
+    write_safetensors(
+        &tmp,
+        tensors.iter().map(|(n, t)| (n.clone(), t.view())).collect(),
+    )?;
     std::fs::rename(&tmp, &weights).map_err(|e| ModelError::io(&weights, e))?;
 
     let config_path = dir.join(CONFIG_FILE);

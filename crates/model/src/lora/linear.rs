@@ -12,7 +12,7 @@ use anetrain_data::rng::SplitMix64;
 
 use crate::cpu_ops::gemm::{matmul, MatRef};
 use crate::error::{ModelError, Result};
-use crate::params::Tensor;
+use crate::params::{Tensor, TensorViewMut};
 
 /// How an activation matrix of `n` tokens by `C` channels is laid out in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +182,7 @@ impl LoraLinear {
 
     /// `W += s·B·A`: folds the adapter into the base weight `W [out, in]`, after which the
     /// plain projection computes what base plus adapter did.
-    pub fn fuse_into(&self, w: &mut Tensor) -> Result<()> {
+    pub fn fuse_into(&self, mut w: TensorViewMut<'_>) -> Result<()> {
         let (r, d_in, d_out) = (self.rank(), self.d_in(), self.d_out());
         if w.shape() != [d_out, d_in] {
             return Err(ModelError::ShapeMismatch {
@@ -362,7 +362,7 @@ mod tests {
     fn fused_weight_computes_base_plus_adapter() {
         let (w, l, x, _, n) = setup();
         let mut fused = w.clone();
-        l.fuse_into(&mut fused).unwrap();
+        l.fuse_into(fused.view_mut()).unwrap();
         let zero = LoraLinear {
             b: Tensor::zeros(l.b.shape()),
             ..l.clone()

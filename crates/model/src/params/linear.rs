@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{LayerParams, Tensor};
+use super::{Group, LayerParams, Tensor, TensorView, TensorViewMut};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 
@@ -73,30 +73,16 @@ impl Linear {
         }
     }
 
-    /// The projection's weight in a block.
-    pub fn get(self, layer: &LayerParams) -> &Tensor {
-        match self {
-            Linear::QProj => &layer.q_proj,
-            Linear::KProj => &layer.k_proj,
-            Linear::VProj => &layer.v_proj,
-            Linear::OProj => &layer.o_proj,
-            Linear::GateProj => &layer.gate_proj,
-            Linear::UpProj => &layer.up_proj,
-            Linear::DownProj => &layer.down_proj,
-        }
+    /// The projection's weight in a block (a view into its [`Group`]'s stack).
+    pub fn get(self, layer: &LayerParams) -> TensorView<'_> {
+        let (group, i) = Group::of(self);
+        layer.stack(group).block(i)
     }
 
     /// The projection's weight in a block, mutable.
-    pub fn get_mut(self, layer: &mut LayerParams) -> &mut Tensor {
-        match self {
-            Linear::QProj => &mut layer.q_proj,
-            Linear::KProj => &mut layer.k_proj,
-            Linear::VProj => &mut layer.v_proj,
-            Linear::OProj => &mut layer.o_proj,
-            Linear::GateProj => &mut layer.gate_proj,
-            Linear::UpProj => &mut layer.up_proj,
-            Linear::DownProj => &mut layer.down_proj,
-        }
+    pub fn get_mut(self, layer: &mut LayerParams) -> TensorViewMut<'_> {
+        let (group, i) = Group::of(self);
+        layer.stack_mut(group).blocks_mut().swap_remove(i)
     }
 
     /// Parses a comma-separated list (`q_proj,v_proj`, or `all` for every projection) into
@@ -154,7 +140,7 @@ impl FromStr for Linear {
 /// to the weight-gradient worker while the norm gains stay on the main thread.
 pub struct LayerPartsMut<'a> {
     /// The projections, indexed by `Linear as usize`.
-    pub linears: [&'a mut Tensor; 7],
+    pub linears: [TensorViewMut<'a>; 7],
     /// `input_layernorm.weight`.
     pub input_layernorm: &'a mut Tensor,
     /// `post_attention_layernorm.weight`.
@@ -170,21 +156,18 @@ impl LayerParams {
     pub fn parts_mut(&mut self) -> LayerPartsMut<'_> {
         let LayerParams {
             input_layernorm,
-            q_proj,
-            k_proj,
-            v_proj,
-            o_proj,
             q_norm,
             k_norm,
             post_attention_layernorm,
-            gate_proj,
-            up_proj,
-            down_proj,
+            stacks,
         } = self;
+        // The stacks in `Group::ALL` order hold the projections in `Linear::ALL` order.
+        let linears: Vec<TensorViewMut<'_>> =
+            stacks.iter_mut().flat_map(|s| s.blocks_mut()).collect();
         LayerPartsMut {
-            linears: [
-                q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj,
-            ],
+            linears: linears
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("a block's stacks hold seven projections")),
             input_layernorm,
             post_attention_layernorm,
             q_norm: q_norm.as_mut(),

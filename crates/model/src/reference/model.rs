@@ -6,7 +6,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::params::{LayerParams, Params};
+use crate::params::{LayerParams, Linear, Params};
 
 use super::attention::{attention_backward, attention_forward};
 use super::cross_entropy::cross_entropy_forward_backward;
@@ -225,7 +225,7 @@ impl<'a> Pass<'a> {
         linear_forward(
             &mut y,
             act,
-            layer.down_proj.data(),
+            Linear::DownProj.get(layer).data(),
             self.n,
             self.c.hidden_dim,
             self.c.dim,
@@ -243,9 +243,9 @@ impl<'a> Pass<'a> {
         let mut q = vec![0.0; n * q_dim];
         let mut k = vec![0.0; n * kv_dim];
         let mut v = vec![0.0; n * kv_dim];
-        linear_forward(&mut q, &xn, l.q_proj.data(), n, dim, q_dim);
-        linear_forward(&mut k, &xn, l.k_proj.data(), n, dim, kv_dim);
-        linear_forward(&mut v, &xn, l.v_proj.data(), n, dim, kv_dim);
+        linear_forward(&mut q, &xn, Linear::QProj.get(l).data(), n, dim, q_dim);
+        linear_forward(&mut k, &xn, Linear::KProj.get(l).data(), n, dim, kv_dim);
+        linear_forward(&mut v, &xn, Linear::VProj.get(l).data(), n, dim, kv_dim);
 
         // Qwen3: RMSNorm over each head vector (rows of width head_dim), before RoPE.
         let (mut q_pre, mut k_pre) = (Vec::new(), Vec::new());
@@ -274,15 +274,22 @@ impl<'a> Pass<'a> {
             })
             .collect();
         let mut o = vec![0.0; n * dim];
-        linear_forward(&mut o, &attn, l.o_proj.data(), n, q_dim, dim);
+        linear_forward(&mut o, &attn, Linear::OProj.get(l).data(), n, q_dim, dim);
         let h = add(&x, &o);
 
         let mut hn = vec![0.0; n * dim];
         let ffn_inv_rms = rmsnorm_forward(&mut hn, &h, l.post_attention_layernorm.data(), self.eps);
         let mut gate = vec![0.0; n * hidden];
         let mut up = vec![0.0; n * hidden];
-        linear_forward(&mut gate, &hn, l.gate_proj.data(), n, dim, hidden);
-        linear_forward(&mut up, &hn, l.up_proj.data(), n, dim, hidden);
+        linear_forward(
+            &mut gate,
+            &hn,
+            Linear::GateProj.get(l).data(),
+            n,
+            dim,
+            hidden,
+        );
+        linear_forward(&mut up, &hn, Linear::UpProj.get(l).data(), n, dim, hidden);
         let mut act = vec![0.0; n * hidden];
         swiglu_forward(&mut act, &gate, &up);
 
@@ -366,16 +373,58 @@ impl<'a> Pass<'a> {
 
         // out = h + down_proj(silu(gate_proj(hn)) ⊙ up_proj(hn)), hn = post_attention_layernorm(h)
         let mut dact = vec![0.0; n * hidden];
-        linear_backward_input(&mut dact, &dout, l.down_proj.data(), n, hidden, dim);
-        linear_backward_weight(g.down_proj.data_mut(), &dout, &s.act, n, hidden, dim);
+        linear_backward_input(
+            &mut dact,
+            &dout,
+            Linear::DownProj.get(l).data(),
+            n,
+            hidden,
+            dim,
+        );
+        linear_backward_weight(
+            Linear::DownProj.get_mut(g).data_mut(),
+            &dout,
+            &s.act,
+            n,
+            hidden,
+            dim,
+        );
         let mut dgate = vec![0.0; n * hidden];
         let mut dup = vec![0.0; n * hidden];
         swiglu_backward(&mut dgate, &mut dup, &dact, &s.gate, &s.up);
         let mut dhn = vec![0.0; n * dim];
-        linear_backward_input(&mut dhn, &dgate, l.gate_proj.data(), n, dim, hidden);
-        linear_backward_input(&mut dhn, &dup, l.up_proj.data(), n, dim, hidden);
-        linear_backward_weight(g.gate_proj.data_mut(), &dgate, &s.hn, n, dim, hidden);
-        linear_backward_weight(g.up_proj.data_mut(), &dup, &s.hn, n, dim, hidden);
+        linear_backward_input(
+            &mut dhn,
+            &dgate,
+            Linear::GateProj.get(l).data(),
+            n,
+            dim,
+            hidden,
+        );
+        linear_backward_input(
+            &mut dhn,
+            &dup,
+            Linear::UpProj.get(l).data(),
+            n,
+            dim,
+            hidden,
+        );
+        linear_backward_weight(
+            Linear::GateProj.get_mut(g).data_mut(),
+            &dgate,
+            &s.hn,
+            n,
+            dim,
+            hidden,
+        );
+        linear_backward_weight(
+            Linear::UpProj.get_mut(g).data_mut(),
+            &dup,
+            &s.hn,
+            n,
+            dim,
+            hidden,
+        );
         let mut dh = dout;
         rmsnorm_backward(
             &mut dh,
@@ -388,8 +437,15 @@ impl<'a> Pass<'a> {
 
         // h = x + o_proj(attention(rope(q), rope(k), v))
         let mut dattn = vec![0.0; n * q_dim];
-        linear_backward_input(&mut dattn, &dh, l.o_proj.data(), n, q_dim, dim);
-        linear_backward_weight(g.o_proj.data_mut(), &dh, &s.attn, n, q_dim, dim);
+        linear_backward_input(&mut dattn, &dh, Linear::OProj.get(l).data(), n, q_dim, dim);
+        linear_backward_weight(
+            Linear::OProj.get_mut(g).data_mut(),
+            &dh,
+            &s.attn,
+            n,
+            q_dim,
+            dim,
+        );
         let mut dq = vec![0.0; n * q_dim];
         let mut dk = vec![0.0; n * kv_dim];
         let mut dv = vec![0.0; n * kv_dim];
@@ -439,12 +495,33 @@ impl<'a> Pass<'a> {
         }
 
         let mut dxn = vec![0.0; n * dim];
-        linear_backward_input(&mut dxn, &dq, l.q_proj.data(), n, dim, q_dim);
-        linear_backward_input(&mut dxn, &dk, l.k_proj.data(), n, dim, kv_dim);
-        linear_backward_input(&mut dxn, &dv, l.v_proj.data(), n, dim, kv_dim);
-        linear_backward_weight(g.q_proj.data_mut(), &dq, &s.xn, n, dim, q_dim);
-        linear_backward_weight(g.k_proj.data_mut(), &dk, &s.xn, n, dim, kv_dim);
-        linear_backward_weight(g.v_proj.data_mut(), &dv, &s.xn, n, dim, kv_dim);
+        linear_backward_input(&mut dxn, &dq, Linear::QProj.get(l).data(), n, dim, q_dim);
+        linear_backward_input(&mut dxn, &dk, Linear::KProj.get(l).data(), n, dim, kv_dim);
+        linear_backward_input(&mut dxn, &dv, Linear::VProj.get(l).data(), n, dim, kv_dim);
+        linear_backward_weight(
+            Linear::QProj.get_mut(g).data_mut(),
+            &dq,
+            &s.xn,
+            n,
+            dim,
+            q_dim,
+        );
+        linear_backward_weight(
+            Linear::KProj.get_mut(g).data_mut(),
+            &dk,
+            &s.xn,
+            n,
+            dim,
+            kv_dim,
+        );
+        linear_backward_weight(
+            Linear::VProj.get_mut(g).data_mut(),
+            &dv,
+            &s.xn,
+            n,
+            dim,
+            kv_dim,
+        );
         let mut dx = dh;
         rmsnorm_backward(
             &mut dx,

@@ -103,6 +103,7 @@ pub fn content_hash(params: &Params) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::Linear;
 
     #[test]
     fn the_hash_sees_every_value() {
@@ -110,7 +111,7 @@ mod tests {
         let mut p = Params::init(&c, 1).unwrap();
         let before = content_hash(&p);
         assert_eq!(before, content_hash(&p.clone()));
-        p.layers[1].down_proj.data_mut()[7] += 1e-6;
+        Linear::DownProj.get_mut(&mut p.layers[1]).data_mut()[7] += 1e-6;
         assert_ne!(before, content_hash(&p));
     }
 }

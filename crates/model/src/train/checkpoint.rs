@@ -173,8 +173,8 @@ impl Checkpoint {
             SafetensorsFile::open(&dir.join(OPTIMIZER_FILE))?;
         }
         let mut params = Params::try_zeros(&config)?;
-        for (name, t) in params.iter_mut() {
-            weights.read_into(&name, t)?;
+        for (name, mut t) in params.iter_mut() {
+            weights.read_into(&name, &mut t)?;
         }
         params.check_finite(&dir.join(MODEL_FILE).display().to_string())?;
         Ok(Checkpoint {

@@ -24,7 +24,7 @@ pub fn scale_grads(grads: &mut impl ParamSet, factor: f32) {
     grads
         .tensors_mut()
         .into_par_iter()
-        .for_each(|(_, t)| t.data_mut().iter_mut().for_each(|g| *g *= factor));
+        .for_each(|(_, mut t)| t.data_mut().iter_mut().for_each(|g| *g *= factor));
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` and returns the norm before

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::params::{ParamSet, Params, Tensor};
+use crate::params::{ParamSet, Params, TensorView, TensorViewMut};
 
 /// Which optimizer, with its hyperparameters; saved in checkpoint metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ impl<P: ParamSet> Optimizer<P> {
             let mut p = params.clone();
             p.tensors_mut()
                 .into_iter()
-                .for_each(|(_, t)| t.data_mut().fill(0.0));
+                .for_each(|(_, mut t)| t.data_mut().fill(0.0));
             p
         };
         Optimizer {
@@ -122,11 +122,11 @@ impl<P: ParamSet> Optimizer<P> {
             .map(|((_, w), (_, g))| {
                 let state = states
                     .iter_mut()
-                    .filter_map(|s| s.next().map(|(_, t)| t.data_mut()))
+                    .filter_map(|s| s.next().map(|(_, t)| t.into_data()))
                     .collect();
                 TensorSlices {
                     decays: w.shape().len() > 1,
-                    w: w.data_mut(),
+                    w: w.into_data(),
                     g: g.data(),
                     state,
                 }
@@ -137,7 +137,7 @@ impl<P: ParamSet> Optimizer<P> {
 
     /// The state tensors under saved names `<state>.<parameter name>`, e.g.
     /// `exp_avg.model.norm.weight`.
-    pub fn named_state(&self) -> Vec<(String, &Tensor)> {
+    pub fn named_state(&self) -> Vec<(String, TensorView<'_>)> {
         let mut out = Vec::new();
         for (prefix, state) in self.spec.state_names().iter().zip(&self.state) {
             for (name, t) in state.tensors() {
@@ -153,13 +153,13 @@ impl<P: ParamSet> Optimizer<P> {
         spec: OptimizerSpec,
         params: &P,
         updates: u64,
-        mut read: impl FnMut(&str, &mut Tensor) -> Result<()>,
+        mut read: impl FnMut(&str, &mut TensorViewMut<'_>) -> Result<()>,
     ) -> Result<Self> {
         let mut opt = Optimizer::new(spec, params);
         opt.updates = updates;
         for (prefix, state) in spec.state_names().iter().zip(&mut opt.state) {
-            for (name, t) in state.tensors_mut() {
-                read(&format!("{prefix}.{name}"), t)?;
+            for (name, mut t) in state.tensors_mut() {
+                read(&format!("{prefix}.{name}"), &mut t)?;
             }
         }
         Ok(opt)

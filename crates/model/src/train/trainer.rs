@@ -34,8 +34,9 @@ enum Trained {
     /// AdamW, weights included).
     Full { grads: Params, optimizer: Optimizer },
     /// An adapter on a frozen base: gradients and optimizer state for `A` and `B` only. The
-    /// base is held once in fp32 (4 bytes per parameter) for the CPU-side embedding, norms and
-    /// classifier, and staged once on the device.
+    /// base is held once in fp32 (4 bytes per parameter): the CPU-side embedding, norms and
+    /// classifier read it, and so do the CPU device's kernels, in place (the ANE gets its own
+    /// fp16 copy).
     Adapter {
         adapter: Adapter,
         grads: Adapter,
@@ -482,7 +483,7 @@ fn zero(grads: &mut impl ParamSet) {
     grads
         .tensors_mut()
         .into_iter()
-        .for_each(|(_, t)| t.data_mut().fill(0.0));
+        .for_each(|(_, mut t)| t.data_mut().fill(0.0));
 }
 
 /// The end of a step over whatever `weights` are trained: the engines added the gradient of

@@ -4,7 +4,7 @@
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::lora::Adapter;
-use crate::params::{Linear, Params, Tensor};
+use crate::params::{Linear, Params, TensorView};
 
 /// Fails unless every token is inside the vocabulary.
 pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
@@ -18,7 +18,7 @@ pub(super) fn check_tokens(row: &[u32], vocab: usize, b: usize) -> Result<()> {
 
 /// A cheap shape check (no allocation) that `p` fits `c`: the engine indexes by these shapes.
 pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()> {
-    let shape_is = |name: &str, t: &Tensor, shape: &[usize]| -> Result<()> {
+    let shape_is = |name: &str, t: TensorView, shape: &[usize]| -> Result<()> {
         if t.shape() == shape {
             Ok(())
         } else {
@@ -30,8 +30,8 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
         }
     };
     let (d, v) = (c.dim, c.vocab_size);
-    shape_is("model.embed_tokens.weight", &p.embed_tokens, &[v, d])?;
-    shape_is("model.norm.weight", &p.norm, &[d])?;
+    shape_is("model.embed_tokens.weight", p.embed_tokens.view(), &[v, d])?;
+    shape_is("model.norm.weight", p.norm.view(), &[d])?;
     if p.lm_head.is_some() == c.tied_embeddings || p.layers.len() != c.n_layers {
         return Err(ModelError::Config(format!(
             "{what} have {} layers and {} lm_head, but the config has {} layers and tied_embeddings = {}",
@@ -42,13 +42,13 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
         )));
     }
     if let Some(t) = &p.lm_head {
-        shape_is("lm_head.weight", t, &[v, d])?;
+        shape_is("lm_head.weight", t.view(), &[v, d])?;
     }
     for l in &p.layers {
-        shape_is("input_layernorm", &l.input_layernorm, &[d])?;
+        shape_is("input_layernorm", l.input_layernorm.view(), &[d])?;
         shape_is(
             "post_attention_layernorm",
-            &l.post_attention_layernorm,
+            l.post_attention_layernorm.view(),
             &[d],
         )?;
         for linear in Linear::ALL {
@@ -57,8 +57,8 @@ pub(super) fn check_params(c: &ModelConfig, p: &Params, what: &str) -> Result<()
         }
         match (&l.q_norm, &l.k_norm, c.qk_norm) {
             (Some(qn), Some(kn), true) => {
-                shape_is("q_norm", qn, &[c.head_dim])?;
-                shape_is("k_norm", kn, &[c.head_dim])?;
+                shape_is("q_norm", qn.view(), &[c.head_dim])?;
+                shape_is("k_norm", kn.view(), &[c.head_dim])?;
             }
             (None, None, false) => {}
             _ => {
