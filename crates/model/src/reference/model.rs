@@ -401,14 +401,7 @@ impl<'a> Pass<'a> {
             dim,
             hidden,
         );
-        linear_backward_input(
-            &mut dhn,
-            &dup,
-            Linear::UpProj.get(l).data(),
-            n,
-            dim,
-            hidden,
-        );
+        linear_backward_input(&mut dhn, &dup, Linear::UpProj.get(l).data(), n, dim, hidden);
         linear_backward_weight(
             Linear::GateProj.get_mut(g).data_mut(),
             &dgate,
