@@ -36,8 +36,9 @@ pub trait Engine: Send {
     /// A short description, e.g. `reference (fp32, plain Rust)` or `mil kernels on cpu (f32)`.
     fn describe(&self) -> String;
 
-    /// Makes `params` the weights the next passes use (stages fp16 copies on a device). An
-    /// engine is built with its weights staged; call this after every change to them.
+    /// Makes `params` the weights the next passes use (stages fp16 copies on a device that
+    /// needs them; the CPU device reads the `params` each pass is given in place). An engine
+    /// is built with its weights staged; call this after every change to them.
     fn stage(&mut self, params: &Params) -> Result<()>;
 
     /// Forward and backward over `batch`: adds `loss_scale ×` the gradient of its mean loss to
