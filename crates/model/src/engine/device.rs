@@ -5,9 +5,9 @@
 //! One sequence runs at a time; a batch loops over its sequences and accumulates gradients.
 //! Every kernel is compiled once; each weight-bearing kernel has one copy per layer
 //! ([`Device::compile_copies`]: forks of one compile where the device can fork) whose matrix
-//! columns are staged once per [`Engine::stage`] (on the CPU, lent for each pass from the
-//! stacked master weights themselves, which the forward and backward kernels both read:
-//! [`weights`]), so a step only writes activation columns. All
+//! columns are staged once per [`Engine::stage`] (on the CPU, one kernel per role serves
+//! every layer, lent each layer's stacked master weights as it runs: [`weights`]), so a step
+//! only writes activation columns. All
 //! activation and gradient buffers are allocated in [`DeviceEngine::new`]. During backward a
 //! worker thread computes each layer's dW while the device runs the next layer down.
 
@@ -20,7 +20,6 @@ use std::sync::mpsc;
 
 use anetrain_data::Batch;
 use anetrain_device::{Device, Kernel};
-use rayon::prelude::*;
 
 use super::{adapter_for_grads, full_pass_with_adapter, Engine, PassStats};
 use crate::config::ModelConfig;
@@ -32,22 +31,20 @@ use crate::kernels::{device_error, KernelForms, Role};
 use crate::lora::{Adapter, LoraLinear};
 use crate::params::{Params, TensorViewMut};
 
-use block::{BackScratch, LayerIo, MatrixGrads, NormGrads, WEIGHT_ROLES};
+use block::{BackScratch, LayerIo, MatrixGrads, NormGrads};
 use buffers::{Dims, LayerActs, LayerBack, Scratch};
 use checks::{check_adapter, check_params, check_tokens};
-use weights::{release, LayerWeights};
+use weights::LayerKernels;
 
 /// Computes losses and gradients with the MIL training kernels on a [`Device`].
 pub struct DeviceEngine {
     config: ModelConfig,
     dims: Dims,
     device_name: String,
-    /// Per layer, one kernel per [`WEIGHT_ROLES`] entry.
-    layer_kernels: Vec<Vec<Box<dyn Kernel>>>,
+    /// The weight-bearing kernels of every layer, and how they get their weights.
+    layer_kernels: LayerKernels,
     attention_fwd: Box<dyn Kernel>,
     attention_bwd: Box<dyn Kernel>,
-    /// Per layer, how its weights reach its kernels.
-    weights: Vec<LayerWeights>,
     rope: Rope,
     acts: Vec<LayerActs>,
     back: Vec<LayerBack>,
@@ -82,17 +79,7 @@ impl DeviceEngine {
             v: c.vocab_size,
         };
         let forms = KernelForms::for_device(device.as_ref())?;
-        let mut layer_kernels: Vec<Vec<Box<dyn Kernel>>> =
-            (0..c.n_layers).map(|_| Vec::new()).collect();
-        for role in WEIGHT_ROLES {
-            let bundle = role.build(c, seq, forms)?;
-            let copies = device
-                .compile_copies(&bundle.program, &bundle.weights, c.n_layers)
-                .map_err(|e| device_error(role.name(), e))?;
-            for (kernels, copy) in layer_kernels.iter_mut().zip(copies) {
-                kernels.push(copy);
-            }
-        }
+        let layer_kernels = LayerKernels::new(c, device.as_ref(), seq, forms, params)?;
         let compile = |role: Role| -> Result<Box<dyn Kernel>> {
             let bundle = role.build(c, seq, forms)?;
             device
@@ -112,7 +99,6 @@ impl DeviceEngine {
             layer_kernels,
             attention_fwd,
             attention_bwd,
-            weights: (0..c.n_layers).map(|_| LayerWeights::new()).collect(),
             rope: Rope::new(c.head_dim, seq, c.rope_theta),
             acts,
             back,
@@ -143,29 +129,16 @@ impl DeviceEngine {
         check_tokens(tokens, v, 0)?;
         self.scratch.tokens.fill(0);
         self.scratch.tokens[..tokens.len()].copy_from_slice(tokens);
-        self.with_weights(params, |e| e.forward_sequence(params))?;
+        self.with_weights(|e| e.forward_sequence(params))?;
         Ok(self.scratch.logits[..tokens.len() * v].to_vec())
     }
 
-    /// Runs `pass` with `params`' weights lent to the kernels that read them in place, and
-    /// takes them back afterwards (also on failure), so between passes the trainer alone
-    /// holds them and updates them without a copy.
-    fn with_weights<T>(
-        &mut self,
-        params: &Params,
-        pass: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<T> {
-        let s = self.dims.s;
-        let lent = self
-            .layer_kernels
-            .iter_mut()
-            .zip(&self.weights)
-            .zip(&params.layers)
-            .try_for_each(|((kernels, weights), layer)| weights.lend(layer, s, kernels));
-        let out = lent.and_then(|()| pass(self));
-        for kernels in &mut self.layer_kernels {
-            release(kernels);
-        }
+    /// Runs `pass` (whose layers borrow `params`' weights for the kernels that read them in
+    /// place) and takes the weights back afterwards, also on failure, so between passes the
+    /// trainer alone holds them and updates them without a copy.
+    fn with_weights<T>(&mut self, pass: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let out = pass(self);
+        self.layer_kernels.release();
         out
     }
 
@@ -230,14 +203,8 @@ impl DeviceEngine {
                 Some(a) => &mut a.x,
                 None => &mut scratch.x_final,
             };
-            let io = LayerIo::new(
-                config,
-                *dims,
-                rope,
-                &mut layer_kernels[l],
-                adapter.as_ref(),
-                l,
-            );
+            let kernels = layer_kernels.layer(l, &params.layers[l])?;
+            let io = LayerIo::new(config, *dims, rope, kernels, adapter.as_ref(), l);
             io.forward(
                 attention_fwd.as_mut(),
                 &params.layers[l],
@@ -365,7 +332,14 @@ impl DeviceEngine {
                         if main.is_err() {
                             break;
                         }
-                        let io = LayerIo::new(config, *dims, rope, &mut layer_kernels[l], None, l);
+                        let kernels = match layer_kernels.layer(l, &params.layers[l]) {
+                            Ok(k) => k,
+                            Err(e) => {
+                                main = Err(e);
+                                break;
+                            }
+                        };
+                        let io = LayerIo::new(config, *dims, rope, kernels, None, l);
                         main = io.backward(
                             l,
                             attention_bwd.as_mut(),
@@ -402,14 +376,8 @@ impl DeviceEngine {
                 let layers_down = back.iter_mut().zip(pairs).zip(frozen).enumerate().rev();
                 for (l, ((lb, pairs), frozen)) in layers_down {
                     let mut norms = NormGrads::throwaway(frozen, d, config.qk_norm);
-                    let io = LayerIo::new(
-                        config,
-                        *dims,
-                        rope,
-                        &mut layer_kernels[l],
-                        adapter.as_ref(),
-                        l,
-                    );
+                    let kernels = layer_kernels.layer(l, &params.layers[l])?;
+                    let io = LayerIo::new(config, *dims, rope, kernels, adapter.as_ref(), l);
                     io.backward(
                         l,
                         attention_bwd.as_mut(),
@@ -434,15 +402,7 @@ impl Engine for DeviceEngine {
 
     fn stage(&mut self, params: &Params) -> Result<()> {
         check_params(&self.config, params, "params")?;
-        let s = self.dims.s;
-        // Layers stage independently (own kernels, own buffers), so they run in parallel; the
-        // pass is pure memory traffic over every weight, once per optimizer step.
-        self.layer_kernels
-            .par_iter_mut()
-            .zip(&mut self.weights)
-            .zip(&params.layers)
-            .try_for_each(|((kernels, weights), layer)| weights.stage(layer, s, kernels))?;
-        Ok(())
+        self.layer_kernels.stage(params)
     }
 
     fn forward_backward(
@@ -462,7 +422,7 @@ impl Engine for DeviceEngine {
     fn loss(&mut self, params: &Params, batch: &Batch) -> Result<PassStats> {
         self.check_ready(params)?;
         self.check_batch(batch)?;
-        self.with_weights(params, |e| e.loss_rows(params, batch))
+        self.with_weights(|e| e.loss_rows(params, batch))
     }
 
     fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
@@ -519,7 +479,7 @@ impl DeviceEngine {
     ) -> Result<PassStats> {
         self.check_ready(params)?;
         self.check_batch(batch)?;
-        self.with_weights(params, |e| e.pass_rows(params, batch, loss_scale, grads))
+        self.with_weights(|e| e.pass_rows(params, batch, loss_scale, grads))
     }
 
     /// [`DeviceEngine::pass`] once the weights are lent.

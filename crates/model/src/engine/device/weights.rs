@@ -1,83 +1,131 @@
-//! How a layer's weights reach its kernels. Where the device reads host memory in place (the
-//! CPU), the kernels read the master weights themselves, which [`crate::params::Stack`] holds
-//! in the layout they multiply by: each pass lends them for its duration, so the weights
-//! exist once and nothing is copied or transposed per update. Elsewhere (the ANE's fp16
-//! surfaces) every kernel gets its own staged copy at [`LayerWeights::stage`].
+//! How the layers' weights reach their kernels. Where the device reads host memory in place
+//! (the CPU), the kernels read the master weights themselves, which [`crate::params::Stack`]
+//! holds in the layout they multiply by: one kernel per role serves every layer, lent each
+//! layer's weights just before it runs, so the weights exist once, nothing is copied or
+//! transposed per update, and the kernels' own activation buffers exist once rather than per
+//! layer. Elsewhere (the ANE's fp16 surfaces) each layer has its own kernels with their own
+//! staged copy, written at [`LayerKernels::stage`].
 
-use anetrain_device::Kernel;
+use anetrain_device::{Device, Kernel};
+use rayon::prelude::*;
 
 use super::block::WEIGHT_ROLES;
-use crate::error::Result;
-use crate::kernels::{share_weights, stage_weights};
-use crate::params::LayerParams;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::kernels::{device_error, share_weights, stage_weights, KernelForms};
+use crate::params::{LayerParams, Params};
 
-/// How one layer's kernels get their weights.
-enum Mode {
-    /// Not known until the first staging asks the device.
-    Unknown,
-    /// Each pass lends the master weights to the kernels.
-    InPlace,
-    /// The kernels hold copies, staged once per update; `scratch` is the transpose buffer of
-    /// [`stage_weights`] (grown on first use).
-    Copies { scratch: Vec<f32> },
+/// The weight-bearing kernels of every layer, one per [`WEIGHT_ROLES`] entry each.
+pub(super) struct LayerKernels {
+    /// One kernel list per layer, or, when the device reads weights in place, a single list
+    /// that every layer's weights are lent to in turn.
+    sets: Vec<Vec<Box<dyn Kernel>>>,
+    seq: usize,
+    /// Whether the device reads the weights in place (so `sets` holds one list).
+    in_place: bool,
+    /// Per kernel list, the transpose buffer of [`stage_weights`] (grown on first use).
+    scratch: Vec<Vec<f32>>,
 }
 
-/// One layer's staging state.
-pub(super) struct LayerWeights {
-    mode: Mode,
-}
-
-impl LayerWeights {
-    /// A layer that tries in-place reading first.
-    pub(super) fn new() -> LayerWeights {
-        LayerWeights {
-            mode: Mode::Unknown,
-        }
-    }
-
-    /// Gives `kernels` (one per [`WEIGHT_ROLES`] entry) the weights of `l` for sequences of
-    /// `seq` tokens: copies on a device that needs them, nothing where passes lend them.
-    pub(super) fn stage(
-        &mut self,
-        l: &LayerParams,
+impl LayerKernels {
+    /// Compiles the per-layer kernels of `config` for `seq` tokens and finds out, with the
+    /// first layer of `params`, whether `device` reads weights in place; staging is left to
+    /// [`LayerKernels::stage`].
+    pub(super) fn new(
+        config: &ModelConfig,
+        device: &dyn Device,
         seq: usize,
-        kernels: &mut [Box<dyn Kernel>],
-    ) -> Result<()> {
-        if let Mode::Unknown = self.mode {
-            let shared = share_all(l, seq, kernels);
-            release(kernels);
-            self.mode = match shared? {
-                true => Mode::InPlace,
-                false => Mode::Copies {
-                    scratch: Vec::new(),
-                },
-            };
-        }
-        if let Mode::Copies { scratch } = &mut self.mode {
-            for (kernel, role) in kernels.iter_mut().zip(WEIGHT_ROLES) {
-                stage_weights(role, l, seq, kernel.as_mut(), scratch)?;
+        forms: KernelForms,
+        params: &Params,
+    ) -> Result<LayerKernels> {
+        let mut sets: Vec<Vec<Box<dyn Kernel>>> =
+            (0..config.n_layers).map(|_| Vec::new()).collect();
+        for role in WEIGHT_ROLES {
+            let bundle = role.build(config, seq, forms)?;
+            let copies = device
+                .compile_copies(&bundle.program, &bundle.weights, config.n_layers)
+                .map_err(|e| device_error(role.name(), e))?;
+            for (kernels, copy) in sets.iter_mut().zip(copies) {
+                kernels.push(copy);
             }
         }
-        Ok(())
+        let first = params.layers.first().ok_or_else(|| {
+            ModelError::Config("the model has no layers; set n_layers to at least 1".into())
+        })?;
+        let in_place = match sets.first_mut() {
+            Some(kernels) => {
+                let shared = share_all(first, seq, kernels);
+                release(kernels);
+                shared?
+            }
+            None => false,
+        };
+        if in_place {
+            // Forks are cheap to drop: the spare copies never held a buffer.
+            sets.truncate(1);
+        }
+        Ok(LayerKernels {
+            scratch: sets.iter().map(|_| Vec::new()).collect(),
+            sets,
+            seq,
+            in_place,
+        })
     }
 
-    /// Points `kernels` at `l`'s weights for one pass, where the device reads them in place;
-    /// [`release`] must follow, so the weights are free to change between passes.
-    pub(super) fn lend(
-        &self,
-        l: &LayerParams,
-        seq: usize,
-        kernels: &mut [Box<dyn Kernel>],
-    ) -> Result<()> {
-        match self.mode {
-            Mode::InPlace => share_all(l, seq, kernels).map(|_| ()),
-            Mode::Unknown | Mode::Copies { .. } => Ok(()),
+    /// Makes `params` what the kernels compute with: stages copies of every layer on a device
+    /// that needs them (in parallel: each layer has its own kernels and buffers), nothing
+    /// where [`LayerKernels::layer`] lends the weights.
+    pub(super) fn stage(&mut self, params: &Params) -> Result<()> {
+        if self.in_place {
+            return Ok(());
+        }
+        let seq = self.seq;
+        self.sets
+            .par_iter_mut()
+            .zip(&mut self.scratch)
+            .zip(&params.layers)
+            .try_for_each(|((kernels, scratch), layer)| {
+                for (kernel, role) in kernels.iter_mut().zip(WEIGHT_ROLES) {
+                    stage_weights(role, layer, seq, kernel.as_mut(), scratch)?;
+                }
+                Ok(())
+            })
+    }
+
+    /// Layer `l`'s kernels, ready to run with `layer`'s weights (lent in place, or the copy
+    /// staged last). [`LayerKernels::release`] must end the pass.
+    pub(super) fn layer(
+        &mut self,
+        l: usize,
+        layer: &LayerParams,
+    ) -> Result<&mut [Box<dyn Kernel>]> {
+        let (in_place, seq) = (self.in_place, self.seq);
+        let index = if in_place { 0 } else { l };
+        let kernels = self
+            .sets
+            .get_mut(index)
+            .ok_or_else(|| ModelError::Config(format!("no kernels were compiled for layer {l}")))?;
+        if in_place && !share_all(layer, seq, kernels)? {
+            return Err(ModelError::Internal(
+                "the device stopped reading weights in place".into(),
+            ));
+        }
+        Ok(kernels)
+    }
+
+    /// Drops every kernel's hold on lent weights, so they are free to change between passes
+    /// without a copy.
+    pub(super) fn release(&mut self) {
+        if self.in_place {
+            for kernels in &mut self.sets {
+                release(kernels);
+            }
         }
     }
 }
 
-/// Drops every kernel's hold on lent weights.
-pub(super) fn release(kernels: &mut [Box<dyn Kernel>]) {
+/// Drops `kernels`' hold on lent weights.
+fn release(kernels: &mut [Box<dyn Kernel>]) {
     for k in kernels.iter_mut() {
         k.unshare_inputs();
     }
