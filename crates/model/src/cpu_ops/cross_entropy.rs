@@ -6,7 +6,7 @@
 //! the row sums use [`sum_f64`]'s fixed four-lane order: S·V is 8M exps per sequence for a
 //! 32000-token vocabulary, which as libm calls dominated the loss.
 
-use super::fast_exp;
+use anetrain_device::cpu::fast_exp;
 use rayon::prelude::*;
 
 /// The row's maximum, the input to a stable softmax.
