@@ -5,7 +5,7 @@ fp32 on the CPU, on a new random batch every step, after 3 untimed warm-up steps
 median ms/step of the timed steps and the process's peak RSS, for eager mode and (with
 --compile) torch.compile. A tool for the comparison tables, not a test.
 
-    OMP_NUM_THREADS=2 /work/peer-venv/bin/python bench/peer/train_torch.py \
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /work/peer-venv/bin/python bench/peer/train_torch.py \
         --model stories15M --batch 1 --steps 5 [--compile]
 """
 

@@ -66,18 +66,17 @@ fn batch_offset(mut b: usize, batch: &[usize], strides: &[isize]) -> isize {
     off
 }
 
-/// Elements gemm repacks for one `m×k · k×n` product computed as `[m][n]` from operand
-/// strides (`x` is `m×k`, `y` is `k×n`): gemm computes a row-major result as its transpose,
-/// packing the operand it walks by columns (`y`) unless that one is column-major (`cs == 1`)
-/// and the other (`x`) unless it is too.
+/// Elements gemm repacks for one `m×k · k×n` product written row-major `[m][n]`, from the
+/// operands' `(row, column)` strides (`x` is `m×k`, `y` is `k×n`): gemm computes such a result
+/// as its transpose `yᵀ·xᵀ` and repacks `y` unless `y`'s column stride is 1, and `x` unless
+/// `x`'s is.
 fn packed_elements(x: (isize, isize), y: (isize, isize), m: usize, n: usize, k: usize) -> usize {
     let (x_cs, y_cs) = (x.1, y.1);
     usize::from(y_cs.unsigned_abs() != 1) * k * n + usize::from(x_cs.unsigned_abs() != 1) * m * k
 }
 
-/// Whether one 2-D product is cheaper computed as its transpose `yᵀ·xᵀ` into `[n][m]` (then
-/// returned as a transposed view): true when that reads the larger operand in its stored
-/// order. A weight stored `[out][in]` and read as `Wᵀ` by `aᵀ·Wᵀ` is the case this is for:
+/// Whether one 2-D product is cheaper written column-major, as `yᵀ·xᵀ` into `[n][m]` (then
+/// returned as a transposed view): true when gemm then repacks fewer elements. A weight stored `[out][in]` and read as `Wᵀ` by `aᵀ·Wᵀ` is the case this is for:
 /// gemm would otherwise repack all of `W` on every call.
 fn transposed_is_cheaper(a: &Batched, b: &Batched) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
