@@ -69,7 +69,7 @@ fn naive_adamw(p: &mut Params, g: &Params, m: &mut Params, v: &mut Params, t: i3
 /// passes used to rewrite the gradients before the optimizer read them.
 fn scaled(g: &Params, s: f32) -> Params {
     let mut out = g.clone();
-    for (_, t) in out.iter_mut() {
+    for (_, mut t) in out.iter_mut() {
         t.data_mut().iter_mut().for_each(|v| *v *= s);
     }
     out
