@@ -9,11 +9,13 @@ use common::rel_err;
 
 use std::path::Path;
 
+use anetrain_device::SurfacePolicy;
 use anetrain_device::{CpuDevice, Precision};
 use anetrain_mil::{check, Chip};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::generate::kernels::{port_width, round_up_32, AttentionLayout};
-use anetrain_model::generate::{argmax, DecodeKernels, Generator, Sampler, SamplingOptions};
+use anetrain_model::generate::{
+    argmax, DecodeKernels, DecodePlan, Generator, Sampler, SamplingOptions,
+};
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::kernels::KernelForms;
 use anetrain_model::params::Params;
@@ -167,11 +169,9 @@ fn bad_input_is_refused_with_a_message() {
 fn decode_kernels_pass_the_m4_checker_for_the_stories_models() {
     for name in ["stories15M", "stories110M"] {
         let c = ModelConfig::preset(name).unwrap();
-        let t = port_width(
-            AttentionLayout::new(&c).channels,
-            round_up_32(c.max_seq_len),
-        );
-        let kernels = DecodeKernels::build(&c, t, KernelForms::default()).unwrap();
+        let plan = DecodePlan::new(&c, c.max_seq_len, Some(SurfacePolicy::default())).unwrap();
+        let (w, t) = (plan.decode_width, plan.cache_len());
+        let kernels = DecodeKernels::build(&c, &plan, w, t, KernelForms::default()).unwrap();
         for (kernel, bundle) in kernels.named() {
             let report = check(&bundle.program, Chip::M4);
             assert!(report.is_clean(), "{name} {kernel}:\n{report}");
