@@ -9,6 +9,7 @@ mod attention;
 mod compile;
 mod elementwise;
 pub mod gemm;
+mod gemv;
 mod input;
 mod kernel;
 mod linalg;
