@@ -48,9 +48,16 @@ pub(crate) fn try_gemv(
     if !(rows_contiguous || cols_contiguous) || x_stride < 0 {
         return false;
     }
-    let xv: Vec<f32> = (0..q)
-        .map(|i| x.data[(x.offset + i as isize * x_stride) as usize])
-        .collect();
+    // A contiguous vector is read in place; a strided one (q ≤ a few thousand) is gathered.
+    let gathered: Vec<f32>;
+    let xv: &[f32] = if x_stride == 1 || q == 1 {
+        &x.data[x.offset as usize..][..q]
+    } else {
+        gathered = (0..q)
+            .map(|i| x.data[(x.offset + i as isize * x_stride) as usize])
+            .collect();
+        &gathered
+    };
     let threads = parallel && p * q >= PAR_MACS;
     let base = a.offset as usize;
     let block = |r0: usize, out: &mut [f32]| {
@@ -58,7 +65,7 @@ pub(crate) fn try_gemv(
             let rs = a.rs as usize;
             for (i, o) in out.iter_mut().enumerate() {
                 let row = &a.data[base + (r0 + i) * rs..][..q];
-                let v = dot(row, &xv);
+                let v = dot(row, xv);
                 *o = if accumulate { *o + v } else { v };
             }
         } else {
