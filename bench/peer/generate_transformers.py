@@ -92,13 +92,22 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--attn",
+        default="eager",
+        choices=["eager", "sdpa"],
+        help="attention implementation (torch 2.15's CPU flash SDPA takes ~12 ms per call "
+        "for one query on this machine, so eager is the faster peer)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     path = model_dir(args.model, args.dir or f"/tmp/peer-{args.model}", args.seed)
-    model = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    model = LlamaForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation=args.attn
+    ).eval()
     print(
         f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
-        f"{args.model} at {path}, greedy with a KV cache, {args.tokens} tokens, "
+        f"{args.model} at {path}, {args.attn} attention, greedy with a KV cache, {args.tokens} tokens, "
         f"median of {args.runs} runs, {torch.get_num_threads()} threads"
     )
     for length in [int(p) for p in args.prompts.split(",")]:
