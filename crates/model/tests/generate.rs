@@ -185,6 +185,10 @@ fn width_one_decode_and_wide_prefill_equal_the_32_wide_kernels() {
             (wide.plan().decode_width, wide.plan().prefill_widths.clone()),
             (32, vec![32])
         );
+        // The fp16 CPU needs its own copy of every input, so it runs the ANE's plan too.
+        let f16 = Box::new(CpuDevice::new(Precision::F16));
+        let f16 = Generator::new(&c, p.clone(), f16, max_seq).unwrap();
+        assert_eq!(f16.plan(), wide.plan());
         // Prompts shorter than, equal to and longer than a 32-wide chunk, and equal to a
         // compiled prefill width (16, 32); then decode steps across a cache bucket (32).
         for len in [1, 5, 16, 31, 32, 33, 45] {
