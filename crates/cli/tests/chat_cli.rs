@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anetrain_data::rng::SplitMix64;
-use anetrain_data::{HfTokenizer, Tokenizer};
+use anetrain_data::{ChatTemplate, Conversation, DataError, HfTokenizer, Tokenizer};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::params::{Linear, Params, Tensor};
@@ -299,4 +299,105 @@ fn chat_errors_name_the_fix() {
     let o = anetrain(&["generate", "--model", arg(&bare), "--chat", "hi"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("chatting needs one"), "{}", stderr(&o));
+}
+
+/// Greedy reply of the reference forward (no cache) after `prompt`: up to `max_tokens`
+/// tokens, ending before a stop token, decoded as one text.
+fn reference_reply(
+    config: &ModelConfig,
+    params: &Params,
+    tokenizer: &HfTokenizer,
+    prompt: &[u32],
+    max_tokens: usize,
+    stop: &[u32],
+) -> String {
+    let mut seq = prompt.to_vec();
+    let mut reply = Vec::new();
+    while reply.len() < max_tokens && seq.len() < config.max_seq_len {
+        let logits = forward(config, params, &[seq.clone()]).unwrap();
+        let v = config.vocab_size;
+        let last = &logits.data[(seq.len() - 1) * v..][..v];
+        let best = (0..v).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as u32;
+        if stop.contains(&best) {
+            break;
+        }
+        reply.push(best);
+        seq.push(best);
+    }
+    tokenizer.decode(&reply).unwrap()
+}
+
+#[test]
+fn a_multi_turn_chat_reuses_its_cache_and_follows_the_reference_argmax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = write_chat_tokenizer(tmp.path(), Some(CHATML));
+    let config = ModelConfig {
+        vocab_size: tokenizer.vocab_size(),
+        max_seq_len: 256,
+        ..ModelConfig::preset("tiny").unwrap()
+    };
+    // Real attention this time (every block adds to the residual), so a reply depends on the
+    // whole conversation and a wrong cache, mask or position shows.
+    let mut params = Params::init(&config, 11).unwrap();
+    for (name, mut t) in params.iter_mut() {
+        let gain = if name.contains("embed") || name.contains("lm_head") {
+            20.0
+        } else if t.shape().len() == 2 {
+            4.0
+        } else {
+            1.0
+        };
+        t.data_mut().iter_mut().for_each(|v| *v *= gain);
+    }
+    save_hf_dir(tmp.path(), &config, &params, None).unwrap();
+    let users = [
+        "hello",
+        "tell me about the cat",
+        "and then what happened to it",
+    ];
+    let max_tokens = 10;
+    let o = chat(
+        &[
+            "--model",
+            arg(tmp.path()),
+            "--device",
+            "cpu",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            &max_tokens.to_string(),
+        ],
+        &(users.join("\n") + "\n"),
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+
+    // The same conversation kept by the library's bookkeeping, answered by the reference.
+    let template =
+        ChatTemplate::from_tokenizer_config(&tmp.path().join("tokenizer_config.json")).unwrap();
+    let mut conversation = Conversation::new(&tokenizer, template, None).unwrap();
+    let stop = [2, last(&tokenizer, "<|im_end|>")];
+    let mut want = String::new();
+    let mut longest = 0;
+    for user in users {
+        let reply = conversation
+            .turn(user, usize::MAX, |prompt| -> Result<String, DataError> {
+                longest = longest.max(prompt.tokens.len());
+                Ok(reference_reply(
+                    &config,
+                    &params,
+                    &tokenizer,
+                    &prompt.tokens,
+                    max_tokens,
+                    &stop,
+                ))
+            })
+            .unwrap();
+        want += &format!("{reply}\n");
+    }
+    assert!(
+        longest > 32,
+        "the last prompt ({longest} tokens) should span several chunks"
+    );
+    assert_eq!(stdout(&o), want, "{err}");
 }

@@ -17,6 +17,7 @@ mod spec;
 pub use ane::budget::CompileBudget;
 use ane::capabilities::Capabilities;
 pub use ane::AneDevice;
+pub use ane::SurfacePolicy;
 pub use cpu::{CpuDevice, Precision};
 pub use error::{DeviceError, Result};
 pub use shared::SharedMatrix;
@@ -42,6 +43,13 @@ pub trait Device {
     /// What a probe run measured on this device ([`ane::capabilities`]), which decides the
     /// kernel forms compiled for it; `None` for devices that run every form alike.
     fn capabilities(&self) -> Option<&Capabilities> {
+        None
+    }
+
+    /// The shape rules this device's ports must follow ([`SurfacePolicy`]: width multiples and
+    /// minimum buffer sizes, the ANE's), so callers size kernels to fit; `None` for devices
+    /// that run any shape.
+    fn surface_policy(&self) -> Option<SurfacePolicy> {
         None
     }
 

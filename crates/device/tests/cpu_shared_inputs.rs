@@ -162,3 +162,49 @@ fn regions_that_need_a_copy_are_refused_with_the_reason() {
     }
     assert!(SharedMatrix::row_major(Arc::new(vec![0.0; 5]), 2, 3).is_err());
 }
+
+/// `y = x[rows] · scale` for a program reading channel slices of a `[1, c, 1, s]` input, so the
+/// input is not column-segmented and can only be shared whole.
+fn channel_slicer(c: usize, s: usize, rows: std::ops::Range<usize>, scale: f32) -> Box<dyn Kernel> {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::Fp16, [1, c, 1, s]).unwrap();
+    let part = b
+        .slice(x, &[0, rows.start, 0, 0], &[1, rows.len(), 1, s])
+        .unwrap();
+    let y = b.scale(part, scale).unwrap();
+    b.output(y, "y").unwrap();
+    let bundle = b.finish().unwrap();
+    CpuDevice::default()
+        .compile(&bundle.program, &bundle.weights)
+        .unwrap()
+}
+
+#[test]
+fn two_programs_read_one_whole_shared_input_and_see_its_updates() {
+    let (c, s) = (6, 5);
+    let mut data = Arc::new(values(c * s, 3));
+    let mut low = channel_slicer(c, s, 0..2, 2.0);
+    let mut high = channel_slicer(c, s, 3..6, -1.0);
+    for round in 0..2 {
+        let m = SharedMatrix::row_major(Arc::clone(&data), c, s).unwrap();
+        low.share_input_region(0, 0..c, 0..s, &m).unwrap();
+        high.share_input_region(0, 0..c, 0..s, &m).unwrap();
+        let want_low: Vec<f32> = data[..2 * s].iter().map(|v| 2.0 * v).collect();
+        let want_high: Vec<f32> = data[3 * s..].iter().map(|v| -v).collect();
+        close(&run(low.as_mut()), &want_low);
+        close(&run(high.as_mut()), &want_high);
+        low.unshare_inputs();
+        high.unshare_inputs();
+        drop(m);
+        // Once both kernels let go, the owner writes in place: no copy was kept anywhere.
+        let owned = Arc::get_mut(&mut data).expect("a kernel still holds the shared input");
+        owned[round] += 1.0;
+        owned[4 * s] -= 3.0;
+    }
+    let m = SharedMatrix::row_major(Arc::clone(&data), c, s).unwrap();
+    let unavailable = low.share_input_region(0, 0..c, 1..s, &m);
+    assert!(
+        matches!(&unavailable, Err(DeviceError::Unavailable(msg)) if msg.contains("whole input")),
+        "{unavailable:?}"
+    );
+}

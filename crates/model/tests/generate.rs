@@ -9,11 +9,13 @@ use common::rel_err;
 
 use std::path::Path;
 
-use anetrain_device::{CpuDevice, Precision};
-use anetrain_mil::{check, Chip};
+use anetrain_device::SurfacePolicy;
+use anetrain_device::{CpuDevice, Device, Kernel, Precision, Result as DeviceResult};
+use anetrain_mil::{check, Chip, Program, WeightFiles};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::generate::kernels::{port_width, round_up_32, AttentionLayout};
-use anetrain_model::generate::{argmax, DecodeKernels, Generator, Sampler, SamplingOptions};
+use anetrain_model::generate::{
+    argmax, DecodeKernels, DecodePlan, Generator, Sampler, SamplingOptions,
+};
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::kernels::KernelForms;
 use anetrain_model::params::Params;
@@ -150,6 +152,68 @@ fn generation_stops_at_eos_callback_and_max_seq() {
     assert!(g.feed(&[1]).is_err(), "a full cache refuses more tokens");
 }
 
+/// The CPU device with the ANE's port rules: it gets the ANE's plan (32-wide chunks, one
+/// cache length, weights and cache copied into the kernels), computed in fp32.
+struct AneShaped(CpuDevice);
+
+impl Device for AneShaped {
+    fn name(&self) -> String {
+        format!("{} with the ANE's port rules", self.0.name())
+    }
+
+    fn compile(&self, program: &Program, weights: &WeightFiles) -> DeviceResult<Box<dyn Kernel>> {
+        self.0.compile(program, weights)
+    }
+
+    fn surface_policy(&self) -> Option<SurfacePolicy> {
+        Some(SurfacePolicy::default())
+    }
+}
+
+#[test]
+fn width_one_decode_and_wide_prefill_equal_the_32_wide_kernels() {
+    for c in tiny_configs() {
+        let p = params(&c, 21);
+        let max_seq = c.max_seq_len;
+        let mut narrow = Generator::new(&c, p.clone(), cpu(), max_seq).unwrap();
+        let ane = Box::new(AneShaped(CpuDevice::new(Precision::F32)));
+        let mut wide = Generator::new(&c, p.clone(), ane, max_seq).unwrap();
+        assert_eq!(narrow.plan().decode_width, 1);
+        assert!(narrow.plan().prefill_widths.contains(&32));
+        assert!(narrow.plan().cache_buckets.len() > 1, "{:?}", narrow.plan());
+        assert_eq!(
+            (wide.plan().decode_width, wide.plan().prefill_widths.clone()),
+            (32, vec![32])
+        );
+        // The fp16 CPU needs its own copy of every input, so it runs the ANE's plan too.
+        let f16 = Box::new(CpuDevice::new(Precision::F16));
+        let f16 = Generator::new(&c, p.clone(), f16, max_seq).unwrap();
+        assert_eq!(f16.plan(), wide.plan());
+        // Prompts shorter than, equal to and longer than a 32-wide chunk, and equal to a
+        // compiled prefill width (16, 32); then decode steps across a cache bucket (32).
+        for len in [1, 5, 16, 31, 32, 33, 45] {
+            let prompt = tokens(&c, len, len as u32);
+            narrow.reset();
+            wide.reset();
+            let a = narrow.feed(&prompt).unwrap().to_vec();
+            let b = wide.feed(&prompt).unwrap().to_vec();
+            let e = rel_err(&a, &b);
+            assert!(e < 1e-5, "{:?} prompt {len}: rel err {e}", c.family);
+            for step in 0..6 {
+                let t = argmax(&a) as u32 ^ step;
+                let a = narrow.feed(&[t]).unwrap().to_vec();
+                let b = wide.feed(&[t]).unwrap().to_vec();
+                let e = rel_err(&a, &b);
+                assert!(
+                    e < 1e-5,
+                    "{:?} prompt {len} step {step}: rel err {e}",
+                    c.family
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_refused_with_a_message() {
     let c = ModelConfig::preset("tiny").unwrap();
@@ -167,11 +231,9 @@ fn bad_input_is_refused_with_a_message() {
 fn decode_kernels_pass_the_m4_checker_for_the_stories_models() {
     for name in ["stories15M", "stories110M"] {
         let c = ModelConfig::preset(name).unwrap();
-        let t = port_width(
-            AttentionLayout::new(&c).channels,
-            round_up_32(c.max_seq_len),
-        );
-        let kernels = DecodeKernels::build(&c, t, KernelForms::default()).unwrap();
+        let plan = DecodePlan::new(&c, c.max_seq_len, Some(SurfacePolicy::default())).unwrap();
+        let (w, t) = (plan.decode_width, plan.cache_len());
+        let kernels = DecodeKernels::build(&c, &plan, w, t, KernelForms::default()).unwrap();
         for (kernel, bundle) in kernels.named() {
             let report = check(&bundle.program, Chip::M4);
             assert!(report.is_clean(), "{name} {kernel}:\n{report}");

@@ -64,4 +64,8 @@ impl Device for AneDevice {
     fn capabilities(&self) -> Option<&Capabilities> {
         match *self {}
     }
+
+    fn surface_policy(&self) -> Option<SurfacePolicy> {
+        match *self {}
+    }
 }

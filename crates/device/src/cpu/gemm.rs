@@ -63,6 +63,9 @@ pub fn matmul_into(
         }
         return Ok(());
     }
+    if super::gemv::try_gemv(dst, dst_rs, lhs, rhs, m, n, k, accumulate, parallel) {
+        return Ok(());
+    }
     let parallelism = if parallel && m * n * k >= PAR_MACS {
         Parallelism::Rayon(0)
     } else {

@@ -1,7 +1,10 @@
 //! Input storage of a CPU kernel. An input that the program reads only through full-height
 //! column slices (a dynamic matmul's `[activation | weights]` input) is stored as those
 //! slices, each of which may instead read a [`SharedMatrix`] in place: weights the caller
-//! already holds then need neither a staged copy nor the columns of one.
+//! already holds then need neither a staged copy nor the columns of one. Any other
+//! `[1, C, 1, S]` input may read a shared matrix as a whole, so kernels of different programs
+//! read one buffer the caller owns (the generator's KV cache, read by its decode and prefill
+//! attention kernels).
 
 use super::elementwise::round_to_f16;
 use super::step::Step;
@@ -105,8 +108,8 @@ pub(crate) struct Segment {
 /// One input's storage, kept between runs.
 #[derive(Clone, Debug)]
 pub(crate) enum InputStore {
-    /// The whole tensor, packed in the declared shape.
-    Whole(Arc<Vec<f32>>),
+    /// The whole tensor of `shape`, packed (a shared matrix is `[C][S]` of `[1, C, 1, S]`).
+    Whole { shape: Vec<usize>, content: Content },
     /// Only the column slices the program reads (columns no slice reads are not stored).
     Segments {
         channels: usize,
@@ -128,15 +131,18 @@ impl InputStore {
                     })
                     .collect(),
             },
-            None => InputStore::Whole(Arc::new(vec![0.0; spec.numel()])),
+            None => InputStore::Whole {
+                shape: spec.ty.shape.clone(),
+                content: Content::Zeros,
+            },
         }
     }
 
     /// Replaces the whole input of `shape` with `data`, rounding to fp16 when `round`.
     pub fn write_all(&mut self, shape: &[usize], data: &[f32], round: bool) {
         match self {
-            InputStore::Whole(buf) => {
-                let buf = Arc::make_mut(buf);
+            InputStore::Whole { shape, content } => {
+                let buf = whole_owned(content, shape);
                 buf.copy_from_slice(data);
                 if round {
                     round_to_f16(buf);
@@ -164,8 +170,8 @@ impl InputStore {
             return;
         }
         match self {
-            InputStore::Whole(buf) => {
-                let buf = Arc::make_mut(buf);
+            InputStore::Whole { shape, content } => {
+                let buf = whole_owned(content, shape);
                 for (ch, src) in channels.zip(data.chunks(width)) {
                     let dst = &mut buf[ch * s + columns.start..][..width];
                     dst.copy_from_slice(src);
@@ -209,8 +215,29 @@ impl InputStore {
                 columns.start, columns.end, spec.name
             )))
         };
-        let InputStore::Segments { channels: c, parts } = self else {
-            return unavailable("the program does not read that input as column slices");
+        let (c, parts) = match self {
+            InputStore::Segments { channels, parts } => (channels, parts),
+            InputStore::Whole { shape, content } => {
+                let whole = (shape[1], shape[3]);
+                if (channels.len(), columns.len()) != whole {
+                    return unavailable(
+                        "the program reads that input in pieces other than column slices, \
+                         so only the whole input can be shared",
+                    );
+                }
+                if (m.rows(), m.cols()) != whole {
+                    return Err(DeviceError::Layout(format!(
+                        "a shared {} × {} matrix cannot fill the {} × {} input `{}`",
+                        m.rows(),
+                        m.cols(),
+                        whole.0,
+                        whole.1,
+                        spec.name
+                    )));
+                }
+                *content = Content::Shared(m.clone());
+                return Ok(());
+            }
         };
         if channels != (0..*c) {
             return unavailable("only all channels of a slice can be shared");
@@ -234,11 +261,15 @@ impl InputStore {
 
     /// Drops every shared matrix (those segments read as zeros again).
     pub fn unshare(&mut self) {
-        if let InputStore::Segments { parts, .. } = self {
-            for part in parts {
-                if matches!(part.content, Content::Shared(_)) {
-                    part.content = Content::Zeros;
-                }
+        let contents: Vec<&mut Content> = match self {
+            InputStore::Segments { parts, .. } => {
+                parts.iter_mut().map(|p| &mut p.content).collect()
+            }
+            InputStore::Whole { content, .. } => vec![content],
+        };
+        for content in contents {
+            if matches!(content, Content::Shared(_)) {
+                *content = Content::Zeros;
             }
         }
     }
@@ -261,8 +292,14 @@ impl InputStore {
                     }
                 }
             }
-            (InputStore::Whole(buf), _) => {
-                slots[slot] = Some(Tensor::from_shared(spec.ty.shape.clone(), Arc::clone(buf)));
+            (InputStore::Whole { shape, content }, _) => {
+                slots[slot] = Some(match content {
+                    Content::Shared(m) => shared_view(m, shape[1], shape[3]),
+                    _ => Tensor::from_shared(
+                        spec.ty.shape.clone(),
+                        Arc::clone(whole_owned_arc(content, shape)),
+                    ),
+                });
             }
             (InputStore::Segments { .. }, None) => {}
         }
@@ -299,6 +336,26 @@ impl Segment {
                 Tensor::from_shared(shape, buf)
             }
         }
+    }
+}
+
+/// The whole input's own packed values, materialising zeros or a copy of a shared matrix.
+fn whole_owned<'a>(content: &'a mut Content, shape: &[usize]) -> &'a mut Vec<f32> {
+    Arc::make_mut(whole_owned_arc(content, shape))
+}
+
+/// [`whole_owned`] without claiming the values for writing (a run only reads them).
+fn whole_owned_arc<'a>(content: &'a mut Content, shape: &[usize]) -> &'a mut Arc<Vec<f32>> {
+    if !matches!(content, Content::Owned(_)) {
+        let mut data = vec![0.0; shape.iter().product()];
+        if let Content::Shared(m) = content {
+            shared_view(m, shape[1], shape[3]).copy_to(&mut data);
+        }
+        *content = Content::Owned(Arc::new(data));
+    }
+    match content {
+        Content::Owned(buf) => buf,
+        _ => unreachable!("the input was just made owned"),
     }
 }
 

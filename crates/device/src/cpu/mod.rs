@@ -10,6 +10,7 @@ mod compile;
 mod elementwise;
 pub mod fast_exp;
 pub mod gemm;
+mod gemv;
 mod input;
 mod kernel;
 mod linalg;

@@ -1,19 +1,20 @@
 //! The generator: prefill and KV-cache decode through the decode kernels on any [`Device`],
 //! with embedding, norms, RoPE and the classifier on the CPU, as in training.
 //!
-//! Tokens go through the model in chunks of up to [`BUCKET`]: a prompt is prefilled 32 tokens
-//! per run, a decode step is a chunk of one. Each chunk writes its keys and values into the
-//! cache columns of every layer's attention kernel and attends to the cache and to itself
-//! through the CPU-written mask, so prefill and decode are the same code path and one set of
-//! four compiled kernels serves both. Weights are staged once per layer in [`Generator::new`];
-//! a chunk writes only activations. All buffers are allocated up front.
+//! Tokens go through the model in chunks as wide as the device's [`DecodePlan`] allows: on the
+//! CPU a decode step is a width-1 chunk and a prompt goes through in one chunk of the
+//! narrowest compiled width that holds it; on the ANE every chunk is 32 wide. Each chunk
+//! writes its keys and values into the layer's KV cache and attends to the cache and to itself
+//! through the CPU-written mask, so prefill and decode are the same code path. Weights are
+//! staged once per layer in [`Generator::new`] ([`super::layer_kernels`]); a chunk writes
+//! only activations. All buffers are allocated up front.
 
 use std::time::Instant;
 
-use anetrain_device::{Device, DeviceError, Kernel};
-use anetrain_mil::Bundle;
+use anetrain_device::{Device, Kernel};
 
-use super::kernels::{port_width, round_up_32, AttentionLayout, DecodeKernels, BUCKET};
+use super::kernels::DecodePlan;
+use super::layer_kernels::{kernel_error, LayerKernels};
 use super::positions::{fill_mask, RotaryTable};
 use super::sampler::{Sampler, SamplingOptions};
 use crate::config::ModelConfig;
@@ -21,8 +22,7 @@ use crate::cpu_ops::elementwise::{add, scale};
 use crate::cpu_ops::norm::rmsnorm_forward;
 use crate::cpu_ops::{matmul, MatRef};
 use crate::error::{ModelError, Result};
-use crate::kernels::{stage_weights, KernelForms, Role};
-use crate::params::{Linear, Params};
+use crate::params::Params;
 
 /// What one [`Generator::generate`] call did and how fast.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,16 +37,8 @@ pub struct GenerationStats {
     pub decode_tokens_per_s: f64,
 }
 
-/// One layer's kernels: three with staged weights, and the attention kernel whose input holds
-/// the layer's KV cache.
-struct LayerKernels {
-    qkv: Box<dyn Kernel>,
-    attention: Box<dyn Kernel>,
-    wo: Box<dyn Kernel>,
-    ffn: Box<dyn Kernel>,
-}
-
-/// Per-chunk CPU buffers, `[C][B]` channel-major unless noted.
+/// Per-chunk CPU buffers, `[C][W]` channel-major for the chunk's width `W` (sized for the
+/// widest), unless noted.
 struct Buffers {
     x: Vec<f32>,
     xn: Vec<f32>,
@@ -58,9 +50,9 @@ struct Buffers {
     kv_cols: Vec<f32>,
     attn: Vec<f32>,
     out: Vec<f32>,
-    /// RMS statistics, `[groups][B]`.
+    /// RMS statistics, `[groups][W]`.
     inv: Vec<f32>,
-    /// `[B][T]`.
+    /// `[W][bucket]`.
     mask: Vec<f32>,
     /// The chunk's last real column `[D]`, before and after the final norm.
     last: Vec<f32>,
@@ -74,33 +66,12 @@ pub struct Generator {
     config: ModelConfig,
     params: Params,
     device_name: String,
-    layers: Vec<LayerKernels>,
-    layout: AttentionLayout,
-    cache_len: usize,
+    kernels: LayerKernels,
     max_seq: usize,
     position: usize,
     stop: Vec<u32>,
     rope: RotaryTable,
     buf: Buffers,
-}
-
-fn kernel_error(name: &str, e: DeviceError) -> ModelError {
-    ModelError::Device {
-        kernel: format!("decode {name}"),
-        source: e,
-    }
-}
-
-/// Every layer's own buffer set for `bundle` ([`Device::compile_copies`]).
-fn per_layer(
-    device: &dyn Device,
-    name: &str,
-    bundle: &Bundle,
-    layers: usize,
-) -> Result<Vec<Box<dyn Kernel>>> {
-    device
-        .compile_copies(&bundle.program, &bundle.weights, layers)
-        .map_err(|e| kernel_error(name, e))
 }
 
 impl Generator {
@@ -121,26 +92,11 @@ impl Generator {
                 config.max_seq_len
             )));
         }
-        let layout = AttentionLayout::new(config);
-        let cache_len = port_width(layout.channels, round_up_32(max_seq));
-        let forms = KernelForms::for_device(device.as_ref())?;
-        let bundles = DecodeKernels::build(config, cache_len, forms)?;
-        let compile = |name, bundle| per_layer(device.as_ref(), name, bundle, config.n_layers);
-        let layers = compile("decode_qkv", &bundles.qkv)?
-            .into_iter()
-            .zip(compile("decode_attention", &bundles.attention)?)
-            .zip(compile("decode_wo", &bundles.wo)?)
-            .zip(compile("decode_ffn", &bundles.ffn)?)
-            .map(|(((qkv, attention), wo), ffn)| LayerKernels {
-                qkv,
-                attention,
-                wo,
-                ffn,
-            })
-            .collect();
+        let kernels = LayerKernels::new(config, &params, device, max_seq)?;
+        let plan = kernels.plan();
+        let (b, cache_len) = (plan.widths().last().copied().unwrap_or(1), plan.cache_len());
         let c = config;
         let (d, q, kv) = (c.dim, c.q_dim(), c.kv_dim());
-        let b = BUCKET;
         let buf = Buffers {
             x: vec![0.0; d * b],
             xn: vec![0.0; d * b],
@@ -157,38 +113,22 @@ impl Generator {
             last_inv: vec![0.0; 1],
             logits: vec![0.0; c.vocab_size],
         };
-        let mut generator = Generator {
+        Ok(Generator {
             config: c.clone(),
             params,
-            device_name: device.name(),
-            layers,
-            layout,
-            cache_len,
+            device_name: kernels.device_name(),
+            rope: RotaryTable::new(c.head_dim, cache_len + b, c.rope_theta),
+            kernels,
             max_seq,
             position: 0,
             stop: Vec::new(),
-            rope: RotaryTable::new(c.head_dim, cache_len + BUCKET, c.rope_theta),
             buf,
-        };
-        generator.stage()?;
-        Ok(generator)
+        })
     }
 
-    /// Writes every layer's weights into its kernels' matrix columns. Cost: one pass over
-    /// the weights.
-    fn stage(&mut self) -> Result<()> {
-        let (d, h) = (self.config.dim, self.config.hidden_dim);
-        let mut scratch = Vec::new();
-        for (k, p) in self.layers.iter_mut().zip(&self.params.layers) {
-            stage_weights(Role::QkvFwd, p, BUCKET, k.qkv.as_mut(), &mut scratch)?;
-            stage_weights(Role::WoFwd, p, BUCKET, k.wo.as_mut(), &mut scratch)?;
-            stage_weights(Role::FfnUpFwd, p, BUCKET, k.ffn.as_mut(), &mut scratch)?;
-            let w2_columns = BUCKET + 2 * h..BUCKET + 3 * h;
-            k.ffn
-                .write_input_region(0, 0..d, w2_columns, Linear::DownProj.get(p).data())
-                .map_err(|e| kernel_error("decode_ffn", e))?;
-        }
-        Ok(())
+    /// The chunk widths and cache buckets the kernels were compiled for.
+    pub fn plan(&self) -> &DecodePlan {
+        self.kernels.plan()
     }
 
     /// The device the kernels run on, e.g. `cpu (f32)`.
@@ -223,7 +163,8 @@ impl Generator {
     }
 
     /// Appends `tokens` to the cached sequence and returns the next-token logits `[V]` after
-    /// the last of them. Runs `ceil(len / 32)` chunks through every layer.
+    /// the last of them. Runs as few chunks through every layer as the plan's widths allow
+    /// ([`DecodePlan::chunk_width`]).
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         if tokens.is_empty() {
             return Err(ModelError::Input("feed needs at least one token".into()));
@@ -242,9 +183,13 @@ impl Generator {
                 "token id {bad} is outside the model's vocabulary of {v}; use the model's tokenizer"
             )));
         }
-        for chunk in tokens.chunks(BUCKET) {
-            self.run_chunk(chunk)?;
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let width = self.kernels.plan().chunk_width(rest.len());
+            let (chunk, tail) = rest.split_at(width.min(rest.len()));
+            self.run_chunk(chunk, width)?;
             self.position += chunk.len();
+            rest = tail;
         }
         Ok(&self.buf.logits)
     }
@@ -296,105 +241,99 @@ impl Generator {
         })
     }
 
-    /// One chunk of `n ≤ B` tokens at `self.position`: every layer, then the logits of the
-    /// chunk's last token into `buf.logits`.
-    fn run_chunk(&mut self, tokens: &[u32]) -> Result<()> {
+    /// One chunk of `n ≤ width` tokens at `self.position` through the width-`width` kernels:
+    /// every layer, then the logits of the chunk's last token into `buf.logits`.
+    fn run_chunk(&mut self, tokens: &[u32], width: usize) -> Result<()> {
         let Generator {
             config: c,
             params,
-            layers,
-            layout,
-            cache_len,
+            kernels,
             position,
             rope,
             buf,
             ..
         } = self;
-        let (b, n, start) = (BUCKET, tokens.len(), *position);
+        let (b, n, start) = (width, tokens.len(), *position);
         let (d, q, kv) = (c.dim, c.q_dim(), c.kv_dim());
+        let layout = kernels.plan().layout;
+        let bucket = kernels.plan().bucket(start + n);
         let eps = c.norm_eps as f32;
         let table = params.embed_tokens.data();
-        buf.x.fill(0.0);
+        let x = &mut buf.x[..d * b];
+        x.fill(0.0);
         for (j, &tok) in tokens.iter().enumerate() {
             let row = &table[tok as usize * d..][..d];
             for (ch, &val) in row.iter().enumerate() {
-                buf.x[ch * b + j] = val;
+                x[ch * b + j] = val;
             }
         }
-        fill_mask(&mut buf.mask, *cache_len, start, n);
+        let mask = &mut buf.mask[..b * bucket];
+        fill_mask(mask, bucket, start, n);
         let attn_scale = 1.0 / (c.head_dim as f32).sqrt();
-        for (k, p) in layers.iter_mut().zip(&params.layers) {
-            rmsnorm_forward(
-                &mut buf.xn,
-                &mut buf.inv[..b],
-                &buf.x,
-                p.input_layernorm.data(),
+        let (xs, xn, hs) = (
+            &mut buf.x[..d * b],
+            &mut buf.xn[..d * b],
+            &mut buf.h[..d * b],
+        );
+        let (qkv, attn, out) = (
+            &mut buf.qkv[..(q + 2 * kv) * b],
+            &mut buf.attn[..q * b],
+            &mut buf.out[..d * b],
+        );
+        for (l, p) in params.layers.iter().enumerate() {
+            rmsnorm_forward(xn, &mut buf.inv[..b], xs, p.input_layernorm.data(), b, eps);
+            run(
+                kernels.matmuls(b, l)?.qkv.as_mut(),
+                "decode_qkv",
                 b,
-                eps,
-            );
-            run(k.qkv.as_mut(), "decode_qkv", &buf.xn, &mut buf.qkv)?;
-            let (q_rows, rest) = buf.qkv.split_at_mut(q * b);
+                xn,
+                qkv,
+            )?;
+            let (q_rows, rest) = qkv.split_at_mut(q * b);
             let (k_rows, v_rows) = rest.split_at_mut(kv * b);
             if let (Some(qn), Some(kn)) = (&p.q_norm, &p.k_norm) {
                 let heads = c.n_heads;
-                buf.qk_pre.copy_from_slice(q_rows);
-                rmsnorm_forward(
-                    q_rows,
-                    &mut buf.inv[..heads * b],
-                    &buf.qk_pre,
-                    qn.data(),
-                    b,
-                    eps,
-                );
+                let pre = &mut buf.qk_pre[..q * b];
+                pre.copy_from_slice(q_rows);
+                rmsnorm_forward(q_rows, &mut buf.inv[..heads * b], pre, qn.data(), b, eps);
                 let kv_heads = c.n_kv_heads;
-                buf.qk_pre[..kv * b].copy_from_slice(k_rows);
-                rmsnorm_forward(
-                    k_rows,
-                    &mut buf.inv[..kv_heads * b],
-                    &buf.qk_pre[..kv * b],
-                    kn.data(),
-                    b,
-                    eps,
-                );
+                let pre = &mut buf.qk_pre[..kv * b];
+                pre.copy_from_slice(k_rows);
+                rmsnorm_forward(k_rows, &mut buf.inv[..kv_heads * b], pre, kn.data(), b, eps);
             }
             rope.rotate(q_rows, b, start);
             rope.rotate(k_rows, b, start);
             scale(q_rows, attn_scale);
 
-            let err = |e| kernel_error("decode_attention", e);
-            let att = k.attention.as_mut();
-            att.write_input_region(0, 0..q, 0..b, q_rows).map_err(err)?;
+            kernels.write_attention(l, 0..q, 0..b, q_rows)?;
             for (rows, first) in [(&*k_rows, layout.k), (&*v_rows, layout.v)] {
                 columns(&mut buf.kv_cols, rows, b, n);
-                att.write_input_region(
-                    0,
+                kernels.write_attention(
+                    l,
                     first..first + kv,
                     start..start + n,
                     &buf.kv_cols[..kv * n],
-                )
-                .map_err(err)?;
+                )?;
             }
-            att.write_input_region(0, layout.mask..layout.mask + b, 0..*cache_len, &buf.mask)
-                .map_err(err)?;
-            att.run().map_err(err)?;
-            att.read_output_channels(0, 0..q, &mut buf.attn)
-                .map_err(err)?;
+            kernels.write_attention(l, layout.mask..layout.mask + b, 0..bucket, mask)?;
+            kernels.run_attention(l, b, bucket, attn)?;
 
-            run(k.wo.as_mut(), "decode_wo", &buf.attn, &mut buf.out)?;
-            add(&mut buf.h, &buf.x, &buf.out);
+            let mm = kernels.matmuls(b, l)?;
+            run(mm.wo.as_mut(), "decode_wo", b, attn, out)?;
+            add(hs, xs, out);
             rmsnorm_forward(
-                &mut buf.xn,
+                xn,
                 &mut buf.inv[..b],
-                &buf.h,
+                hs,
                 p.post_attention_layernorm.data(),
                 b,
                 eps,
             );
-            run(k.ffn.as_mut(), "decode_ffn", &buf.xn, &mut buf.out)?;
-            add(&mut buf.x, &buf.h, &buf.out);
+            run(mm.ffn.as_mut(), "decode_ffn", b, xn, out)?;
+            add(xs, hs, out);
         }
         for (ch, v) in buf.last.iter_mut().enumerate() {
-            *v = buf.x[ch * b + n - 1];
+            *v = xs[ch * b + n - 1];
         }
         rmsnorm_forward(
             &mut buf.last_normed,
@@ -411,16 +350,16 @@ impl Generator {
     }
 }
 
-/// Writes activation `a [ic][B]` into columns `[0, B)` of a packed kernel, runs it and reads
-/// the first `out.len() / B` output channels (the rest is padding).
-fn run(kernel: &mut dyn Kernel, name: &str, a: &[f32], out: &mut [f32]) -> Result<()> {
+/// Writes activation `a [ic][w]` into columns `[0, w)` of a packed kernel, runs it and reads
+/// the first `out.len() / w` output channels (the rest is padding).
+fn run(kernel: &mut dyn Kernel, name: &str, w: usize, a: &[f32], out: &mut [f32]) -> Result<()> {
     let err = |e| kernel_error(name, e);
     kernel
-        .write_input_region(0, 0..a.len() / BUCKET, 0..BUCKET, a)
+        .write_input_region(0, 0..a.len() / w, 0..w, a)
         .map_err(err)?;
     kernel.run().map_err(err)?;
     kernel
-        .read_output_channels(0, 0..out.len() / BUCKET, out)
+        .read_output_channels(0, 0..out.len() / w, out)
         .map_err(err)
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - [`chat`]: [`Chat`], a conversation through the model's chat template, and the
 //!   [`stop_tokens`] generation ends at;
-//! - [`kernels`]: the MIL decode kernels and their bucket and port sizing;
+//! - [`kernels`]: the MIL decode kernels and the [`DecodePlan`] of widths and cache buckets
+//!   a device gets;
+//! - [`layer_kernels`]: every layer's compiled kernels, staged weights and KV cache;
 //! - [`positions`]: RoPE at a position offset and the per-chunk cache mask;
 //! - [`generator`]: [`Generator`], which stages weights, holds the cache and runs chunks;
 //! - [`sampler`]: greedy, temperature, top-k and top-p sampling with a seeded generator;
@@ -12,6 +14,7 @@
 pub mod chat;
 pub mod generator;
 pub mod kernels;
+mod layer_kernels;
 pub mod positions;
 pub mod sampler;
 pub mod text;
@@ -20,6 +23,6 @@ pub use chat::{
     stop_tokens, Chat, ChatEvent, ChatOptions, ChatReply, DEFAULT_CONTEXT as DEFAULT_CHAT_CONTEXT,
 };
 pub use generator::{GenerationStats, Generator};
-pub use kernels::{DecodeKernels, BUCKET};
+pub use kernels::{DecodeKernels, DecodePlan};
 pub use sampler::{argmax, Sampler, SamplingOptions};
 pub use text::{complete, encode_prompt, generate_text, generator_for, Output, Piece, Prompt};

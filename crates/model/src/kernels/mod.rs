@@ -30,6 +30,7 @@ pub(crate) use matmul::{dynamic_matmul_into, swiglu_into, SWAP_LAST};
 pub(crate) use stage::device_error;
 pub use stage::{share_weights, stage_weights};
 
+use anetrain_device::SurfacePolicy;
 use anetrain_mil::Bundle;
 
 use crate::config::ModelConfig;
@@ -142,17 +143,23 @@ pub fn all(config: &ModelConfig, seq: usize, forms: KernelForms) -> Result<Vec<N
         .collect()
 }
 
-/// Every kernel a config sends to a device at training length `seq`: the training kernels in
-/// [`Role::ALL`] order, then the decode kernels for a cache of `seq` rounded up to 32. What
-/// `anetrain mil dump` writes and `anetrain doctor` compares.
+/// Every kernel a config sends to the ANE at training length `seq`: the training kernels in
+/// [`Role::ALL`] order, then the decode kernels of the ANE's plan (32 wide, one cache for
+/// `seq` tokens). What `anetrain mil dump` writes and `anetrain doctor` compares.
 pub fn training_and_decode(
     config: &ModelConfig,
     seq: usize,
     forms: KernelForms,
 ) -> Result<Vec<NamedKernel>> {
     let mut list = all(config, seq, forms)?;
-    let cache_len = crate::generate::kernels::round_up_32(seq);
-    let decode = crate::generate::DecodeKernels::build(config, cache_len, forms)?;
+    let plan = crate::generate::DecodePlan::new(config, seq, Some(SurfacePolicy::default()))?;
+    let decode = crate::generate::DecodeKernels::build(
+        config,
+        &plan,
+        plan.decode_width,
+        plan.cache_len(),
+        forms,
+    )?;
     list.extend(
         decode
             .named()

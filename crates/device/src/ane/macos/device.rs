@@ -107,6 +107,10 @@ impl Device for AneDevice {
         self.capabilities.as_ref()
     }
 
+    fn surface_policy(&self) -> Option<SurfacePolicy> {
+        Some(self.policy)
+    }
+
     fn compile(&self, program: &Program, weights: &WeightFiles) -> Result<Box<dyn Kernel>> {
         validate(program)?;
         // Rules and shapes are checked before compiling, so a known rejection costs no budget.
