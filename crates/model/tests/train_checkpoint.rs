@@ -61,7 +61,7 @@ fn checkpoint_round_trips_weights_optimizer_state_and_metadata() {
     let params = Params::init(&config(), 3).unwrap();
     let mut opt = Optimizer::new(TrainOptions::default().optimizer, &params);
     let mut p = params.clone();
-    opt.step(&mut p, &params, 1e-3);
+    opt.step(&mut p, &params, 1e-3, 1.0);
     let m = meta(7, Some(2.0));
     let mut m = m;
     m.train.as_mut().unwrap().optimizer_updates = 1;

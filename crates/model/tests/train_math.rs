@@ -26,7 +26,7 @@ fn adamw_matches_hand_computed_steps_with_decay_and_bias_correction() {
     p.norm.data_mut()[0] = 1.0;
     g.embed_tokens.data_mut()[0] = 0.1;
     g.norm.data_mut()[0] = 0.1;
-    opt.step(&mut p, &g, 0.01);
+    opt.step(&mut p, &g, 0.01, 1.0);
     // Step 1 by hand: m = 0.01, v = 0.0005, m̂ = 0.1, v̂ = 0.01, m̂/√v̂ = 1;
     // w = 0.5 − 0.01·(1 + 0.1·0.5) = 0.4895. The norm gain gets no decay: 1 − 0.01 = 0.99.
     assert!((p.embed_tokens.data()[0] - 0.4895).abs() < 1e-6);
@@ -35,7 +35,7 @@ fn adamw_matches_hand_computed_steps_with_decay_and_bias_correction() {
     assert_eq!(p.embed_tokens.data()[1], 0.0);
 
     g.embed_tokens.data_mut()[0] = -0.2;
-    opt.step(&mut p, &g, 0.01);
+    opt.step(&mut p, &g, 0.01, 1.0);
     // Step 2 by hand: m = 0.9·0.01 − 0.1·0.2 = −0.011, v = 0.95·0.0005 + 0.05·0.04 = 0.002475,
     // m̂ = −0.011/0.19, v̂ = 0.002475/0.0975.
     let m_hat = -0.011f64 / 0.19;
@@ -63,8 +63,18 @@ fn naive_adamw(p: &mut Params, g: &Params, m: &mut Params, v: &mut Params, t: i3
     }
 }
 
+/// `g` with every element multiplied by `s`, the way the trainer's separate unscale/clip
+/// passes used to rewrite the gradients before the optimizer read them.
+fn scaled(g: &Params, s: f32) -> Params {
+    let mut out = g.clone();
+    for (_, t) in out.iter_mut() {
+        t.data_mut().iter_mut().for_each(|v| *v *= s);
+    }
+    out
+}
+
 #[test]
-fn adamw_is_bit_identical_to_a_per_element_loop_on_odd_sized_tensors() {
+fn adamw_is_bit_identical_to_scaling_then_a_per_element_loop_on_odd_sized_tensors() {
     // An odd vocabulary makes the embedding and classifier 64·4099 elements: several parallel
     // pieces with a ragged last one.
     let mut c = ModelConfig::preset("tiny").unwrap();
@@ -75,8 +85,17 @@ fn adamw_is_bit_identical_to_a_per_element_loop_on_odd_sized_tensors() {
     let (mut m, mut v) = (Params::zeros(&c), Params::zeros(&c));
     for step in 1..=3 {
         let g = Params::init(&c, 100 + step as u64).unwrap();
-        opt.step(&mut p, &g, 1e-2);
-        naive_adamw(&mut expected, &g, &mut m, &mut v, step, 1e-2);
+        // Unscale by 1/1024 and clip by 0.3, folded into the optimizer's read.
+        let grad_scale = 0.3 / 1024.0;
+        opt.step(&mut p, &g, 1e-2, grad_scale);
+        naive_adamw(
+            &mut expected,
+            &scaled(&g, grad_scale),
+            &mut m,
+            &mut v,
+            step,
+            1e-2,
+        );
         assert!(
             p == expected,
             "step {step} differs from the per-element loop"
@@ -98,10 +117,10 @@ fn sgd_with_momentum_matches_hand_computed_steps() {
     );
     p.layers[0].q_proj.data_mut()[3] = 2.0;
     g.layers[0].q_proj.data_mut()[3] = 1.0;
-    opt.step(&mut p, &g, 0.1);
+    opt.step(&mut p, &g, 0.1, 1.0);
     // b = 1; w = 2 − 0.1·(1 + 0.5·2) = 1.8.
     assert!((p.layers[0].q_proj.data()[3] - 1.8).abs() < 1e-6);
-    opt.step(&mut p, &g, 0.1);
+    opt.step(&mut p, &g, 0.1, 1.0);
     // b = 0.9 + 1 = 1.9; w = 1.8 − 0.1·(1.9 + 0.9) = 1.52.
     assert!((p.layers[0].q_proj.data()[3] - 1.52).abs() < 1e-6);
 
@@ -113,7 +132,7 @@ fn sgd_with_momentum_matches_hand_computed_steps() {
         &p,
     );
     assert!(plain.named_state().is_empty());
-    plain.step(&mut p, &g, 0.1);
+    plain.step(&mut p, &g, 0.1, 1.0);
     assert!((p.layers[0].q_proj.data()[3] - 1.42).abs() < 1e-6);
 }
 
@@ -152,6 +171,27 @@ fn clipping_scales_to_exactly_the_limit_and_leaves_small_gradients_alone() {
     assert_eq!(g, unchanged);
     g.norm.data_mut()[0] = f32::INFINITY;
     assert!(!global_norm(&g).is_finite());
+}
+
+#[test]
+fn global_norm_of_many_parallel_pieces_matches_a_serial_loop() {
+    // A vocabulary of 4099 makes the embedding 64·4099 elements: several pieces, a ragged last.
+    let mut c = ModelConfig::preset("tiny").unwrap();
+    c.vocab_size = 4099;
+    let g = Params::init(&c, 5).unwrap();
+    let serial: f64 = g
+        .iter()
+        .iter()
+        .flat_map(|(_, t)| t.data().iter())
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>()
+        .sqrt();
+    let norm = global_norm(&g);
+    assert!(
+        ((norm - serial) / serial).abs() < 1e-12,
+        "{norm} vs {serial}"
+    );
+    assert_eq!(norm.to_bits(), global_norm(&g).to_bits());
 }
 
 #[test]

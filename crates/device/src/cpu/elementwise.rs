@@ -1,6 +1,7 @@
 //! Elementwise ops: unary math, numpy-broadcast binary ops, `select`, `clip`, `cast`, and the
 //! fp16 rounding the `F16` precision applies to op results.
 
+use super::fast_exp;
 use super::pool::Pool;
 use super::tensor::{map_into, Tensor};
 use anetrain_mil::infer::{BinaryKind, GeluMode, UnaryKind};
@@ -9,7 +10,7 @@ use half::f16;
 use rayon::prelude::*;
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + fast_exp::exp(-x))
 }
 
 /// erf by Abramowitz & Stegun 7.1.26 in f64 (absolute error below 1.5e-7, under f32's

@@ -66,8 +66,30 @@ fn batch_offset(mut b: usize, batch: &[usize], strides: &[isize]) -> isize {
     off
 }
 
-/// `matmul(x, y)` into a packed `out_shape`. Large products run one after another with gemm
-/// parallelised inside; many small ones run in parallel across batches.
+/// Elements gemm repacks for one `m×k · k×n` product written row-major `[m][n]`, from the
+/// operands' `(row, column)` strides (`x` is `m×k`, `y` is `k×n`): gemm computes such a result
+/// as its transpose `yᵀ·xᵀ` and repacks `y` unless `y`'s column stride is 1, and `x` unless
+/// `x`'s is.
+fn packed_elements(x: (isize, isize), y: (isize, isize), m: usize, n: usize, k: usize) -> usize {
+    let (x_cs, y_cs) = (x.1, y.1);
+    usize::from(y_cs.unsigned_abs() != 1) * k * n + usize::from(x_cs.unsigned_abs() != 1) * m * k
+}
+
+/// Whether one 2-D product is cheaper written column-major, as `yᵀ·xᵀ` into `[n][m]` (then
+/// returned as a transposed view): true when gemm then repacks fewer elements. A weight stored `[out][in]` and read as `Wᵀ` by `aᵀ·Wᵀ` is the case this is for:
+/// gemm would otherwise repack all of `W` on every call.
+fn transposed_is_cheaper(a: &Batched, b: &Batched) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let direct = packed_elements((a.rs, a.cs), (b.rs, b.cs), m, n, k);
+    // `yᵀ·xᵀ`: the `n×k` left operand `yᵀ` has strides `(b.cs, b.rs)`, the `k×m` right `xᵀ`
+    // has `(a.cs, a.rs)`.
+    let swapped = packed_elements((b.cs, b.rs), (a.cs, a.rs), n, m, k);
+    swapped < direct
+}
+
+/// `matmul(x, y)` into `out_shape`, packed, or as a transposed view of a packed `[n][m]` when
+/// [`transposed_is_cheaper`]. A few large products run one after another with gemm
+/// parallelised inside; many, or small ones, run in parallel across batches.
 pub(crate) fn matmul(
     x: &Tensor,
     y: &Tensor,
@@ -83,6 +105,27 @@ pub(crate) fn matmul(
     let ys = broadcast_strides(&b.batch, &b.batch_strides, &batch);
     let count: usize = batch.iter().product();
     let mut out = pool.take(count * m * n);
+    if count == 1 && out_shape.len() >= 2 && transposed_is_cheaper(&a, &b) {
+        let lhs = MatRef {
+            data: y.storage(),
+            offset: y.offset() as isize,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        let rhs = MatRef {
+            data: x.storage(),
+            offset: x.offset() as isize,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        matmul_into(&mut out, m, lhs, rhs, n, m, k, false, true)?;
+        let r = out_shape.len();
+        let mut swapped = out_shape.to_vec();
+        swapped.swap(r - 2, r - 1);
+        let mut perm: Vec<usize> = (0..r).collect();
+        perm.swap(r - 2, r - 1);
+        return Ok(Tensor::new(swapped, out).permute(&perm));
+    }
     let one = |bi: usize, dst: &mut [f32], parallel: bool| {
         let lhs = MatRef {
             data: x.storage(),
@@ -98,7 +141,10 @@ pub(crate) fn matmul(
         };
         matmul_into(dst, n, lhs, rhs, m, n, k, false, parallel)
     };
-    if m * n > 0 && (count == 1 || m * n * k >= PAR_MACS) {
+    // Enough products to keep every thread busy (attention heads) run side by side, each on
+    // one thread: one fork-join for all of them instead of one inside every product.
+    let across = count >= 2 * rayon::current_num_threads() || m * n * k < PAR_MACS;
+    if m * n > 0 && (count == 1 || !across) {
         for (bi, dst) in out.chunks_mut(m * n).enumerate() {
             one(bi, dst, true)?;
         }

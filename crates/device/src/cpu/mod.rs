@@ -8,6 +8,7 @@
 mod attention;
 mod compile;
 mod elementwise;
+pub mod fast_exp;
 pub mod gemm;
 mod input;
 mod kernel;

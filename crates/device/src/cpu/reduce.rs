@@ -5,6 +5,7 @@
 //! `inner`-long rows are combined elementwise, which keeps the loops vectorisable for the
 //! channel-axis reductions of the `[1, C, 1, S]` layout.
 
+use super::fast_exp;
 use super::pool::Pool;
 use super::tensor::Tensor;
 use anetrain_mil::infer::ReduceKind;
@@ -110,22 +111,6 @@ pub(crate) fn reduce(
     Tensor::new(out_shape.to_vec(), data)
 }
 
-/// Below this, `exp(d)` is subnormal or zero in f32 (`exp(-87.3)` is the smallest normal).
-const EXP_FLUSH: f32 = -88.0;
-
-/// `exp(d)` for `d = x - max ≤ 0`, flushed to 0 below [`EXP_FLUSH`]. Masked attention scores
-/// (-1e4 or -inf) land there, and libm's `expf` takes a slow underflow path (errno handling)
-/// for them; the flushed values are at most ~1e-38, far below any softmax row sum's precision.
-/// NaN still propagates because the comparison is false for it.
-#[inline]
-fn exp_shifted(d: f32) -> f32 {
-    if d < EXP_FLUSH {
-        0.0
-    } else {
-        d.exp()
-    }
-}
-
 /// Lanes of [`lanes`]: one AVX register of f32, two NEON registers.
 const LANES: usize = 8;
 
@@ -152,7 +137,7 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 fn softmax_row(dst: &mut [f32], row: &[f32]) {
     let m = lanes(row, f32::NEG_INFINITY, f32::max);
     for (d, &v) in dst.iter_mut().zip(row) {
-        *d = exp_shifted(v - m);
+        *d = fast_exp::exp(v - m);
     }
     let inv = 1.0 / lanes(dst, 0.0, |a, v| a + v);
     dst.iter_mut().for_each(|d| *d *= inv);
@@ -206,7 +191,7 @@ pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out:
                 let m = &max[c * COLUMN_BLOCK..];
                 for row in xb.chunks(inner) {
                     for ((s, &v), &m) in s.iter_mut().zip(&row[c * COLUMN_BLOCK..]).zip(m) {
-                        *s += exp_shifted(v - m);
+                        *s += fast_exp::exp(v - m);
                     }
                 }
             });
@@ -214,7 +199,7 @@ pub(crate) fn softmax_into(x: &[f32], outer: usize, r: usize, inner: usize, out:
             .zip(xb.par_chunks(inner))
             .for_each(|(dst, row)| {
                 for (((d, &v), &m), &s) in dst.iter_mut().zip(row).zip(&max).zip(&sum) {
-                    *d = exp_shifted(v - m) / s;
+                    *d = fast_exp::exp(v - m) / s;
                 }
             });
     }

@@ -1,40 +1,88 @@
-//! Next-token cross-entropy on logits `[S][V]` (one row per position), Hugging Face's
-//! `logsumexp(logits) − logits[target]`. Cost `O(S·V)`, one `exp` per logit; rows run in
-//! parallel, and the row losses are summed serially so the total is bit-reproducible.
+//! Next-token cross-entropy on logits `[V][S]`, Hugging Face's
+//! `logsumexp(logits) − logits[target]` per position. Cost `O(S·V)`, one `exp` per logit.
 //!
-//! The exponentials use [`fast_exp::exp`] (vectorised, a few ulps) in a pass of their own, and
-//! the row sums use [`sum_f64`]'s fixed four-lane order: S·V is 8M exps per sequence for a
-//! 32000-token vocabulary, which as libm calls dominated the loss.
+//! The logits are channel-major like every other activation of the step (row `v` holds token
+//! `v`'s logit at every position), so the classifier `E·xf` and its weight gradient
+//! `dlogits·xfᵀ` read `E [V][D]` and `dlogits` in stored order and gemm repacks neither.
+//! Every pass walks blocks of [`ROWS`] vocabulary rows in parallel, vectorised across the
+//! positions; per-block sums are added in block order, so results are bit-reproducible.
+//! The exponentials use [`fast_exp::exp`] (vectorised, a few ulps): S·V is 8M exps per
+//! sequence for a 32000-token vocabulary, which as libm calls dominated the loss.
 
-use super::fast_exp;
+use anetrain_device::cpu::fast_exp;
 use rayon::prelude::*;
 
-/// The row's maximum, the input to a stable softmax.
-fn row_max(row: &[f32]) -> f32 {
-    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-}
-
-/// `Σ row` in f64 over four interleaved lanes, so the loop pipelines instead of waiting on one
-/// serial f64 add per element; the order is fixed, so results are reproducible.
-fn sum_f64(row: &[f32]) -> f64 {
-    let mut lanes = [0.0f64; 4];
-    let chunks = row.chunks_exact(4);
-    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v as f64;
-        }
-    }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
-}
+/// Vocabulary rows per parallel block: a fixed size (not a share of the threads), so the
+/// order of the f64 sums, and hence the loss, is the same on every machine.
+const ROWS: usize = 256;
 
 /// The weight of position `p` (1 without weights).
 fn weight(weights: Option<&[f32]>, p: usize) -> f32 {
     weights.map_or(1.0, |w| w[p])
 }
 
+/// Per position, the maximum logit: the shift of a stable softmax.
+fn column_max(logits: &[f32], s: usize) -> Vec<f32> {
+    logits
+        .par_chunks(ROWS * s)
+        .map(|block| {
+            let mut max = vec![f32::NEG_INFINITY; s];
+            for row in block.chunks_exact(s) {
+                for (m, &x) in max.iter_mut().zip(row) {
+                    *m = m.max(x);
+                }
+            }
+            max
+        })
+        .reduce(
+            || vec![f32::NEG_INFINITY; s],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, &b)| *a = a.max(b));
+                a
+            },
+        )
+}
+
+/// Adds per-block column sums (computed by `block_sum`, one f64 per position) in block order.
+fn column_sums(partials: Vec<Vec<f64>>, s: usize) -> Vec<f64> {
+    let mut sums = vec![0.0f64; s];
+    for p in partials {
+        sums.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+    }
+    sums
+}
+
+/// Per position, the logit of its target (read before the gradient overwrites the logits).
+fn target_logits(logits: &[f32], targets: &[u32], s: usize) -> Vec<f32> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(p, &t)| logits[t as usize * s + p])
+        .collect()
+}
+
+/// `w·(ln Σ exp(x − max) + max − x[target])` per position, summed in position order.
+fn losses(
+    sums: &[f64],
+    max: &[f32],
+    target: &[f32],
+    weights: Option<&[f32]>,
+    row_loss: &mut [f64],
+) -> f64 {
+    for (p, out) in row_loss.iter_mut().enumerate() {
+        let w = weight(weights, p);
+        *out = if w == 0.0 {
+            0.0
+        } else {
+            w as f64 * (sums[p].ln() + (max[p] - target[p]) as f64)
+        };
+    }
+    row_loss.iter().sum()
+}
+
 /// The *sum* of the per-position losses times their weights, `Σ w·CE` (the caller divides by
-/// `Σ w`); positions of weight 0 are not computed. `row_loss` holds one value per position.
+/// `Σ w`), for logits `[vocab][S]` with `S = targets.len()`; `row_loss` gets one value per
+/// position (0 where the weight is 0).
 pub fn loss_sum(
     logits: &[f32],
     targets: &[u32],
@@ -42,34 +90,29 @@ pub fn loss_sum(
     vocab: usize,
     row_loss: &mut [f64],
 ) -> f64 {
-    logits
-        .par_chunks_exact(vocab)
-        .zip(targets)
-        .zip(row_loss.par_iter_mut())
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; vocab],
-            |exps, (p, ((row, &t), out))| {
-                let w = weight(weights, p);
-                if w == 0.0 {
-                    *out = 0.0;
-                    return;
+    let s = targets.len();
+    debug_assert_eq!(logits.len(), vocab * s);
+    let max = column_max(logits, s);
+    let partials = logits
+        .par_chunks(ROWS * s)
+        .map(|block| {
+            let mut sum = vec![0.0f64; s];
+            for row in block.chunks_exact(s) {
+                for ((a, &x), &m) in sum.iter_mut().zip(row).zip(&max) {
+                    *a += fast_exp::exp(x - m) as f64;
                 }
-                let max = row_max(row);
-                for (e, &x) in exps.iter_mut().zip(row) {
-                    *e = fast_exp::exp(x - max);
-                }
-                // exp(x − max) ≤ 1 in f32; the sum is kept in f64 so long rows lose nothing.
-                *out = w as f64 * (sum_f64(exps).ln() + (max - row[t as usize]) as f64);
-            },
-        );
-    row_loss.iter().sum()
+            }
+            sum
+        })
+        .collect();
+    let target = target_logits(logits, targets, s);
+    losses(&column_sums(partials, s), &max, &target, weights, row_loss)
 }
 
-/// Replaces `logits` by `scale · w · (softmax(logits) − onehot(target))` row by row and returns
-/// `Σ w·CE`. With `scale = loss_scale / Σ w` this is the scaled gradient of the weighted mean
-/// loss, and a position of weight 0 gets an exact zero gradient; working in place keeps the
-/// step free of a second `[S][V]` buffer.
+/// Replaces `logits [vocab][S]` by `scale · w · (softmax(logits) − onehot(target))` position
+/// by position and returns `Σ w·CE`. With `scale = loss_scale / Σ w` this is the scaled
+/// gradient of the weighted mean loss, and a position of weight 0 gets an exact zero
+/// gradient; working in place keeps the step free of a second `[V][S]` buffer.
 pub fn loss_and_grad_in_place(
     logits: &mut [f32],
     targets: &[u32],
@@ -78,30 +121,117 @@ pub fn loss_and_grad_in_place(
     scale: f32,
     row_loss: &mut [f64],
 ) -> f64 {
-    logits
-        .par_chunks_exact_mut(vocab)
-        .zip(targets)
-        .zip(row_loss.par_iter_mut())
-        .enumerate()
-        .for_each(|(p, ((row, &t), out))| {
-            let w = weight(weights, p);
-            if w == 0.0 {
-                row.fill(0.0);
-                *out = 0.0;
-                return;
+    let s = targets.len();
+    debug_assert_eq!(logits.len(), vocab * s);
+    let max = column_max(logits, s);
+    let target = target_logits(logits, targets, s);
+    let partials = logits
+        .par_chunks_mut(ROWS * s)
+        .map(|block| {
+            let mut sum = vec![0.0f64; s];
+            for row in block.chunks_exact_mut(s) {
+                for ((a, x), &m) in sum.iter_mut().zip(row).zip(&max) {
+                    *x = fast_exp::exp(*x - m);
+                    *a += *x as f64;
+                }
             }
-            let (max, target) = (row_max(row), row[t as usize]);
-            for v in row.iter_mut() {
-                *v = fast_exp::exp(*v - max);
+            sum
+        })
+        .collect();
+    let sums = column_sums(partials, s);
+    let total = losses(&sums, &max, &target, weights, row_loss);
+    // Per position: the softmax factor `g / Σ` and `g = scale · w`; weight 0 gives 0 for both.
+    let g: Vec<f32> = (0..s).map(|p| scale * weight(weights, p)).collect();
+    let k: Vec<f32> = g
+        .iter()
+        .zip(&sums)
+        .map(|(&g, &sum)| {
+            if g == 0.0 {
+                0.0
+            } else {
+                (g as f64 / sum) as f32
             }
-            let sum = sum_f64(row);
-            *out = w as f64 * (sum.ln() + (max - target) as f64);
-            let g = scale * w;
-            let k = (g as f64 / sum) as f32;
-            for v in row.iter_mut() {
-                *v *= k;
+        })
+        .collect();
+    logits.par_chunks_mut(ROWS * s).for_each(|block| {
+        for row in block.chunks_exact_mut(s) {
+            for ((x, &k), &g) in row.iter_mut().zip(&k).zip(&g) {
+                // A zero-weight position is exactly 0 even where its exp was not finite.
+                *x = if g == 0.0 { 0.0 } else { *x * k };
             }
-            row[t as usize] -= g;
-        });
-    row_loss.iter().sum()
+        }
+    });
+    for (p, &t) in targets.iter().enumerate() {
+        logits[t as usize * s + p] -= g[p];
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anetrain_data::rng::SplitMix64;
+
+    /// Cross-entropy of one position written out in f64: `ln Σ exp(x) − x[t]` and its gradient
+    /// `scale·w·(softmax − onehot)`, over the column `p` of `[vocab][s]` logits.
+    fn naive(logits: &[f32], s: usize, p: usize, t: usize, g: f64) -> (f64, Vec<f64>) {
+        let col: Vec<f64> = logits
+            .iter()
+            .skip(p)
+            .step_by(s)
+            .map(|&x| x as f64)
+            .collect();
+        let max = col.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = col.iter().map(|x| (x - max).exp()).sum();
+        let loss = sum.ln() + max - col[t];
+        let grad = col
+            .iter()
+            .enumerate()
+            .map(|(v, x)| g * ((x - max).exp() / sum - if v == t { 1.0 } else { 0.0 }))
+            .collect();
+        (loss, grad)
+    }
+
+    #[test]
+    fn loss_and_gradient_match_a_per_position_f64_loop() {
+        // 700 rows: two full parallel blocks and a ragged one; a zero-weight position.
+        let (vocab, s) = (700, 9);
+        let mut rng = SplitMix64::new(3);
+        let logits: Vec<f32> = (0..vocab * s)
+            .map(|_| (rng.unit() as f32 - 0.5) * 20.0)
+            .collect();
+        let targets: Vec<u32> = (0..s).map(|_| rng.below(vocab) as u32).collect();
+        let weights: Vec<f32> = (0..s).map(|p| if p == 4 { 0.0 } else { 1.0 }).collect();
+        let scale = 0.25;
+        let mut rows = vec![0.0; s];
+        let eval = loss_sum(&logits, &targets, Some(&weights), vocab, &mut rows);
+        let mut grad = logits.clone();
+        let mut rows2 = vec![0.0; s];
+        let total = loss_and_grad_in_place(
+            &mut grad,
+            &targets,
+            Some(&weights),
+            vocab,
+            scale,
+            &mut rows2,
+        );
+        let mut want_total = 0.0;
+        for p in 0..s {
+            let w = weights[p] as f64;
+            let (loss, want) = naive(&logits, s, p, targets[p] as usize, scale as f64 * w);
+            want_total += w * loss;
+            assert!((rows[p] - w * loss).abs() < 1e-5, "position {p}");
+            assert_eq!(rows[p], rows2[p]);
+            for (v, want) in want.iter().enumerate() {
+                let got = grad[v * s + p] as f64;
+                assert!(
+                    (got - want).abs() < 1e-7,
+                    "position {p}, token {v}: {got} vs {want}"
+                );
+            }
+        }
+        assert!((eval - want_total).abs() < 1e-4);
+        assert_eq!(eval, total);
+        assert!((0..vocab).all(|v| grad[v * s + 4] == 0.0));
+    }
 }

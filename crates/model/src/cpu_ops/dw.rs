@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use crate::error::Result;
 use crate::params::Linear;
 
-use super::gemm::{matmul, weight_grad, MatRef};
+use super::gemm::weight_grad;
 
 /// The matrix gradients of one layer, borrowed for the length of one backward pass and
 /// indexed by `Linear as usize`.
@@ -25,7 +25,7 @@ pub enum DwJob<'a> {
         dy: &'a [f32],
         x: &'a [f32],
     },
-    /// Classifier `[V][D] += dlogitsᵀ · xfᵀ`, with `dlogits [S][V]` and `xf [D][S]`.
+    /// Classifier `[V][D] += dlogits · xfᵀ`, with `dlogits [V][S]` and `xf [D][S]`.
     Classifier { dlogits: &'a [f32], xf: &'a [f32] },
 }
 
@@ -55,13 +55,7 @@ pub fn run_worker(
                     layers.len()
                 ))),
             },
-            DwJob::Classifier { dlogits, xf } => {
-                let (vocab, dim) = (dlogits.len() / s.max(1), xf.len() / s.max(1));
-                MatRef::rows(dlogits, s, vocab).and_then(|dl| {
-                    let x = MatRef::rows(xf, dim, s)?;
-                    matmul(classifier, true, dl.t(), x.t())
-                })
-            }
+            DwJob::Classifier { dlogits, xf } => weight_grad(classifier, dlogits, xf, s),
         };
     }
     outcome

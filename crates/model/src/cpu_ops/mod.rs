@@ -10,7 +10,6 @@ pub mod cross_entropy;
 pub mod dw;
 pub mod elementwise;
 pub mod embedding;
-mod fast_exp;
 pub mod gemm;
 pub mod norm;
 pub mod rope;

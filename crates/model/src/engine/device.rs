@@ -144,7 +144,13 @@ impl DeviceEngine {
         self.scratch.tokens.fill(0);
         self.scratch.tokens[..tokens.len()].copy_from_slice(tokens);
         self.forward_sequence(params)?;
-        Ok(self.scratch.logits[..tokens.len() * v].to_vec())
+        // The step's logits are `[V][S]`; callers get one row of V per position.
+        let logits = &self.scratch.logits;
+        let mut out = Vec::with_capacity(tokens.len() * v);
+        for p in 0..tokens.len() {
+            out.extend(logits.iter().skip(p).step_by(s));
+        }
+        Ok(out)
     }
 
     fn check_ready(&self, params: &Params) -> Result<()> {
@@ -187,7 +193,7 @@ impl DeviceEngine {
     }
 
     /// Embedding, every layer, final norm and classifier for the sequence in
-    /// `scratch.tokens`; leaves the logits `[S][V]` in `scratch.logits`.
+    /// `scratch.tokens`; leaves the logits `[V][S]` in `scratch.logits`.
     fn forward_sequence(&mut self, params: &Params) -> Result<()> {
         let DeviceEngine {
             config,
@@ -233,10 +239,10 @@ impl DeviceEngine {
             s,
             eps,
         );
-        // logits [S][V] = xfᵀ [S][D] · Eᵀ [D][V]
-        let xf = MatRef::rows(&scratch.xf, d, s)?.t();
-        let e = MatRef::rows(params.classifier().data(), v, d)?.t();
-        matmul(&mut scratch.logits, false, xf, e)
+        // logits [V][S] = E [V][D] · xf [D][S]
+        let xf = MatRef::rows(&scratch.xf, d, s)?;
+        let e = MatRef::rows(params.classifier().data(), v, d)?;
+        matmul(&mut scratch.logits, false, e, xf)
     }
 }
 
@@ -283,9 +289,9 @@ impl DeviceEngine {
             lora_g,
             ..
         } = scratch;
-        // dxf [D][S] = Eᵀ [D][V] · dlogitsᵀ [V][S]
+        // dxf [D][S] = Eᵀ [D][V] · dlogits [V][S]
         let e = MatRef::rows(params.classifier().data(), v, d)?.t();
-        matmul(dxf, false, e, MatRef::rows(logits, s, v)?.t())?;
+        matmul(dxf, false, e, MatRef::rows(logits, v, s)?)?;
         dx.fill(0.0);
         let mut scr = BackScratch {
             d_act,

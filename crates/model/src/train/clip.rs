@@ -4,19 +4,38 @@ use rayon::prelude::*;
 
 use crate::params::ParamSet;
 
+/// Elements per parallel piece of the norm: a fixed size (not a share of the threads), so
+/// the summation order, and hence the norm, is the same on every machine.
+const NORM_CHUNK: usize = 1 << 15;
+
 /// The L2 norm of all gradients taken together, summed in f64 so millions of squares lose
 /// nothing; infinite or NaN if any gradient is. Cost: one pass over the gradients.
 ///
-/// Tensors are summed in parallel but each sequentially, and the per-tensor sums are added in
-/// parameter order: a fixed order, so the norm (and hence clipping) is bit-reproducible, which
-/// resuming bit-identically needs.
+/// Every tensor is cut into [`NORM_CHUNK`]-element pieces summed in parallel (so the large
+/// embedding does not run on one core), and the piece sums are added in parameter order: a
+/// fixed order, so the norm (and hence clipping) is bit-reproducible, which resuming
+/// bit-identically needs.
 pub fn global_norm(grads: &impl ParamSet) -> f64 {
-    let per_tensor: Vec<f64> = grads
-        .tensors()
-        .par_iter()
-        .map(|(_, t)| t.data().iter().map(|&g| (g as f64) * (g as f64)).sum())
+    let tensors = grads.tensors();
+    let pieces: Vec<&[f32]> = tensors
+        .iter()
+        .flat_map(|(_, t)| t.data().chunks(NORM_CHUNK))
         .collect();
-    per_tensor.iter().sum::<f64>().sqrt()
+    let sums: Vec<f64> = pieces
+        .par_iter()
+        .map(|piece| piece.iter().map(|&g| (g as f64) * (g as f64)).sum())
+        .collect();
+    sums.iter().sum::<f64>().sqrt()
+}
+
+/// The factor that brings gradients of global norm `norm` down to at most `max_norm`: 1 for
+/// a norm already within it (or not finite, when the step is skipped anyway).
+pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
+    if norm.is_finite() && norm > max_norm as f64 {
+        (max_norm as f64 / norm) as f32
+    } else {
+        1.0
+    }
 }
 
 /// Multiplies every gradient by `factor` (unscaling, averaging over micro-batches, clipping).
@@ -31,8 +50,9 @@ pub fn scale_grads(grads: &mut impl ParamSet, factor: f32) {
 /// clipping. A finite norm at or below `max_norm` leaves them untouched.
 pub fn clip_global_norm(grads: &mut impl ParamSet, max_norm: f32) -> f64 {
     let norm = global_norm(grads);
-    if norm.is_finite() && norm > max_norm as f64 {
-        scale_grads(grads, (max_norm as f64 / norm) as f32);
+    let factor = clip_factor(norm, max_norm);
+    if factor != 1.0 {
+        scale_grads(grads, factor);
     }
     norm
 }

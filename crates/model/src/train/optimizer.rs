@@ -102,14 +102,15 @@ impl<P: ParamSet> Optimizer<P> {
         self.updates
     }
 
-    /// Applies one update with learning rate `lr` from gradients `grads` (already unscaled,
-    /// averaged and clipped). Cost: a few flops per parameter, one pass over each buffer.
-    /// Every tensor is cut into [`CHUNK`]-element pieces updated in parallel, so one large
-    /// tensor (the embedding) uses every core; each element is updated on its own, so the
-    /// result depends neither on the thread count nor on the chunking.
-    pub fn step(&mut self, params: &mut P, grads: &P, lr: f32) {
+    /// Applies one update with learning rate `lr` from the gradients `grad_scale · grads`:
+    /// unscaling and clipping fold into `grad_scale`, so the gradients are read once here
+    /// instead of being rewritten by separate passes first. Cost: a few flops per parameter,
+    /// one pass over each buffer. Every tensor is cut into [`CHUNK`]-element pieces updated in
+    /// parallel, so one large tensor (the embedding) uses every core; each element is updated
+    /// on its own, so the result depends neither on the thread count nor on the chunking.
+    pub fn step(&mut self, params: &mut P, grads: &P, lr: f32, grad_scale: f32) {
         self.updates += 1;
-        let rule = Rule::new(self.spec, self.updates, lr);
+        let rule = Rule::new(self.spec, self.updates, lr, grad_scale);
         let mut states: Vec<_> = self
             .state
             .iter_mut()
@@ -175,19 +176,27 @@ const CHUNK: usize = 1 << 15;
 struct Rule {
     spec: OptimizerSpec,
     lr: f32,
+    /// Every gradient is multiplied by this before use (unscaling and clipping).
+    grad_scale: f32,
     /// Adam's bias corrections `1 - β^t` (unused by SGD).
     c1: f32,
     c2: f32,
 }
 
 impl Rule {
-    fn new(spec: OptimizerSpec, updates: u64, lr: f32) -> Rule {
+    fn new(spec: OptimizerSpec, updates: u64, lr: f32, grad_scale: f32) -> Rule {
         let t = updates as i32;
         let (c1, c2) = match spec {
             OptimizerSpec::Adamw { beta1, beta2, .. } => (1.0 - beta1.powi(t), 1.0 - beta2.powi(t)),
             OptimizerSpec::Sgd { .. } => (1.0, 1.0),
         };
-        Rule { spec, lr, c1, c2 }
+        Rule {
+            spec,
+            lr,
+            grad_scale,
+            c1,
+            c2,
+        }
     }
 }
 
@@ -233,7 +242,7 @@ fn update_chunked(rule: &Rule, tensors: Vec<TensorSlices<'_>>, chunk: usize) {
 /// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW, `[momentum]`
 /// or `[]` for SGD), element by element.
 fn update_slices(rule: &Rule, decays: bool, w: &mut [f32], g: &[f32], state: &mut [&mut [f32]]) {
-    let lr = rule.lr;
+    let (lr, s) = (rule.lr, rule.grad_scale);
     match (rule.spec, state) {
         (
             OptimizerSpec::Adamw {
@@ -248,6 +257,7 @@ fn update_slices(rule: &Rule, decays: bool, w: &mut [f32], g: &[f32], state: &mu
             let (c1, c2) = (rule.c1, rule.c2);
             let moments = m.iter_mut().zip(v.iter_mut());
             for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+                let g = g * s;
                 *m = beta1 * *m + (1.0 - beta1) * g;
                 *v = beta2 * *v + (1.0 - beta2) * g * g;
                 let m_hat = *m / c1;
@@ -264,14 +274,14 @@ fn update_slices(rule: &Rule, decays: bool, w: &mut [f32], g: &[f32], state: &mu
         ) => {
             let wd = if decays { weight_decay } else { 0.0 };
             for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
-                *b = momentum * *b + g;
+                *b = momentum * *b + g * s;
                 *w -= lr * (*b + wd * *w);
             }
         }
         (OptimizerSpec::Sgd { weight_decay, .. }, _) => {
             let wd = if decays { weight_decay } else { 0.0 };
             for (w, &g) in w.iter_mut().zip(g) {
-                *w -= lr * (g + wd * *w);
+                *w -= lr * (g * s + wd * *w);
             }
         }
         // `Optimizer::new` allocates exactly the buffers `state_names` lists for the spec.
@@ -316,7 +326,7 @@ mod tests {
             .collect();
         for step in 1..=3u64 {
             let g = buffers(10 + step, &sizes);
-            let rule = Rule::new(spec, step, 1e-2);
+            let rule = Rule::new(spec, step, 1e-2, 0.75);
             let mut per_tensor: Vec<Vec<&mut [f32]>> = sizes.iter().map(|_| Vec::new()).collect();
             for s in &mut state {
                 for (slot, buf) in per_tensor.iter_mut().zip(s.iter_mut()) {

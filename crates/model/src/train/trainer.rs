@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anetrain_data::{Batch, BatchSampler, EvalSource, TrainData};
+use rayon::prelude::*;
 
 use super::base_ref::BaseRef;
 use super::checkpoint::{
     apply_retention, save_adapter_checkpoint, save_checkpoint, Checkpoint, CheckpointMeta,
     DataProvenance, TrainState,
 };
-use super::clip::{global_norm, scale_grads};
+use super::clip::{clip_factor, global_norm};
 use super::eval::{evaluate, EvalResult};
 use super::loss_scale::LossScaler;
 use super::metrics::StepMetrics;
@@ -479,10 +480,11 @@ impl Trainer {
 
 /// Sets every gradient to zero for the next step.
 fn zero(grads: &mut impl ParamSet) {
-    grads
-        .tensors_mut()
-        .into_iter()
-        .for_each(|(_, t)| t.data_mut().fill(0.0));
+    grads.tensors_mut().into_par_iter().for_each(|(_, t)| {
+        t.data_mut()
+            .par_chunks_mut(1 << 16)
+            .for_each(|c| c.fill(0.0))
+    });
 }
 
 /// The end of a step over whatever `weights` are trained: the engines added the gradient of
@@ -497,14 +499,18 @@ fn update<P: ParamSet>(
     grads: &mut P,
     lr: f32,
 ) -> (f64, bool) {
-    scale_grads(grads, 1.0 / scaler.scale);
-    let norm = global_norm(grads);
+    // The scale is a power of two, so unscaling the norm instead of the gradients, and folding
+    // unscale and clip into the optimizer's one read of them, changes no bit of the update.
+    let unscale = 1.0 / scaler.scale;
+    let norm = global_norm(grads) * unscale as f64;
     let apply = scaler.update(norm.is_finite());
     if apply {
-        if options.clip > 0.0 && norm > options.clip as f64 {
-            scale_grads(grads, (options.clip as f64 / norm) as f32);
-        }
-        optimizer.step(weights, grads, lr);
+        let clip = if options.clip > 0.0 {
+            clip_factor(norm, options.clip)
+        } else {
+            1.0
+        };
+        optimizer.step(weights, grads, lr, unscale * clip);
     }
     (norm, apply)
 }

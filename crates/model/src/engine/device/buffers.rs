@@ -60,6 +60,7 @@ pub(super) struct Scratch {
     pub(super) x_final: Vec<f32>,
     pub(super) inv_final: Vec<f32>,
     pub(super) xf: Vec<f32>,
+    /// Logits `[V][S]` of the sequence; the backward overwrites them with `dlogits`.
     pub(super) logits: Vec<f32>,
     pub(super) row_loss: Vec<f64>,
     pub(super) dxf: Vec<f32>,

@@ -1,6 +1,7 @@
-//! A branch-free `exp` for the softmax-style loops of the step (cross-entropy over the
-//! vocabulary). libm's `expf` is a scalar call per element; this one is plain arithmetic the
-//! compiler vectorises, at a relative error within a few f32 ulps.
+//! A branch-free `exp` for the softmax-style loops of a training step (attention softmax and
+//! SiLU on the CPU device, cross-entropy over the vocabulary in the model's CPU ops). libm's
+//! `expf` is a scalar call per element; this one is plain arithmetic the compiler vectorises,
+//! at a relative error within a few f32 ulps.
 //!
 //! Method: `exp(x) = 2ⁿ · exp(r)` with `n = round(x / ln 2)` and `|r| ≤ ln 2 / 2`; `exp(r)` is
 //! its Taylor series to degree 7, whose truncation error `|r|⁸/8!` is below 2e-9 there.
@@ -20,7 +21,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// `exp(x)` for finite or infinite `x`; 0 below [`LOW`] (flushing the subnormal tail), NaN for
 /// NaN. Cost: about 15 float and integer operations, no branches, no calls.
 #[inline]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(LOW, HIGH);
     let t = xc * std::f32::consts::LOG2_E + ROUNDER;
     let n = t - ROUNDER;
