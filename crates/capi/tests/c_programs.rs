@@ -89,3 +89,9 @@ fn c_train_save_reload_generate_and_export_a_tiny_model() {
     let out = run_c("train_generate", &[]);
     assert!(out.contains("train_generate: all checks passed"), "{out}");
 }
+
+#[test]
+fn c_lora_run_from_json_settings_trains_and_saves_only_the_adapter() {
+    let out = run_c("lora_train", &[]);
+    assert!(out.contains("lora_train: all checks passed"), "{out}");
+}

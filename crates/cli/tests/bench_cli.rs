@@ -195,3 +195,35 @@ fn bench_train_with_lora_times_both_and_a_fresh_adapter_starts_at_the_base_loss(
         "share {share} vs {lora_ms} / {full_ms}: {out}"
     );
 }
+
+#[test]
+fn bench_train_with_lora_layers_adapts_only_the_top_blocks() {
+    let o = anetrain(&[
+        "bench",
+        "train",
+        "--model",
+        "tiny",
+        "--seq",
+        "16",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--lora-rank",
+        "4",
+        "--lora-layers",
+        "1",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    // Only the second of tiny's 2 layers: q_proj and v_proj at 4·(64 + 64) each.
+    assert!(
+        out.contains("of layers 1..2 (1024 adapter params)"),
+        "{out}"
+    );
+    let o = anetrain(&["bench", "train", "--model", "tiny", "--lora-layers", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--lora-rank"), "{}", text(&o).1);
+}

@@ -56,6 +56,9 @@ pub struct TrainBenchArgs {
     /// The projections LoRA adapts (as `train --lora-targets`) [default: q_proj,v_proj].
     #[arg(long, requires = "lora_rank")]
     lora_targets: Option<String>,
+    /// Adapt only the top N blocks (as `train --lora-layers`): the backward stops below them.
+    #[arg(long, requires = "lora_rank")]
+    lora_layers: Option<usize>,
 }
 
 /// FLOPs of one training token under both counts (see the module docs).
@@ -234,6 +237,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let adapter = LoraRequest {
         rank: args.lora_rank,
         targets: args.lora_targets.clone(),
+        layers: args.lora_layers,
         ..LoraRequest::default()
     }
     .resolve(Some(&config), 1)?;
@@ -241,9 +245,10 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     let lora = match adapter {
         Some(adapter) => {
             let described = format!(
-                "LoRA rank {} on {} ({} adapter params)",
+                "LoRA rank {} on {} of layers {:?} ({} adapter params)",
                 adapter.config().rank,
                 adapter.config().targets_list(),
+                adapter.config().layer_range(config.n_layers),
                 adapter.num_params()
             );
             let params = Params::init(&config, 1)?;

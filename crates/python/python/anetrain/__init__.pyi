@@ -65,7 +65,9 @@ class Trainer:
         or directory, or a text file; default synthetic). ``options`` are the ``anetrain
         train`` settings: steps, batch, seq, accum, lr, warmup, optimizer, weight_decay, clip,
         seed, sampling, save_every, eval_every, eval_batches, keep_last, max_skipped_steps,
-        tokenizer, val_data, val_fraction, device."""
+        tokenizer, val_data, val_fraction, device; for a LoRA run on the frozen model at the
+        path ``model``: lora_rank, lora_alpha, lora_targets (``"q_proj,v_proj"`` or a list),
+        lora_layers, adapter (a PEFT or mlx-lm directory to continue)."""
     def step(self) -> Dict[str, Any]:
         """One optimizer step; its metrics (step, loss, lr, grad_norm, ...)."""
     def train(
