@@ -89,3 +89,9 @@ fn c_train_save_reload_generate_and_export_a_tiny_model() {
     let out = run_c("train_generate", &[]);
     assert!(out.contains("train_generate: all checks passed"), "{out}");
 }
+
+#[test]
+fn c_resumed_run_continues_with_the_uninterrupted_runs_losses() {
+    let out = run_c("resume", &[]);
+    assert!(out.contains("resume: all checks passed"), "{out}");
+}
