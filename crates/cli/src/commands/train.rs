@@ -394,11 +394,7 @@ fn train_loop(args: &TrainArgs, run: &mut Run, signals: Option<&Signals>) -> Res
         if !run.trainer.is_done()
             && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart
         {
-            run.checkpoint()?;
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            drop(dashboard);
+            stop_early(run, &bar, dashboard)?;
             println!(
                 "compile budget nearly spent ({} of {}): saved step {}, restarting with --resume",
                 budget.used(),
@@ -414,11 +410,7 @@ fn train_loop(args: &TrainArgs, run: &mut Run, signals: Option<&Signals>) -> Res
             asked.then_some(Stop::Interrupt)
         };
         if let Some(stop) = signals.and_then(Signals::stop).or_else(quit) {
-            run.checkpoint()?;
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            drop(dashboard);
+            stop_early(run, &bar, dashboard)?;
             println!(
                 "{}: saved step {} in {}; continue with --resume --out {}",
                 stop.describe(),
@@ -435,6 +427,21 @@ fn train_loop(args: &TrainArgs, run: &mut Run, signals: Option<&Signals>) -> Res
     drop(dashboard);
     println!("done: step {total}, checkpoint in {}", args.out.display());
     Ok(None)
+}
+
+/// Saves the current step (unless saved already) and closes the progress display, before the
+/// loop ends ahead of the run's total.
+fn stop_early(
+    run: &mut Run,
+    bar: &Option<ProgressBar>,
+    dashboard: Option<LiveDashboard>,
+) -> Result<()> {
+    run.checkpoint()?;
+    if let Some(bar) = bar {
+        bar.abandon();
+    }
+    drop(dashboard);
+    Ok(())
 }
 
 /// What the per-process ANE compile budget (ane-reference §1.10) asks of the training loop.
