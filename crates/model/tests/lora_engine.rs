@@ -35,11 +35,16 @@ fn rows(c: &ModelConfig, batch: usize, masked: bool) -> Batch {
 /// An adapter on every projection of every layer with a non-zero B, so every path carries
 /// signal.
 fn adapter(c: &ModelConfig) -> Adapter {
+    adapter_on(c, Target::ALL.to_vec(), Layers::All)
+}
+
+/// An adapter on `targets` of `layers` with a non-zero B.
+fn adapter_on(c: &ModelConfig, targets: Vec<Target>, layers: Layers) -> Adapter {
     let config = LoraConfig {
         rank: 4,
         alpha: 8.0,
-        targets: Target::ALL.to_vec(),
-        layers: Layers::All,
+        targets,
+        layers,
     };
     let mut a = Adapter::init(config, c, 5).unwrap();
     let mut rng = SplitMix64::new(9);
@@ -64,32 +69,61 @@ fn device(c: &ModelConfig, p: &Params) -> DeviceEngine {
 #[test]
 fn device_adapter_gradients_match_the_reference_route() {
     for c in configs() {
-        let p = Params::init(&c, 3).unwrap();
-        let a = adapter(&c);
-        let batch = rows(&c, 2, true);
-        let mut reference = ReferenceEngine::new(&c);
-        reference.set_adapter(Some(&a)).unwrap();
-        let mut want = a.zeros_like();
-        let ref_stats = reference
-            .adapter_backward(&p, &batch, 4.0, &mut want)
-            .unwrap();
-        let mut dev = device(&c, &p);
-        dev.set_adapter(Some(&a)).unwrap();
-        let mut got = a.zeros_like();
-        let stats = dev.adapter_backward(&p, &batch, 4.0, &mut got).unwrap();
-        assert!(
-            (stats.loss - ref_stats.loss).abs() < 1e-4,
-            "{:?} kv{}: loss {} vs {}",
-            c.family,
-            c.n_kv_heads,
-            stats.loss,
-            ref_stats.loss
-        );
-        for ((name, g), (_, w)) in got.tensors().into_iter().zip(want.tensors()) {
-            let err = rel_err(g.data(), w.data());
-            assert!(err < 1e-3, "{name}: relative error {err}");
-            assert!(w.data().iter().any(|&v| v != 0.0), "{name} has no gradient");
+        check_against_reference(&c, &adapter(&c));
+    }
+}
+
+/// The backward stops at the lowest adapted layer, and there after the lowest adapted
+/// projection (no kernel below it, no input gradient): gradients still equal the reference's
+/// for adapters whose lowest projection is each stage of the layer.
+#[test]
+fn a_backward_cut_at_the_lowest_adapted_projection_keeps_the_reference_gradients() {
+    use Target::*;
+    let stages = [
+        vec![DownProj],
+        vec![UpProj, DownProj],
+        vec![GateProj],
+        vec![OProj, DownProj],
+        vec![VProj],
+        vec![QProj, KProj],
+    ];
+    for c in configs() {
+        for targets in &stages {
+            check_against_reference(&c, &adapter_on(&c, targets.clone(), Layers::Top(1)));
         }
+    }
+}
+
+/// The device engine's adapter loss and gradients against the reference engine's.
+fn check_against_reference(c: &ModelConfig, a: &Adapter) {
+    let p = Params::init(c, 3).unwrap();
+    let batch = rows(c, 2, true);
+    let mut reference = ReferenceEngine::new(c);
+    reference.set_adapter(Some(a)).unwrap();
+    let mut want = a.zeros_like();
+    let ref_stats = reference
+        .adapter_backward(&p, &batch, 4.0, &mut want)
+        .unwrap();
+    let mut dev = device(c, &p);
+    dev.set_adapter(Some(a)).unwrap();
+    let mut got = a.zeros_like();
+    let stats = dev.adapter_backward(&p, &batch, 4.0, &mut got).unwrap();
+    assert!(
+        (stats.loss - ref_stats.loss).abs() < 1e-4,
+        "{:?} kv{}: loss {} vs {}",
+        c.family,
+        c.n_kv_heads,
+        stats.loss,
+        ref_stats.loss
+    );
+    for ((name, g), (_, w)) in got.tensors().into_iter().zip(want.tensors()) {
+        let err = rel_err(g.data(), w.data());
+        assert!(
+            err < 1e-3,
+            "{name} ({}): relative error {err}",
+            a.config().targets_list()
+        );
+        assert!(w.data().iter().any(|&v| v != 0.0), "{name} has no gradient");
     }
 }
 

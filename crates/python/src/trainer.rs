@@ -54,7 +54,9 @@ impl Trainer {
     /// directory of `save()`. The keywords are the
     /// `anetrain train` settings: steps, batch, seq, accum, lr, warmup, optimizer,
     /// weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches, keep_last,
-    /// max_skipped_steps, tokenizer, val_data, val_fraction, device.
+    /// max_skipped_steps, tokenizer, val_data, val_fraction, device; and for a LoRA run on the
+    /// frozen model at the path `model`: lora_rank, lora_alpha, lora_targets (a comma list or
+    /// a list of names), lora_layers, adapter (a PEFT or mlx-lm directory to continue).
     #[new]
     #[pyo3(signature = (model, data=None, out=None, **options))]
     fn new(

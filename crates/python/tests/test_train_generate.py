@@ -228,3 +228,8 @@ def test_a_python_run_directory_is_what_anetrain_train_writes_and_plot_reads(tmp
     assert plotted.returncode == 0, plotted.stderr
     svg = picture.read_text()
     assert "py-run" in svg and "cli-run" in svg
+
+
+def test_resuming_refuses_lora_settings_by_name(tmp_path):
+    with pytest.raises(anetrain.AnetrainError, match="drop the LoRA settings"):
+        anetrain.Trainer.resume(tmp_path, lora_rank=4)

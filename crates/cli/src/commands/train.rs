@@ -251,9 +251,6 @@ fn resume_run(args: &TrainArgs, tokenizer: Option<TokenizerSource>) -> Result<Ru
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
     }
-    if lora_request(args).is_requested() {
-        bail!("--resume continues the run's own adapter; drop --lora-* and --adapter");
-    }
     let plan = ResumePlan {
         changes: option_changes(args),
         data: args.data.clone(),
@@ -264,6 +261,7 @@ fn resume_run(args: &TrainArgs, tokenizer: Option<TokenizerSource>) -> Result<Ru
         device: args.device.device,
         capabilities: args.capabilities.path().map(Path::to_path_buf),
         preset: args.model.clone(),
+        lora: lora_request(args),
         ..ResumePlan::new(&args.out)
     };
     with_text_progress(&args.out, |text| Ok(Run::resume(plan, text)?))

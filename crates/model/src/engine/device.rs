@@ -280,6 +280,7 @@ impl DeviceEngine {
             dx,
             tokens,
             frozen_norm_grads,
+            lora_g,
             ..
         } = scratch;
         // dxf [D][S] = Eᵀ [D][V] · dlogitsᵀ [V][S]
@@ -293,6 +294,7 @@ impl DeviceEngine {
             dxn,
             dqk_pre,
             norm,
+            lora_g,
             dx,
         };
         let final_norm_backward = |dx: &mut [f32], grad: &mut [f32], norm: &mut [f32]| {
@@ -353,6 +355,7 @@ impl DeviceEngine {
                             lb,
                             &mut scr,
                             &mut MatrixGrads::Base(&tx),
+                            true,
                         );
                     }
                     drop(tx);
@@ -371,6 +374,9 @@ impl DeviceEngine {
                 // throwaway buffers (a few floats per layer) and the embedding gets none.
                 let (final_grad, per_layer) = frozen_norm_grads.split_at_mut(d);
                 final_norm_backward(scr.dx, final_grad, scr.norm);
+                // Nothing below the lowest adapted layer has a gradient, and that layer needs
+                // none for its input.
+                let lowest = grads.lowest_layer().unwrap_or(back.len());
                 let mut pairs: Vec<[Option<&mut LoraLinear>; 7]> =
                     back.iter().map(|_| Default::default()).collect();
                 for ((l, target), g) in grads.modules_mut() {
@@ -378,7 +384,7 @@ impl DeviceEngine {
                 }
                 let frozen = per_layer.chunks_mut(NormGrads::throwaway_len(d, config.head_dim));
                 let layers_down = back.iter_mut().zip(pairs).zip(frozen).enumerate().rev();
-                for (l, ((lb, pairs), frozen)) in layers_down {
+                for (l, ((lb, pairs), frozen)) in layers_down.take_while(|(l, _)| *l >= lowest) {
                     let mut norms = NormGrads::throwaway(frozen, d, config.qk_norm);
                     let io = LayerIo::new(
                         config,
@@ -397,6 +403,7 @@ impl DeviceEngine {
                         lb,
                         &mut scr,
                         &mut MatrixGrads::Adapter(pairs),
+                        l > lowest,
                     )?;
                 }
             }
@@ -465,7 +472,17 @@ impl Engine for DeviceEngine {
         if let Some(a) = adapter {
             check_adapter(&self.config, a)?;
         }
-        self.adapter = adapter.cloned();
+        match (&mut self.adapter, adapter) {
+            // Every step after the first: the same shapes, new values; no allocation.
+            (Some(held), Some(new)) if held.same_shape(new) => held.copy_values_from(new)?,
+            (held, new) => *held = new.cloned(),
+        }
+        let s = self.dims.s;
+        for (l, acts) in self.acts.iter_mut().enumerate() {
+            acts.fit_adapter(self.adapter.as_ref().map_or([None; 7], |a| a.layer(l)), s);
+        }
+        let rank = self.adapter.as_ref().map_or(0, |a| a.config().rank);
+        self.scratch.lora_g.resize(rank * s, 0.0);
         Ok(())
     }
 

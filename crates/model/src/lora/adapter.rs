@@ -145,6 +145,28 @@ impl Adapter {
         }
     }
 
+    /// The lowest layer any pair adapts (`None` for an adapter of no pairs): a backward pass
+    /// needs no gradient below it.
+    pub fn lowest_layer(&self) -> Option<usize> {
+        self.modules.keys().next().map(|&(layer, _)| layer)
+    }
+
+    /// Overwrites every `A` and `B` with `other`'s, which must have the same shape
+    /// ([`Adapter::same_shape`], else an error): refreshes a held copy in place, without
+    /// allocating.
+    pub fn copy_values_from(&mut self, other: &Adapter) -> Result<()> {
+        if !self.same_shape(other) {
+            return Err(ModelError::Internal(
+                "an adapter's values were copied from one of another shape".into(),
+            ));
+        }
+        for (mine, theirs) in self.modules.values_mut().zip(other.modules.values()) {
+            mine.a.data_mut().copy_from_slice(theirs.a.data());
+            mine.b.data_mut().copy_from_slice(theirs.b.data());
+        }
+        Ok(())
+    }
+
     /// Whether `other` has exactly this adapter's config and pairs (e.g. gradients for it).
     pub fn same_shape(&self, other: &Adapter) -> bool {
         self.config == other.config

@@ -119,27 +119,34 @@ impl LoraLinear {
         }
     }
 
-    /// `u = x Aᵀ [n, r]` (token-major), the one intermediate forward and backward share.
-    pub fn down(&self, x: &[f32], layout: Layout, n: usize) -> Result<Vec<f32>> {
-        let mut u = vec![0.0; n * self.rank()];
-        let a = MatRef::rows(self.a.data(), self.rank(), self.d_in())?;
-        matmul(&mut u, false, layout.view(x, n, self.d_in())?, a.t())?;
-        Ok(u)
-    }
-
     /// `y += s·(x Aᵀ) Bᵀ`: adds the adapter's output to the base output `y = x Wᵀ` of `n`
-    /// tokens; `x` and `y` are in `layout`. Cost `n·r·(in + out)` multiply-adds.
-    pub fn forward(&self, y: &mut [f32], x: &[f32], layout: Layout, n: usize) -> Result<()> {
-        check_len("LoRA output", y.len(), n * self.d_out())?;
-        let mut su = self.down(x, layout, n)?;
+    /// tokens; `x` and `y` are in `layout`. Leaves `su = s·x Aᵀ [n, r]` (token-major) in the
+    /// caller's buffer for [`LoraLinear::backward`], so nothing is allocated and the backward
+    /// need not recompute it. Cost `n·r·(in + out)` multiply-adds.
+    pub fn forward(
+        &self,
+        y: &mut [f32],
+        x: &[f32],
+        layout: Layout,
+        n: usize,
+        su: &mut [f32],
+    ) -> Result<()> {
+        let (r, d_in, d_out) = (self.rank(), self.d_in(), self.d_out());
+        check_len("LoRA output", y.len(), n * d_out)?;
+        check_len("LoRA down projection", su.len(), n * r)?;
+        let a = MatRef::rows(self.a.data(), r, d_in)?;
+        matmul(su, false, layout.view(x, n, d_in)?, a.t())?;
         su.iter_mut().for_each(|v| *v *= self.scale);
-        let b = MatRef::rows(self.b.data(), self.d_out(), self.rank())?;
-        layout.matmul_into(y, true, MatRef::rows(&su, n, self.rank())?, b.t())
+        let b = MatRef::rows(self.b.data(), d_out, r)?;
+        layout.matmul_into(y, true, MatRef::rows(su, n, r)?, b.t())
     }
 
-    /// Accumulates `dA` into `grad.a` and `dB` into `grad.b` from the projection's input `x` and output
-    /// gradient `dy` (both in `layout`), and adds the adapter's share `s·(dy B) A` to the input
-    /// gradient `dx` when given. Cost `n·r·(2 in + 2 out)` multiply-adds; no `[out, in]` matrix.
+    /// Accumulates `dA` into `grad.a` and `dB` into `grad.b` from the projection's input `x`,
+    /// output gradient `dy` (both in `layout`) and the `su` its forward left, and adds the
+    /// adapter's share `s·(dy B) A` to the input gradient `dx` when given. `g [n, r]` is
+    /// scratch. Cost `n·r·(in + 2 out)` multiply-adds, plus `n·r·in` with `dx`; no `[out, in]`
+    /// matrix.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         grad: &mut LoraLinear,
@@ -148,28 +155,29 @@ impl LoraLinear {
         dy: &[f32],
         layout: Layout,
         n: usize,
+        su: &[f32],
+        g: &mut [f32],
     ) -> Result<()> {
         let (r, d_in, d_out) = (self.rank(), self.d_in(), self.d_out());
+        check_len("LoRA down projection", su.len(), n * r)?;
+        check_len("LoRA scratch", g.len(), n * r)?;
         let x_view = layout.view(x, n, d_in)?;
         let dy_view = layout.view(dy, n, d_out)?;
         let a = MatRef::rows(self.a.data(), r, d_in)?;
         let b = MatRef::rows(self.b.data(), d_out, r)?;
 
         // dB [out, r] += dyᵀ · (s·u)
-        let mut su = self.down(x, layout, n)?;
-        su.iter_mut().for_each(|v| *v *= self.scale);
         matmul(
             grad.b.data_mut(),
             true,
             dy_view.t(),
-            MatRef::rows(&su, n, r)?,
+            MatRef::rows(su, n, r)?,
         )?;
 
         // g = s·dy B [n, r];  dA [r, in] += gᵀ · x
-        let mut g = vec![0.0; n * r];
-        matmul(&mut g, false, dy_view, b)?;
+        matmul(g, false, dy_view, b)?;
         g.iter_mut().for_each(|v| *v *= self.scale);
-        let g_view = MatRef::rows(&g, n, r)?;
+        let g_view = MatRef::rows(g, n, r)?;
         matmul(grad.a.data_mut(), true, g_view.t(), x_view)?;
 
         // dx [n, in] += g · A
@@ -277,10 +285,13 @@ mod tests {
         let (w, l, x, _, n) = setup();
         let (d_in, d_out) = (l.d_in(), l.d_out());
         let expected = naive_forward(&w, &l, &x, n);
+        let mut su = vec![0.0; n * l.rank()];
         let mut y = base_output(&w, &x, n, d_in, d_out);
-        l.forward(&mut y, &x, Layout::TokenMajor, n).unwrap();
+        l.forward(&mut y, &x, Layout::TokenMajor, n, &mut su)
+            .unwrap();
         let mut y_cm = transpose(&base_output(&w, &x, n, d_in, d_out), n, d_out);
-        l.forward(&mut y_cm, &transpose(&x, n, d_in), Layout::ChannelMajor, n)
+        let x_cm = transpose(&x, n, d_in);
+        l.forward(&mut y_cm, &x_cm, Layout::ChannelMajor, n, &mut su)
             .unwrap();
         for (i, e) in expected.iter().enumerate() {
             assert!((y[i] as f64 - e).abs() < 1e-5, "token-major {i}");
@@ -298,7 +309,9 @@ mod tests {
         l.b = Tensor::zeros(l.b.shape());
         let base = base_output(&w, &x, n, l.d_in(), l.d_out());
         let mut y = base.clone();
-        l.forward(&mut y, &x, Layout::TokenMajor, n).unwrap();
+        let mut su = vec![0.0; n * l.rank()];
+        l.forward(&mut y, &x, Layout::TokenMajor, n, &mut su)
+            .unwrap();
         assert_eq!(y, base);
     }
 
@@ -310,10 +323,23 @@ mod tests {
                 Layout::TokenMajor => (x.clone(), g.clone()),
                 Layout::ChannelMajor => (transpose(&x, n, l.d_in()), transpose(&g, n, l.d_out())),
             };
+            // The forward leaves su; its output here is not needed.
+            let (mut su, mut scratch) = (vec![0.0; n * l.rank()], vec![0.0; n * l.rank()]);
+            let mut y = vec![0.0; n * l.d_out()];
+            l.forward(&mut y, &xl, layout, n, &mut su).unwrap();
             let mut grad = l.zeros_like();
             let mut dx = vec![0.0; x.len()];
-            l.backward(&mut grad, Some(&mut dx), &xl, &gl, layout, n)
-                .unwrap();
+            l.backward(
+                &mut grad,
+                Some(&mut dx),
+                &xl,
+                &gl,
+                layout,
+                n,
+                &su,
+                &mut scratch,
+            )
+            .unwrap();
             let h = 1e-3f32;
             let fd = |perturb: &dyn Fn(&mut LoraLinear, &mut Vec<f32>, f32)| {
                 let (mut lp, mut xp) = (l.clone(), x.clone());

@@ -39,7 +39,7 @@ impl LoraRequest {
         }
         let Some(model) = base else {
             return Err(ModelError::Options(
-                "--lora-* and --adapter train an adapter on an existing model; pass the base with --init-from BASE".into(),
+                "LoRA settings (--lora-*, --adapter; lora_* and adapter in C and Python) train an adapter on an existing model read from a path; pass the base with --init-from BASE (in C and Python: the base's path as the model)".into(),
             ));
         };
         let targets = self

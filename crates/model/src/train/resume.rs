@@ -15,6 +15,7 @@ use super::trainer::Trainer;
 use crate::config::ModelConfig;
 use crate::device_choice::DeviceChoice;
 use crate::error::{ModelError, Result};
+use crate::lora::LoraRequest;
 use crate::source::{check_tokenizer_fits, ModelSource, ModelTokenizer};
 
 /// What a resumed run is continued with; every `None` keeps the run's own.
@@ -41,6 +42,8 @@ pub struct ResumePlan {
     pub capabilities: Option<PathBuf>,
     /// A preset the run's model must be (the config is compared, the vocabulary aside).
     pub preset: Option<String>,
+    /// LoRA settings, refused: a resumed run continues its own adapter (or full training).
+    pub lora: LoraRequest,
 }
 
 impl ResumePlan {
@@ -57,6 +60,7 @@ impl ResumePlan {
             device: DeviceChoice::default(),
             capabilities: None,
             preset: None,
+            lora: LoraRequest::default(),
         }
     }
 }
@@ -76,6 +80,7 @@ impl RunSettings {
                 .map(TokenizerSource::parse)
                 .transpose()?,
             device: self.device.as_deref().unwrap_or("auto").parse()?,
+            lora: self.lora,
             ..ResumePlan::new(dir)
         })
     }
@@ -85,6 +90,13 @@ impl Run {
     /// Continues the run in `plan.dir` from its latest intact checkpoint; `text` tokenizes
     /// text data. The directory is locked before anything loads.
     pub fn resume(plan: ResumePlan, text: &TextOptions) -> Result<Run> {
+        if plan.lora.is_requested() {
+            return Err(ModelError::Options(
+                "a resumed run continues its own adapter (or full training); drop the LoRA \
+                 settings (--lora-*, --adapter; lora_* and adapter in C and Python)"
+                    .into(),
+            ));
+        }
         let dir = plan.dir;
         let (claim, note) = Claim::resumed_run(&dir)?;
         let mut notes: Vec<String> = note.into_iter().collect();

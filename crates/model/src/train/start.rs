@@ -115,7 +115,8 @@ impl OptionChanges {
 }
 
 /// A new run's settings as one JSON object (the C trainer's options, Python's keywords): the
-/// [`OptionChanges`] keys plus `tokenizer`, `val_data`, `val_fraction` and `device`.
+/// [`OptionChanges`] keys plus `tokenizer`, `val_data`, `val_fraction`, `device` and the LoRA
+/// keys `lora_rank`, `lora_alpha`, `lora_targets`, `lora_layers` and `adapter`.
 #[derive(Clone, Debug, Default)]
 pub struct RunSettings {
     /// Changes to [`TrainOptions::default`].
@@ -128,9 +129,24 @@ pub struct RunSettings {
     pub val_fraction: Option<f64>,
     /// Where the engine runs [default auto].
     pub device: Option<String>,
+    /// The `train --lora-*` and `--adapter` settings; any given makes it a LoRA run.
+    pub lora: LoraRequest,
 }
 
 /// The keys of [`RunSettings`] that are not [`OptionChanges`].
+const PLAN_KEYS: [&str; 9] = [
+    "tokenizer",
+    "val_data",
+    "val_fraction",
+    "device",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "lora_layers",
+    "adapter",
+];
+
+/// The values of [`PLAN_KEYS`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanKeys {
@@ -138,6 +154,19 @@ struct PlanKeys {
     val_data: Option<String>,
     val_fraction: Option<f64>,
     device: Option<String>,
+    lora_rank: Option<usize>,
+    lora_alpha: Option<f32>,
+    lora_targets: Option<Targets>,
+    lora_layers: Option<usize>,
+    adapter: Option<PathBuf>,
+}
+
+/// `lora_targets` as `"q_proj,v_proj"` (the flag's spelling) or `["q_proj", "v_proj"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Targets {
+    List(String),
+    Names(Vec<String>),
 }
 
 impl RunSettings {
@@ -147,14 +176,14 @@ impl RunSettings {
             ModelError::Options(format!(
                 "training options {text}: {e}; the keys are steps, batch, seq, accum, lr, \
                  warmup, optimizer, weight_decay, clip, seed, sampling, save_every, eval_every, \
-                 eval_batches, keep_last, max_skipped_steps, tokenizer, val_data, val_fraction \
-                 and device"
+                 eval_batches, keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, \
+                 device, lora_rank, lora_alpha, lora_targets, lora_layers and adapter"
             ))
         };
         let mut all: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(text).map_err(bad)?;
         let mut plan = serde_json::Map::new();
-        for key in ["tokenizer", "val_data", "val_fraction", "device"] {
+        for key in PLAN_KEYS {
             if let Some(value) = all.remove(key).filter(|v| !v.is_null()) {
                 plan.insert(key.into(), value);
             }
@@ -167,6 +196,16 @@ impl RunSettings {
             val_data: plan.val_data,
             val_fraction: plan.val_fraction,
             device: plan.device,
+            lora: LoraRequest {
+                rank: plan.lora_rank,
+                alpha: plan.lora_alpha,
+                targets: plan.lora_targets.map(|t| match t {
+                    Targets::List(list) => list,
+                    Targets::Names(names) => names.join(","),
+                }),
+                layers: plan.lora_layers,
+                adapter: plan.adapter,
+            },
         })
     }
 
@@ -190,7 +229,7 @@ impl RunSettings {
             options: self.changes.apply(TrainOptions::default())?,
             device: self.device.as_deref().unwrap_or("auto").parse()?,
             capabilities: None,
-            lora: LoraRequest::default(),
+            lora: self.lora,
         })
     }
 }
@@ -556,6 +595,29 @@ mod tests {
         };
         assert_eq!(plan.options, want);
         assert_eq!(plan.device, DeviceChoice::Cpu);
+    }
+
+    #[test]
+    fn lora_settings_read_from_json_make_the_lora_request() {
+        let s = RunSettings::from_json(
+            r#"{"lora_rank": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "o_proj"], "lora_layers": 2, "adapter": null}"#,
+        )
+        .unwrap();
+        let want = LoraRequest {
+            rank: Some(4),
+            alpha: Some(8.0),
+            targets: Some("q_proj,o_proj".into()),
+            layers: Some(2),
+            adapter: None,
+        };
+        assert_eq!(s.lora, want);
+        let s = RunSettings::from_json(r#"{"lora_targets": "all", "adapter": "a/b"}"#).unwrap();
+        assert_eq!(s.lora.targets.as_deref(), Some("all"));
+        assert_eq!(s.lora.adapter, Some(PathBuf::from("a/b")));
+        let e = RunSettings::from_json(r#"{"lora_rank": "big"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"big\""), "{e}");
     }
 
     #[test]

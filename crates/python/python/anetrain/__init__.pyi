@@ -66,7 +66,10 @@ class Trainer:
         while the trainer lives; run.json, metrics.jsonl and the due checkpoints go there).
         ``options`` are the ``anetrain train`` settings: steps, batch, seq, accum, lr, warmup,
         optimizer, weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches,
-        keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, device."""
+        keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, device; for a LoRA run
+        on the frozen model at the path ``model``: lora_rank, lora_alpha, lora_targets
+        (``"q_proj,v_proj"`` or a list), lora_layers, adapter (a PEFT or mlx-lm directory to
+        continue)."""
     @staticmethod
     def resume(dir: Path, data: Optional[str] = None, **options: Any) -> "Trainer":
         """Continues the run in ``dir`` from its latest intact checkpoint as the uninterrupted

@@ -66,6 +66,8 @@ pub(super) struct BackScratch<'b> {
     pub(super) dxn: &'b mut [f32],
     pub(super) dqk_pre: &'b mut [f32],
     pub(super) norm: &'b mut [f32],
+    /// The adapter's `g = s·dy B [S, r]` scratch (empty without an adapter).
+    pub(super) lora_g: &'b mut [f32],
     /// In: nothing. Out: the gradient of the layer's input.
     pub(super) dx: &'b mut [f32],
 }
@@ -145,16 +147,26 @@ impl LayerIo<'_> {
         run_matmul(kernel.as_mut(), role, self.dims.s, a, out)
     }
 
-    /// Adds the adapter's output `s·B(A x)` of `linear` (if adapted) to the base output `y`.
-    fn lora_forward(&self, linear: Linear, y: &mut [f32], x: &[f32]) -> Result<()> {
+    /// Adds the adapter's output `s·B(A x)` of `linear` (if adapted) to the base output `y`,
+    /// keeping `s·A x` in `su` for the backward.
+    fn lora_forward(&self, linear: Linear, y: &mut [f32], x: &[f32], su: &mut [f32]) -> Result<()> {
         match self.lora[linear as usize] {
-            Some(pair) => pair.forward(y, x, Layout::ChannelMajor, self.dims.s),
+            Some(pair) => pair.forward(y, x, Layout::ChannelMajor, self.dims.s, su),
             None => Ok(()),
         }
     }
 
+    /// Whether an adapter backward that needs no input gradient from this layer is done once
+    /// the projections before `rest` have their gradients: none of `rest` is adapted, so
+    /// nothing further down the layer is wanted.
+    fn done_before(&self, needs_dx: bool, rest: &[Linear]) -> bool {
+        !needs_dx && rest.iter().all(|&l| self.lora[l as usize].is_none())
+    }
+
     /// The gradient of `linear` from its input `x` and output gradient `dy`: a `dW` job, or
-    /// the adapter's `dA`, `dB` plus its share `s·(dy B) A` of the input gradient `dx`.
+    /// the adapter's `dA`, `dB` (from the `su` its forward kept in `a`) plus its share
+    /// `s·(dy B) A` of the input gradient `dx` when that is wanted.
+    #[allow(clippy::too_many_arguments)]
     fn linear_grad<'x>(
         &self,
         layer: usize,
@@ -162,7 +174,9 @@ impl LayerIo<'_> {
         linear: Linear,
         dy: &'x [f32],
         x: &'x [f32],
-        dx: &mut [f32],
+        a: &LayerActs,
+        g: &mut [f32],
+        dx: Option<&mut [f32]>,
     ) -> Result<()> {
         match grads {
             MatrixGrads::Base(jobs) => jobs
@@ -180,9 +194,16 @@ impl LayerIo<'_> {
                     self.lora[linear as usize],
                     pairs[linear as usize].as_deref_mut(),
                 ) {
-                    (Some(pair), Some(grad)) => {
-                        pair.backward(grad, Some(dx), x, dy, Layout::ChannelMajor, self.dims.s)
-                    }
+                    (Some(pair), Some(grad)) => pair.backward(
+                        grad,
+                        dx,
+                        x,
+                        dy,
+                        Layout::ChannelMajor,
+                        self.dims.s,
+                        &a.lora_su[linear as usize],
+                        g,
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -211,9 +232,10 @@ impl LayerIo<'_> {
         self.run(Role::QkvFwd, &a.xn, &mut a.qkv)?;
         let (q_rows, rest) = a.qkv.split_at_mut(q * s);
         let (k_rows, v_rows) = rest.split_at_mut(kv * s);
-        self.lora_forward(Linear::QProj, q_rows, &a.xn)?;
-        self.lora_forward(Linear::KProj, k_rows, &a.xn)?;
-        self.lora_forward(Linear::VProj, v_rows, &a.xn)?;
+        let [su_q, su_k, su_v, su_o, su_gate, su_up, su_down] = &mut a.lora_su;
+        self.lora_forward(Linear::QProj, q_rows, &a.xn, su_q)?;
+        self.lora_forward(Linear::KProj, k_rows, &a.xn, su_k)?;
+        self.lora_forward(Linear::VProj, v_rows, &a.xn, su_v)?;
         if let (Some(qn), Some(kn)) = (&p.q_norm, &p.k_norm) {
             a.q_pre.copy_from_slice(q_rows);
             a.k_pre.copy_from_slice(k_rows);
@@ -229,7 +251,7 @@ impl LayerIo<'_> {
         attention.run().map_err(err)?;
         attention.read_output(0, &mut a.attn).map_err(err)?;
         self.run(Role::WoFwd, &a.attn, tmp)?;
-        self.lora_forward(Linear::OProj, tmp, &a.attn)?;
+        self.lora_forward(Linear::OProj, tmp, &a.attn, su_o)?;
         add(&mut a.h, &a.x, tmp);
         rmsnorm_forward(
             &mut a.hn,
@@ -242,15 +264,15 @@ impl LayerIo<'_> {
         self.run(Role::FfnUpFwd, &a.hn, &mut a.up)?;
         let (h1, rest) = a.up.split_at_mut(h * s);
         let (h3, act) = rest.split_at_mut(h * s);
-        self.lora_forward(Linear::GateProj, h1, &a.hn)?;
-        self.lora_forward(Linear::UpProj, h3, &a.hn)?;
+        self.lora_forward(Linear::GateProj, h1, &a.hn, su_gate)?;
+        self.lora_forward(Linear::UpProj, h3, &a.hn, su_up)?;
         if self.lora[Linear::GateProj as usize].is_some()
             || self.lora[Linear::UpProj as usize].is_some()
         {
             swiglu_forward(act, h1, h3);
         }
         self.run(Role::FfnDownFwd, act, tmp)?;
-        self.lora_forward(Linear::DownProj, tmp, act)?;
+        self.lora_forward(Linear::DownProj, tmp, act, su_down)?;
         add(next, &a.h, tmp);
         Ok(())
     }
@@ -258,7 +280,10 @@ impl LayerIo<'_> {
     /// The block backward from the output gradient in `scr.dx` (kept in `back.d_out` for the
     /// gradient jobs) to the input gradient in `scr.dx`; norm-weight
     /// gradients are added to `g`, matrix gradients go to `mats` as soon as their inputs are
-    /// final.
+    /// final. Without `needs_dx` (an adapter's lowest adapted layer: nothing below wants a
+    /// gradient) it stops once the last adapted projection of the layer has its gradient, so
+    /// neither the kernels below that point nor the input gradient run, and `scr.dx` is left
+    /// stale.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward<'a>(
         mut self,
@@ -270,7 +295,9 @@ impl LayerIo<'_> {
         back: &'a mut LayerBack,
         scr: &mut BackScratch<'_>,
         mats: &mut MatrixGrads<'_, 'a>,
+        needs_dx: bool,
     ) -> Result<()> {
+        use Linear::{DownProj, GateProj, KProj, OProj, QProj, UpProj, VProj};
         let Dims { q, kv, h, s, .. } = self.dims;
         let LayerBack {
             d_out,
@@ -281,16 +308,24 @@ impl LayerIo<'_> {
         d_out.copy_from_slice(scr.dx);
         let d_out: &'a [f32] = d_out;
         let (h1, h3, act) = (&a.up[..h * s], &a.up[h * s..2 * h * s], &a.up[2 * h * s..]);
+        let lg = &mut *scr.lora_g;
 
+        if self.done_before(needs_dx, &[GateProj, UpProj, OProj, QProj, KProj, VProj]) {
+            return self.linear_grad(layer, mats, DownProj, d_out, act, a, lg, None);
+        }
         self.run(Role::FfnDownBwd, d_out, scr.d_act)?;
-        self.linear_grad(layer, mats, Linear::DownProj, d_out, act, scr.d_act)?;
+        self.linear_grad(layer, mats, DownProj, d_out, act, a, lg, Some(scr.d_act))?;
         let (dh1, dh3) = dh13.split_at_mut(h * s);
         swiglu_backward(dh1, dh3, scr.d_act, h1, h3);
         let dh13: &'a [f32] = dh13;
-        self.run(Role::FfnUpBwd, dh13, scr.dhn)?;
         let (dh1, dh3) = dh13.split_at(h * s);
-        self.linear_grad(layer, mats, Linear::GateProj, dh1, &a.hn, scr.dhn)?;
-        self.linear_grad(layer, mats, Linear::UpProj, dh3, &a.hn, scr.dhn)?;
+        if self.done_before(needs_dx, &[OProj, QProj, KProj, VProj]) {
+            self.linear_grad(layer, mats, GateProj, dh1, &a.hn, a, lg, None)?;
+            return self.linear_grad(layer, mats, UpProj, dh3, &a.hn, a, lg, None);
+        }
+        self.run(Role::FfnUpBwd, dh13, scr.dhn)?;
+        self.linear_grad(layer, mats, GateProj, dh1, &a.hn, a, lg, Some(scr.dhn))?;
+        self.linear_grad(layer, mats, UpProj, dh3, &a.hn, a, lg, Some(scr.dhn))?;
         dh.copy_from_slice(d_out);
         let post = p.post_attention_layernorm.data();
         rmsnorm_backward(
@@ -305,8 +340,11 @@ impl LayerIo<'_> {
         );
         let dh: &'a [f32] = dh;
 
+        if self.done_before(needs_dx, &[QProj, KProj, VProj]) {
+            return self.linear_grad(layer, mats, OProj, dh, &a.attn, a, lg, None);
+        }
         self.run(Role::WoBwd, dh, scr.d_attn)?;
-        self.linear_grad(layer, mats, Linear::OProj, dh, &a.attn, scr.d_attn)?;
+        self.linear_grad(layer, mats, OProj, dh, &a.attn, a, lg, Some(scr.d_attn))?;
         let err = |e| device_error(Role::AttentionBwd.name(), e);
         let qkv_c = q + 2 * kv;
         attention
@@ -336,12 +374,17 @@ impl LayerIo<'_> {
             dk.copy_from_slice(pk);
         }
         let dqkv: &'a [f32] = dqkv;
-        self.run(Role::QkvBwd, dqkv, scr.dxn)?;
         let (dq, rest) = dqkv.split_at(q * s);
         let (dk, dv) = rest.split_at(kv * s);
-        self.linear_grad(layer, mats, Linear::QProj, dq, &a.xn, scr.dxn)?;
-        self.linear_grad(layer, mats, Linear::KProj, dk, &a.xn, scr.dxn)?;
-        self.linear_grad(layer, mats, Linear::VProj, dv, &a.xn, scr.dxn)?;
+        if !needs_dx {
+            self.linear_grad(layer, mats, QProj, dq, &a.xn, a, lg, None)?;
+            self.linear_grad(layer, mats, KProj, dk, &a.xn, a, lg, None)?;
+            return self.linear_grad(layer, mats, VProj, dv, &a.xn, a, lg, None);
+        }
+        self.run(Role::QkvBwd, dqkv, scr.dxn)?;
+        self.linear_grad(layer, mats, QProj, dq, &a.xn, a, lg, Some(scr.dxn))?;
+        self.linear_grad(layer, mats, KProj, dk, &a.xn, a, lg, Some(scr.dxn))?;
+        self.linear_grad(layer, mats, VProj, dv, &a.xn, a, lg, Some(scr.dxn))?;
         scr.dx.copy_from_slice(dh);
         let input = p.input_layernorm.data();
         rmsnorm_backward(

@@ -3,6 +3,7 @@
 
 use super::block::NormGrads;
 use crate::config::ModelConfig;
+use crate::lora::LoraLinear;
 
 /// Sizes used everywhere below (see the table in [`crate::kernels`]).
 #[derive(Clone, Copy)]
@@ -33,6 +34,10 @@ pub(super) struct LayerActs {
     pub(super) inv_ffn: Vec<f32>,
     /// `ffn_up_fwd`'s output: h1, h3, act stacked.
     pub(super) up: Vec<f32>,
+    /// Per projection (indexed by `Linear as usize`), the adapter's `s·A x [S, r]` that its
+    /// backward reuses; empty where the projection is not adapted (sized by
+    /// [`LayerActs::fit_adapter`]).
+    pub(super) lora_su: [Vec<f32>; 7],
 }
 
 /// One layer's backward results that its dW jobs read while the next layer down runs.
@@ -64,6 +69,8 @@ pub(super) struct Scratch {
     /// Where an adapter pass writes the unused gradients of the frozen norm gains: the final
     /// norm's `[D]`, then each layer's (see `NormGrads::throwaway`).
     pub(super) frozen_norm_grads: Vec<f32>,
+    /// The adapter backward's `g = s·dy B [S, r]` (empty without an adapter).
+    pub(super) lora_g: Vec<f32>,
 }
 
 fn zeros(n: usize) -> Vec<f32> {
@@ -89,6 +96,15 @@ impl LayerActs {
             hn: zeros(d * s),
             inv_ffn: zeros(s),
             up: zeros(3 * h * s),
+            lora_su: Default::default(),
+        }
+    }
+
+    /// Sizes [`LayerActs::lora_su`] for the adapter's pairs on this layer (`s` tokens); a
+    /// no-op when they already fit, as on every step after the first.
+    pub(super) fn fit_adapter(&mut self, pairs: [Option<&LoraLinear>; 7], s: usize) {
+        for (su, pair) in self.lora_su.iter_mut().zip(pairs) {
+            su.resize(pair.map_or(0, |p| p.rank() * s), 0.0);
         }
     }
 }
@@ -128,6 +144,7 @@ impl Scratch {
             tokens: vec![0; s],
             targets: vec![0; s],
             frozen_norm_grads: zeros(d + c.n_layers * NormGrads::throwaway_len(d, c.head_dim)),
+            lora_g: Vec::new(),
         }
     }
 }
