@@ -122,13 +122,13 @@ typedef struct anetrain_step_metrics {
 // and the caller's pointer; return 0 to go on, anything else to stop after this step.
 typedef int (*anetrain_step_callback)(const struct anetrain_step_metrics *metrics, void *user);
 
-// IEEE half precision (write and read it with the `_f16` calls as raw `uint16_t` bits).
+// IEEE half precision; as a buffer's dtype, values given as raw `uint16_t` bits.
 #define ANETRAIN_DTYPE_FP16 1
 
-// IEEE single precision.
+// IEEE single precision; as a buffer's dtype, `float` values.
 #define ANETRAIN_DTYPE_FP32 2
 
-// Any other MIL element type (int8, int32, bool, ...): values still cross as f32.
+// Any other MIL element type (int8, int32, bool, ...): values still cross as FP32 or FP16.
 #define ANETRAIN_DTYPE_OTHER 3
 
 // Success.
@@ -293,23 +293,17 @@ anetrain_status anetrain_kernel_output_info(struct anetrain_kernel *k,
                                             size_t index,
                                             struct anetrain_tensor_info *out);
 
-// Replaces the whole of input `name` with `len` f32 values (row-major in its declared shape).
+// Replaces the whole of input `name` with the `len` values at `data` (row-major in its
+// declared shape): `float`s when `dtype` is `ANETRAIN_DTYPE_FP32`, IEEE half bits
+// (`uint16_t`) when it is `ANETRAIN_DTYPE_FP16`, whatever the input's own type.
 //
 // # Safety
-// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` floats.
-anetrain_status anetrain_kernel_write_input_f32(struct anetrain_kernel *k,
-                                                const char *name,
-                                                const float *data,
-                                                size_t len);
-
-// Like `anetrain_kernel_write_input_f32`, with fp16 values given as their IEEE bits.
-//
-// # Safety
-// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` values.
-anetrain_status anetrain_kernel_write_input_f16(struct anetrain_kernel *k,
-                                                const char *name,
-                                                const uint16_t *data,
-                                                size_t len);
+// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` values of `dtype`.
+anetrain_status anetrain_kernel_write_input(struct anetrain_kernel *k,
+                                            const char *name,
+                                            anetrain_dtype dtype,
+                                            const void *data,
+                                            size_t len);
 
 // Evaluates the kernel on its current inputs.
 //
@@ -317,23 +311,17 @@ anetrain_status anetrain_kernel_write_input_f16(struct anetrain_kernel *k,
 // `k` is a live kernel.
 anetrain_status anetrain_kernel_run(struct anetrain_kernel *k);
 
-// Copies all of output `name` (row-major in its declared shape) into `len` floats at `data`.
+// Copies all of output `name` (row-major in its declared shape) into the `len` values at
+// `data`: `float`s when `dtype` is `ANETRAIN_DTYPE_FP32`, IEEE half bits (`uint16_t`, rounded
+// to nearest even) when it is `ANETRAIN_DTYPE_FP16`.
 //
 // # Safety
-// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` floats.
-anetrain_status anetrain_kernel_read_output_f32(struct anetrain_kernel *k,
-                                                const char *name,
-                                                float *data,
-                                                size_t len);
-
-// Like `anetrain_kernel_read_output_f32`, writing fp16 IEEE bits (rounded to nearest even).
-//
-// # Safety
-// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` values.
-anetrain_status anetrain_kernel_read_output_f16(struct anetrain_kernel *k,
-                                                const char *name,
-                                                uint16_t *data,
-                                                size_t len);
+// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` values of `dtype`.
+anetrain_status anetrain_kernel_read_output(struct anetrain_kernel *k,
+                                            const char *name,
+                                            anetrain_dtype dtype,
+                                            void *data,
+                                            size_t len);
 
 // Releases a kernel (NULL is ignored).
 //
@@ -418,6 +406,21 @@ anetrain_status anetrain_trainer_new_from_model(struct anetrain_model *m,
                                                 const char *options_json,
                                                 struct anetrain_trainer **out);
 
+// Continues the run saved in the run directory `run_dir` (by `anetrain_trainer_save` or
+// `anetrain train`) from its latest intact checkpoint, exactly as the uninterrupted run
+// would have gone on; the directory stays locked, and gets the steps' metrics and the due
+// checkpoints, until the trainer is freed. `data` is NULL for the run's own; `options_json`
+// is NULL or the keys of `anetrain_trainer_new`, of which only steps, save_every, eval_every,
+// eval_batches, keep_last, max_skipped_steps and device may differ from the run's.
+//
+// # Safety
+// `run_dir` is NUL-terminated; `data` and `options_json` are NULL or NUL-terminated; `out` is
+// writable.
+anetrain_status anetrain_trainer_resume(const char *run_dir,
+                                        const char *data,
+                                        const char *options_json,
+                                        struct anetrain_trainer **out);
+
 // Runs one optimizer step and stores its metrics in `*metrics` (which may be NULL). An error
 // once the run has reached its total `steps`.
 //
@@ -447,8 +450,12 @@ anetrain_status anetrain_trainer_train(struct anetrain_trainer *t,
 anetrain_status anetrain_trainer_evaluate(struct anetrain_trainer *t, float *loss);
 
 // Saves a checkpoint of the current step into the run directory `dir` (created when missing,
-// with the run's tokenizer copied in), so `anetrain_model_load(dir)` and `anetrain train
-// --resume --out dir` read it. A directory holding another run's checkpoints is refused.
+// with the run's tokenizer copied in), so `anetrain_model_load(dir)`,
+// `anetrain_trainer_resume(dir)` and `anetrain train --resume --out dir` read it. The first
+// directory saved into becomes the run's own: locked until the trainer is freed, it gets
+// `run.json` and `metrics.jsonl` (every step, earlier ones included, which `anetrain plot`
+// reads) and a checkpoint whenever one is due (`save_every`, and the last step). A directory
+// holding another run's checkpoints is refused.
 //
 // # Safety
 // `t` is a live trainer; `dir` is NUL-terminated.

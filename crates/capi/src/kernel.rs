@@ -3,14 +3,14 @@
 
 use crate::status::{
     anetrain_status, free_handle, guard, handle, optional_text, put, put_handle, slice, slice_mut,
-    text, Failure, Outcome, ANETRAIN_ERR_IO, ANETRAIN_ERR_MIL, ANETRAIN_ERR_NOT_FOUND,
-    ANETRAIN_ERR_SIZE,
+    text, Failure, Outcome, ANETRAIN_ERR_INVALID_ARGUMENT, ANETRAIN_ERR_IO, ANETRAIN_ERR_MIL,
+    ANETRAIN_ERR_NOT_FOUND, ANETRAIN_ERR_SIZE,
 };
 use anetrain_device::TensorSpec;
 use anetrain_mil::{parse_program, DType, WeightFiles};
 use anetrain_model::device_choice::DeviceChoice;
 use half::f16;
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::path::Path;
 
 /// A device that compiles and runs MIL kernels. Thread-safety: use a device from one thread at
@@ -35,11 +35,11 @@ pub const ANETRAIN_MAX_RANK: usize = 8;
 /// Element type code of a kernel input or output (`anetrain_tensor_info.dtype`).
 #[allow(non_camel_case_types)]
 pub type anetrain_dtype = c_int;
-/// IEEE half precision (write and read it with the `_f16` calls as raw `uint16_t` bits).
+/// IEEE half precision; as a buffer's dtype, values given as raw `uint16_t` bits.
 pub const ANETRAIN_DTYPE_FP16: anetrain_dtype = 1;
-/// IEEE single precision.
+/// IEEE single precision; as a buffer's dtype, `float` values.
 pub const ANETRAIN_DTYPE_FP32: anetrain_dtype = 2;
-/// Any other MIL element type (int8, int32, bool, ...): values still cross as f32.
+/// Any other MIL element type (int8, int32, bool, ...): values still cross as FP32 or FP16.
 pub const ANETRAIN_DTYPE_OTHER: anetrain_dtype = 3;
 
 /// One kernel input or output: its name, element type and shape.
@@ -315,44 +315,55 @@ fn port(specs: &[TensorSpec], name: &str, len: usize, kind: &str) -> Outcome<usi
     Ok(index)
 }
 
-/// Replaces the whole of input `name` with `len` f32 values (row-major in its declared shape).
-///
-/// # Safety
-/// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` floats.
-#[no_mangle]
-pub unsafe extern "C" fn anetrain_kernel_write_input_f32(
-    k: *mut Kernel,
-    name: *const c_char,
-    data: *const f32,
-    len: usize,
-) -> anetrain_status {
-    guard(|| {
-        let k = handle(k, "k")?;
-        let index = port(k.inner.inputs(), text(name, "name")?, len, "input")?;
-        k.inner.write_input(index, slice(data, len, "data")?)?;
-        Ok(())
-    })
+/// What a caller's buffer holds, from the `anetrain_dtype` passed with it.
+enum Buffer {
+    F32,
+    F16,
 }
 
-/// Like `anetrain_kernel_write_input_f32`, with fp16 values given as their IEEE bits.
+impl Buffer {
+    fn of(dtype: anetrain_dtype) -> Outcome<Buffer> {
+        match dtype {
+            ANETRAIN_DTYPE_FP32 => Ok(Buffer::F32),
+            ANETRAIN_DTYPE_FP16 => Ok(Buffer::F16),
+            other => Err(Failure::new(
+                ANETRAIN_ERR_INVALID_ARGUMENT,
+                format!(
+                    "buffer dtype {other} is not one a buffer can hold; pass ANETRAIN_DTYPE_FP32 \
+                     (float values) or ANETRAIN_DTYPE_FP16 (uint16_t IEEE half bits)"
+                ),
+            )),
+        }
+    }
+}
+
+/// Replaces the whole of input `name` with the `len` values at `data` (row-major in its
+/// declared shape): `float`s when `dtype` is `ANETRAIN_DTYPE_FP32`, IEEE half bits
+/// (`uint16_t`) when it is `ANETRAIN_DTYPE_FP16`, whatever the input's own type.
 ///
 /// # Safety
-/// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` values.
+/// `k` is a live kernel; `name` is NUL-terminated; `data` holds `len` values of `dtype`.
 #[no_mangle]
-pub unsafe extern "C" fn anetrain_kernel_write_input_f16(
+pub unsafe extern "C" fn anetrain_kernel_write_input(
     k: *mut Kernel,
     name: *const c_char,
-    data: *const u16,
+    dtype: anetrain_dtype,
+    data: *const c_void,
     len: usize,
 ) -> anetrain_status {
     guard(|| {
         let k = handle(k, "k")?;
         let index = port(k.inner.inputs(), text(name, "name")?, len, "input")?;
-        let wide: Vec<f32> = slice(data, len, "data")?
-            .iter()
-            .map(|&b| f16::from_bits(b).to_f32())
-            .collect();
-        k.inner.write_input(index, &wide)?;
+        match Buffer::of(dtype)? {
+            Buffer::F32 => k
+                .inner
+                .write_input(index, slice(data.cast(), len, "data")?)?,
+            Buffer::F16 => {
+                let bits: &[u16] = slice(data.cast(), len, "data")?;
+                let wide: Vec<f32> = bits.iter().map(|&b| f16::from_bits(b).to_f32()).collect();
+                k.inner.write_input(index, &wide)?
+            }
+        }
         Ok(())
     })
 }
@@ -369,44 +380,35 @@ pub unsafe extern "C" fn anetrain_kernel_run(k: *mut Kernel) -> anetrain_status 
     })
 }
 
-/// Copies all of output `name` (row-major in its declared shape) into `len` floats at `data`.
+/// Copies all of output `name` (row-major in its declared shape) into the `len` values at
+/// `data`: `float`s when `dtype` is `ANETRAIN_DTYPE_FP32`, IEEE half bits (`uint16_t`, rounded
+/// to nearest even) when it is `ANETRAIN_DTYPE_FP16`.
 ///
 /// # Safety
-/// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` floats.
+/// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` values of `dtype`.
 #[no_mangle]
-pub unsafe extern "C" fn anetrain_kernel_read_output_f32(
+pub unsafe extern "C" fn anetrain_kernel_read_output(
     k: *mut Kernel,
     name: *const c_char,
-    data: *mut f32,
+    dtype: anetrain_dtype,
+    data: *mut c_void,
     len: usize,
 ) -> anetrain_status {
     guard(|| {
         let k = handle(k, "k")?;
         let index = port(k.inner.outputs(), text(name, "name")?, len, "output")?;
-        k.inner.read_output(index, slice_mut(data, len, "data")?)?;
-        Ok(())
-    })
-}
-
-/// Like `anetrain_kernel_read_output_f32`, writing fp16 IEEE bits (rounded to nearest even).
-///
-/// # Safety
-/// `k` is a live kernel; `name` is NUL-terminated; `data` has room for `len` values.
-#[no_mangle]
-pub unsafe extern "C" fn anetrain_kernel_read_output_f16(
-    k: *mut Kernel,
-    name: *const c_char,
-    data: *mut u16,
-    len: usize,
-) -> anetrain_status {
-    guard(|| {
-        let k = handle(k, "k")?;
-        let index = port(k.inner.outputs(), text(name, "name")?, len, "output")?;
-        let out = slice_mut(data, len, "data")?;
-        let mut wide = vec![0f32; len];
-        k.inner.read_output(index, &mut wide)?;
-        for (o, v) in out.iter_mut().zip(wide) {
-            *o = f16::from_f32(v).to_bits();
+        match Buffer::of(dtype)? {
+            Buffer::F32 => k
+                .inner
+                .read_output(index, slice_mut(data.cast(), len, "data")?)?,
+            Buffer::F16 => {
+                let out: &mut [u16] = slice_mut(data.cast(), len, "data")?;
+                let mut wide = vec![0f32; len];
+                k.inner.read_output(index, &mut wide)?;
+                for (o, v) in out.iter_mut().zip(wide) {
+                    *o = f16::from_f32(v).to_bits();
+                }
+            }
         }
         Ok(())
     })

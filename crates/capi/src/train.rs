@@ -118,12 +118,43 @@ unsafe fn start(
     out: *mut *mut Trainer,
 ) -> Outcome {
     let data = optional_text(data, "data")?.map(str::to_string);
-    let settings = match optional_text(options_json, "options_json")? {
-        Some(json) => RunSettings::from_json(json)?,
-        None => RunSettings::default(),
-    };
+    let settings = settings(options_json)?;
     let run = Run::start(settings.plan(model, data)?, &TextOptions::default())?;
     put_handle(out, Trainer { run }, "out")
+}
+
+/// The settings in `options_json` (NULL: none changed).
+unsafe fn settings(options_json: *const c_char) -> Outcome<RunSettings> {
+    Ok(match optional_text(options_json, "options_json")? {
+        Some(json) => RunSettings::from_json(json)?,
+        None => RunSettings::default(),
+    })
+}
+
+/// Continues the run saved in the run directory `run_dir` (by `anetrain_trainer_save` or
+/// `anetrain train`) from its latest intact checkpoint, exactly as the uninterrupted run
+/// would have gone on; the directory stays locked, and gets the steps' metrics and the due
+/// checkpoints, until the trainer is freed. `data` is NULL for the run's own; `options_json`
+/// is NULL or the keys of `anetrain_trainer_new`, of which only steps, save_every, eval_every,
+/// eval_batches, keep_last, max_skipped_steps and device may differ from the run's.
+///
+/// # Safety
+/// `run_dir` is NUL-terminated; `data` and `options_json` are NULL or NUL-terminated; `out` is
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn anetrain_trainer_resume(
+    run_dir: *const c_char,
+    data: *const c_char,
+    options_json: *const c_char,
+    out: *mut *mut Trainer,
+) -> anetrain_status {
+    guard(|| {
+        let dir = text(run_dir, "run_dir")?;
+        let data = optional_text(data, "data")?.map(str::to_string);
+        let plan = settings(options_json)?.resume_plan(dir, data)?;
+        let run = Run::resume(plan, &TextOptions::default())?;
+        put_handle(out, Trainer { run }, "out")
+    })
 }
 
 /// Runs one optimizer step and stores its metrics in `*metrics` (which may be NULL). An error
@@ -190,8 +221,12 @@ pub unsafe extern "C" fn anetrain_trainer_evaluate(
 }
 
 /// Saves a checkpoint of the current step into the run directory `dir` (created when missing,
-/// with the run's tokenizer copied in), so `anetrain_model_load(dir)` and `anetrain train
-/// --resume --out dir` read it. A directory holding another run's checkpoints is refused.
+/// with the run's tokenizer copied in), so `anetrain_model_load(dir)`,
+/// `anetrain_trainer_resume(dir)` and `anetrain train --resume --out dir` read it. The first
+/// directory saved into becomes the run's own: locked until the trainer is freed, it gets
+/// `run.json` and `metrics.jsonl` (every step, earlier ones included, which `anetrain plot`
+/// reads) and a checkpoint whenever one is due (`save_every`, and the last step). A directory
+/// holding another run's checkpoints is refused.
 ///
 /// # Safety
 /// `t` is a live trainer; `dir` is NUL-terminated.

@@ -91,6 +91,12 @@ fn c_train_save_reload_generate_and_export_a_tiny_model() {
 }
 
 #[test]
+fn c_resumed_run_continues_with_the_uninterrupted_runs_losses() {
+    let out = run_c("resume", &[]);
+    assert!(out.contains("resume: all checks passed"), "{out}");
+}
+
+#[test]
 fn c_lora_run_from_json_settings_trains_and_saves_only_the_adapter() {
     let out = run_c("lora_train", &[]);
     assert!(out.contains("lora_train: all checks passed"), "{out}");

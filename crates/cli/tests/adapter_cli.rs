@@ -3,11 +3,10 @@
 //! compared with the reference forward pass on `W + (alpha/r)·B·A` computed here by plain loops.
 
 mod common;
-use common::{arg, fails_with, fused_by_hand, ok, stdout};
+use common::{adapter_with_noisy_b, arg, fails_with, fused_by_hand, ok, stdout};
 
 use std::path::Path;
 
-use anetrain_data::rng::SplitMix64;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::save_hf_dir;
 use anetrain_model::lora::{save_adapter, Adapter, AdapterFormat, Layers, LoraConfig, Target};
@@ -28,14 +27,7 @@ fn setup(dir: &Path) -> (ModelConfig, Params, Adapter) {
         targets: Target::ALL.to_vec(),
         layers: Layers::All,
     };
-    let mut adapter = Adapter::init(lora, &config, 4).unwrap();
-    let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
-    let mut rng = SplitMix64::new(8);
-    for (layer, target) in keys {
-        for v in adapter.get_mut(layer, target).unwrap().b.data_mut() {
-            *v = (rng.unit() as f32 - 0.5) * 4.0;
-        }
-    }
+    let adapter = adapter_with_noisy_b(lora, &config, 4.0);
     (config, params, adapter)
 }
 

@@ -3,11 +3,10 @@
 //! plain loops.
 
 mod common;
-use common::{anetrain, fused_by_hand, stderr};
+use common::{adapter_with_noisy_b, anetrain, fused_by_hand, stderr};
 
 use std::path::Path;
 
-use anetrain_data::rng::SplitMix64;
 use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::{load_hf_dir, save_hf_dir};
 use anetrain_model::lora::{save_adapter, Adapter, AdapterFormat, Layers, LoraConfig, Target};
@@ -26,14 +25,7 @@ fn setup(dir: &Path) -> (ModelConfig, Params, Adapter) {
         targets: Target::ALL.to_vec(),
         layers: Layers::Top(1),
     };
-    let mut adapter = Adapter::init(lora, &config, 4).unwrap();
-    let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
-    let mut rng = SplitMix64::new(8);
-    for (layer, target) in keys {
-        for v in adapter.get_mut(layer, target).unwrap().b.data_mut() {
-            *v = (rng.unit() as f32 - 0.5) * 0.2;
-        }
-    }
+    let adapter = adapter_with_noisy_b(lora, &config, 0.2);
     (config, params, adapter)
 }
 

@@ -92,6 +92,18 @@ fn train_writes_checkpoint_and_metrics_and_resume_continues_to_the_total() {
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(run_json["options"]["steps"], 5, "{run_json}");
 
+    // A resumed run keeps what it trains: LoRA flags are refused by name.
+    let o = train(
+        &run,
+        &["--resume", "--lora-rank", "4", "--device", "reference"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("drop the LoRA settings (--lora-*"),
+        "{}",
+        stderr(&o)
+    );
+
     // Changing the batch shape on resume is refused by flag name.
     let o = train(
         &run,

@@ -3,30 +3,21 @@
 //! tokenizer's encoding of the text built here by hand, BOS before every `[INST]`. Skips,
 //! saying why, when the shared folder is absent.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
+use common::llama2_tokenizer;
 
-use anetrain_data::{ChatTemplate, Conversation, DataError, HfTokenizer, Tokenizer};
+use std::collections::BTreeMap;
+
+use anetrain_data::{ChatTemplate, Conversation, DataError, Tokenizer};
 
 /// The Llama 2 chat template's logic without its system-prompt branch, written for this test.
 const LLAMA2_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + message['content'].strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
 
-fn tokenizer() -> Option<HfTokenizer> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/llama2-tokenizer.json");
-    if !path.is_file() {
-        eprintln!(
-            "skipped: {} not found (shared data is optional)",
-            path.display()
-        );
-        return None;
-    }
-    Some(HfTokenizer::from_file(path).unwrap())
-}
-
 #[test]
 fn shared_llama2_chat_ends_turns_with_eos_and_prompts_match_the_tokenizer() {
-    let Some(tok) = tokenizer() else { return };
+    let Some(tok) = llama2_tokenizer() else {
+        return;
+    };
     let specials = BTreeMap::from([
         ("bos_token".to_string(), "<s>".to_string()),
         ("eos_token".to_string(), "</s>".to_string()),

@@ -3,27 +3,16 @@
 //! `transformers` would render, and the counted tokens must decode to the assistant's reply.
 //! Skips, saying why, when the shared folder is absent.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
+use common::llama2_tokenizer;
 
-use anetrain_data::{ChatTemplate, Example, ExampleEncoder, ExampleFile, HfTokenizer, Tokenizer};
+use std::collections::BTreeMap;
+
+use anetrain_data::{ChatTemplate, Example, ExampleEncoder, ExampleFile, Tokenizer};
 
 /// The Llama 2 chat template's logic (system prompt folded into the first user turn,
 /// alternating roles enforced), written for this test.
 const LLAMA2_TEMPLATE: &str = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
-
-fn tokenizer() -> Option<HfTokenizer> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/llama2-tokenizer.json");
-    if !path.is_file() {
-        eprintln!(
-            "skipped: {} not found (shared data is optional)",
-            path.display()
-        );
-        return None;
-    }
-    Some(HfTokenizer::from_file(path).unwrap())
-}
 
 fn template() -> ChatTemplate {
     let specials = BTreeMap::from([
@@ -41,7 +30,9 @@ fn examples(jsonl: &str) -> Vec<Example> {
 
 #[test]
 fn shared_llama2_chat_tokens_match_the_tokenizer_on_the_rendered_text() {
-    let Some(tok) = tokenizer() else { return };
+    let Some(tok) = llama2_tokenizer() else {
+        return;
+    };
     let enc = ExampleEncoder::new(&tok, Some(template()), true).unwrap();
     let ex = examples(
         r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Italy?"}, {"role": "assistant", "content": "Rome."}]}"#,
@@ -77,7 +68,9 @@ fn shared_llama2_chat_tokens_match_the_tokenizer_on_the_rendered_text() {
 
 #[test]
 fn shared_llama2_template_exceptions_reach_the_user() {
-    let Some(tok) = tokenizer() else { return };
+    let Some(tok) = llama2_tokenizer() else {
+        return;
+    };
     let enc = ExampleEncoder::new(&tok, Some(template()), false).unwrap();
     let ex = examples(r#"{"messages": [{"role": "assistant", "content": "hi"}]}"#);
     let err = enc.encode(&ex[0]).unwrap_err().to_string();
@@ -86,7 +79,9 @@ fn shared_llama2_template_exceptions_reach_the_user() {
 
 #[test]
 fn shared_llama2_text_examples_are_bos_text_eos() {
-    let Some(tok) = tokenizer() else { return };
+    let Some(tok) = llama2_tokenizer() else {
+        return;
+    };
     let enc = ExampleEncoder::new(&tok, Some(template()), true).unwrap();
     let t = enc
         .encode(&examples(r#"{"text": "To be, or not to be"}"#)[0])

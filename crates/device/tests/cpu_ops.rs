@@ -44,17 +44,7 @@ impl P {
     }
     fn lit(&mut self, lit: Literal) -> String {
         let name = self.fresh();
-        let ty = lit.ty();
-        self.f.ops.push(Operation {
-            op: Op::Const,
-            args: vec![],
-            attrs: vec![("val".into(), lit)],
-            label: name.clone(),
-            outputs: vec![Output {
-                name: name.clone(),
-                ty,
-            }],
-        });
+        self.f.ops.push(Operation::constant(&name, lit));
         name
     }
     fn ints(&mut self, v: &[i64]) -> String {

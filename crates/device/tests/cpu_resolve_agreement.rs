@@ -82,19 +82,9 @@ impl Gen {
 
     fn konst(&mut self, lit: Literal) -> String {
         let name = self.fresh();
-        let ty = lit.ty();
         self.values
-            .insert(name.clone(), (ty.clone(), Some(lit.clone())));
-        self.f.ops.push(Operation {
-            op: Op::Const,
-            args: vec![],
-            attrs: vec![("val".into(), lit)],
-            label: name.clone(),
-            outputs: vec![Output {
-                name: name.clone(),
-                ty,
-            }],
-        });
+            .insert(name.clone(), (lit.ty(), Some(lit.clone())));
+        self.f.ops.push(Operation::constant(&name, lit));
         name
     }
 

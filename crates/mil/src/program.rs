@@ -127,6 +127,20 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// A `const` op binding `name` to `literal` (typed by it), as the parser reads one.
+    pub fn constant(name: &str, literal: Literal) -> Operation {
+        Operation {
+            op: Op::Const,
+            args: vec![],
+            label: name.to_string(),
+            outputs: vec![Output {
+                name: name.to_string(),
+                ty: literal.ty(),
+            }],
+            attrs: vec![("val".to_string(), literal)],
+        }
+    }
+
     /// The argument named `name`.
     pub fn arg(&self, name: &str) -> Option<&Argument> {
         self.args.iter().find(|(n, _)| n == name).map(|(_, a)| a)

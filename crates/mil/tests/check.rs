@@ -29,21 +29,8 @@ fn op(kind: Op, name: &str, args: &[(&str, &str)], ty: TensorType) -> Operation 
     }
 }
 
-fn konst(name: &str, value: Literal) -> Operation {
-    Operation {
-        op: Op::Const,
-        args: vec![],
-        label: name.to_string(),
-        outputs: vec![Output {
-            name: name.to_string(),
-            ty: value.ty(),
-        }],
-        attrs: vec![("val".to_string(), value)],
-    }
-}
-
 fn weight(name: &str, ty: TensorType) -> Operation {
-    konst(
+    Operation::constant(
         name,
         Literal::Blob {
             ty,
@@ -188,11 +175,11 @@ fn fp32_arithmetic_is_a_violation_but_boundary_casts_are_not() {
     let boundary = program(
         vec![("x", fp32.clone())],
         vec![
-            konst("dt", Literal::string("fp16")),
+            Operation::constant("dt", Literal::string("fp16")),
             op(Op::Cast, "h", &[("x", "x"), ("dtype", "dt")], h.clone()),
             weight("w", fp16(&[768, 768, 1, 1])),
             op(Op::Conv, "c", &[("x", "h"), ("weight", "w")], h),
-            konst("dt32", Literal::string("fp32")),
+            Operation::constant("dt32", Literal::string("fp32")),
             op(Op::Cast, "y", &[("x", "c"), ("dtype", "dt32")], fp32),
         ],
         &["y"],
@@ -308,7 +295,7 @@ fn disputed_ops_are_unknown_not_violations() {
 fn reduce_mean_is_unknown_on_m5_and_fine_elsewhere() {
     let p = clean_with(
         vec![
-            konst("ax", Literal::int32_tensor(&[3])),
+            Operation::constant("ax", Literal::int32_tensor(&[3])),
             op(
                 Op::ReduceMean,
                 "m",
@@ -407,9 +394,9 @@ fn reshape_beyond_rank_5_is_a_violation() {
         let back = fp16(&[1, 768, 1, 32]);
         clean_with(
             vec![
-                konst("s", Literal::int32_tensor(&dims)),
+                Operation::constant("s", Literal::int32_tensor(&dims)),
                 op(Op::Reshape, "r", &[("x", "x"), ("shape", "s")], fp16(shape)),
-                konst("b", Literal::int32_tensor(&[1, 768, 1, 32])),
+                Operation::constant("b", Literal::int32_tensor(&[1, 768, 1, 32])),
                 op(Op::Reshape, "back", &[("x", "r"), ("shape", "b")], back),
             ],
             "back",
@@ -437,7 +424,7 @@ fn rank_5_matmul_with_transpose_is_a_violation() {
         program(
             vec![("x", t.clone())],
             vec![
-                konst("t", Literal::bool(transpose)),
+                Operation::constant("t", Literal::bool(transpose)),
                 op(Op::Matmul, "y", &args, t),
             ],
             &["y"],
@@ -489,13 +476,16 @@ fn large_working_set_is_a_warning_not_a_violation() {
 /// on channels.
 fn sliced_concat(begins: &[i32]) -> Program {
     let mut ops = vec![
-        konst("sz", Literal::int32_tensor(&[1, 768, 1, 32])),
-        konst("ax", Literal::int32_tensor(&[1])),
+        Operation::constant("sz", Literal::int32_tensor(&[1, 768, 1, 32])),
+        Operation::constant("ax", Literal::int32_tensor(&[1])),
     ];
     let mut parts = Vec::new();
     for (i, &b) in begins.iter().enumerate() {
         let (bn, sn) = (format!("b{i}"), format!("s{i}"));
-        ops.push(konst(&bn, Literal::int32_tensor(&[0, 0, 0, b])));
+        ops.push(Operation::constant(
+            &bn,
+            Literal::int32_tensor(&[0, 0, 0, b]),
+        ));
         let args = [("x", "x"), ("begin", bn.as_str()), ("size", "sz")];
         ops.push(op(Op::SliceBySize, &sn, &args, fp16(&[1, 768, 1, 32])));
         parts.push(sn);
@@ -550,11 +540,11 @@ fn width_offset_is_where_a_slice_by_index_reads_from() {
     let by_index = |begin: i32, end: i32, stride: i32, end_mask: i32, width: usize| {
         clean_with(
             vec![
-                konst("b", Literal::int32_tensor(&[0, 0, 0, begin])),
-                konst("e", Literal::int32_tensor(&[0, 0, 0, end])),
-                konst("st", Literal::int32_tensor(&[1, 1, 1, stride])),
-                konst("bm", Literal::int32_tensor(&[1, 1, 1, 0])),
-                konst("em", Literal::int32_tensor(&[1, 1, 1, end_mask])),
+                Operation::constant("b", Literal::int32_tensor(&[0, 0, 0, begin])),
+                Operation::constant("e", Literal::int32_tensor(&[0, 0, 0, end])),
+                Operation::constant("st", Literal::int32_tensor(&[1, 1, 1, stride])),
+                Operation::constant("bm", Literal::int32_tensor(&[1, 1, 1, 0])),
+                Operation::constant("em", Literal::int32_tensor(&[1, 1, 1, end_mask])),
                 op(
                     Op::SliceByIndex,
                     "s",
@@ -592,7 +582,7 @@ fn long_reduce_sum_warns_about_precision() {
         let mut ops = Vec::new();
         let mut args = vec![("x", "x")];
         if let Some(axes) = axes {
-            ops.push(konst("ax", Literal::int32_tensor(axes)));
+            ops.push(Operation::constant("ax", Literal::int32_tensor(axes)));
             args.push(("axes", "ax"));
         }
         ops.push(op(Op::ReduceSum, "r", &args, fp16(out)));
@@ -666,7 +656,7 @@ fn dead_return_values_and_dead_ops_are_violations() {
         vec![
             op(Op::Relu, "r", &[("x", "x")], fp16(&[1, 768, 1, 32])),
             op(Op::Sigmoid, "s", &[("x", "r")], fp16(&[1, 768, 1, 32])),
-            konst("unused", Literal::int32(3)),
+            Operation::constant("unused", Literal::int32(3)),
         ],
         "x",
     );

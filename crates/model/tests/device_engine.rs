@@ -3,7 +3,7 @@
 //! and untied; finite differences through the engine's own loss; and the fp16 error printed.
 
 mod common;
-use common::rel_err;
+use common::{check_finite_differences, rel_err};
 
 use anetrain_data::Batch;
 use anetrain_device::{CpuDevice, Precision};
@@ -186,8 +186,6 @@ fn finite_differences_agree_with_the_engine_gradient() {
     let mut p = params(&c, 21);
     let batch = rows(&c, 1, 3);
     let mut dev = engine(&c, Precision::F32, &p);
-    let mut g = Params::zeros(&c);
-    dev.forward_backward(&p, &batch, 1.0, &mut g).unwrap();
     let names = [
         "model.embed_tokens.weight",
         "model.layers.0.self_attn.q_proj.weight",
@@ -196,31 +194,7 @@ fn finite_differences_agree_with_the_engine_gradient() {
         "model.layers.1.input_layernorm.weight",
         "model.norm.weight",
     ];
-    let h = 1e-2;
-    for name in names {
-        // The entry with the largest gradient, so the difference quotient is well above noise.
-        let grad = g.get(name).unwrap().data();
-        let (i, &analytic) = grad
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-            .unwrap();
-        let mut loss_at = |delta: f32| {
-            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
-            t.data_mut()[i] += delta;
-            dev.stage(&p).unwrap();
-            let l = dev.loss(&p, &batch).unwrap().loss as f64;
-            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
-            t.data_mut()[i] -= delta;
-            l
-        };
-        let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
-        let err = (numeric - analytic as f64).abs() / (analytic.abs() as f64);
-        assert!(
-            err < 3e-2,
-            "{name}[{i}]: finite difference {numeric} vs gradient {analytic}"
-        );
-    }
+    check_finite_differences(&mut dev, &c, &mut p, &batch, &names);
 }
 
 #[test]

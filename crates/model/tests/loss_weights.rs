@@ -5,7 +5,7 @@
 //! counted targets add up to the one batch holding them all.
 
 mod common;
-use common::rel_err;
+use common::{check_finite_differences, rel_err};
 
 use anetrain_data::Batch;
 use anetrain_device::{CpuDevice, Precision};
@@ -137,38 +137,13 @@ fn device_gradient_of_the_weighted_loss_matches_finite_differences() {
     let mut p = Params::init(&c, 21).unwrap();
     let batch = Batch::from_rows(&tokens(&c, 2, 3), Some(&random_mask(2, 5))).unwrap();
     let mut dev = engine(&c, &p);
-    let mut g = Params::zeros(&c);
-    dev.forward_backward(&p, &batch, 1.0, &mut g).unwrap();
     let names = [
         "model.embed_tokens.weight",
         "model.layers.0.self_attn.v_proj.weight",
         "model.layers.1.mlp.gate_proj.weight",
         "model.norm.weight",
     ];
-    let h = 1e-2;
-    for name in names {
-        let grad = g.get(name).unwrap().data();
-        let (i, &analytic) = grad
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-            .unwrap();
-        let mut loss_at = |delta: f32| {
-            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
-            t.data_mut()[i] += delta;
-            dev.stage(&p).unwrap();
-            let l = dev.loss(&p, &batch).unwrap().loss as f64;
-            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
-            t.data_mut()[i] -= delta;
-            l
-        };
-        let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
-        let err = (numeric - analytic as f64).abs() / (analytic.abs() as f64);
-        assert!(
-            err < 3e-2,
-            "{name}[{i}]: finite difference {numeric} vs gradient {analytic}"
-        );
-    }
+    check_finite_differences(&mut dev, &c, &mut p, &batch, &names);
 }
 
 #[test]

@@ -25,6 +25,18 @@ fn to_python<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bo
     py.import("json")?.call_method1("loads", (text,))
 }
 
+/// The keyword settings as the library reads them (a bad key or value is a ValueError).
+fn settings(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<RunSettings> {
+    let json = match options {
+        Some(options) => py
+            .import("json")?
+            .call_method1("dumps", (options,))?
+            .extract::<String>()?,
+        None => "{}".into(),
+    };
+    RunSettings::from_json(&json).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 impl Trainer {
     fn run(&self) -> PyResult<std::sync::MutexGuard<'_, Run>> {
         self.run
@@ -37,7 +49,9 @@ impl Trainer {
 impl Trainer {
     /// Starts a run of `model` (a `Model`, copied, or a path or preset name) on `data`
     /// (`synthetic[:TOKENS]`, a .bin shard or directory of shards, or a text file; default the
-    /// synthetic corpus). `out` is the default directory of `save()`. The keywords are the
+    /// synthetic corpus). `out` is the run directory: locked while the trainer lives, it gets
+    /// run.json, metrics.jsonl (every step) and the due checkpoints, and is the default
+    /// directory of `save()`. The keywords are the
     /// `anetrain train` settings: steps, batch, seq, accum, lr, warmup, optimizer,
     /// weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches, keep_last,
     /// max_skipped_steps, tokenizer, val_data, val_fraction, device; and for a LoRA run on the
@@ -63,24 +77,43 @@ impl Trainer {
                 BaseModel::Source(ModelSource::parse(&path.to_string_lossy()).map_err(to_py)?)
             }
         };
-        let json = match options {
-            Some(options) => py
-                .import("json")?
-                .call_method1("dumps", (options,))?
-                .extract::<String>()?,
-            None => "{}".into(),
-        };
-        let settings =
-            RunSettings::from_json(&json).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let plan = settings
+        let plan = settings(py, options)?
             .plan(base, data)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let run = py
-            .detach(|| Run::start(plan, &TextOptions::default()))
+            .detach(|| match &out {
+                Some(dir) => Run::start_in(dir, plan, &TextOptions::default()),
+                None => Run::start(plan, &TextOptions::default()),
+            })
             .map_err(to_py)?;
         Ok(Trainer {
             run: Mutex::new(run),
             out,
+        })
+    }
+
+    /// Continues the run in the run directory `dir` (saved by `save()`, the C trainer or
+    /// `anetrain train`) from its latest intact checkpoint, exactly as the uninterrupted run
+    /// would have gone on; `dir` becomes its `out`. `data` defaults to the run's own; of the
+    /// keywords only steps, save_every, eval_every, eval_batches, keep_last,
+    /// max_skipped_steps and device may differ from the run's.
+    #[staticmethod]
+    #[pyo3(signature = (dir, data=None, **options))]
+    fn resume(
+        py: Python<'_>,
+        dir: PathBuf,
+        data: Option<String>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Trainer> {
+        let plan = settings(py, options)?
+            .resume_plan(&dir, data)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let run = py
+            .detach(|| Run::resume(plan, &TextOptions::default()))
+            .map_err(to_py)?;
+        Ok(Trainer {
+            run: Mutex::new(run),
+            out: Some(dir),
         })
     }
 

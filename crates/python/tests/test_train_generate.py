@@ -2,6 +2,7 @@
 reload, generate (whole and streamed) against the reference model's logits and the CLI binary,
 export to Hugging Face and back, and Ctrl-C during a long train."""
 
+import json
 import os
 import signal
 import subprocess
@@ -167,3 +168,68 @@ def test_bad_settings_and_requests_raise_with_the_message(model, tmp_path):
         model.generate("Once", temperature=-1)
     with pytest.raises(anetrain.AnetrainError, match="prompt token 100000"):
         model.generate([100000], device="cpu")
+
+
+RESUME_OPTIONS = dict(steps=6, batch=2, seq=16, lr=3e-3, warmup=2, seed=5, device="cpu", eval_every=0)
+
+
+def test_a_resumed_run_goes_on_with_the_uninterrupted_runs_losses(tmp_path):
+    whole = [m["loss"] for m in anetrain.Trainer("tiny", data=DATA, **RESUME_OPTIONS).train(6)]
+    run = tmp_path / "run"
+    first = anetrain.Trainer("tiny", data=DATA, out=run, **RESUME_OPTIONS)
+    first.train(3)
+    first.save()
+    with pytest.raises(anetrain.AnetrainError, match="in use by another trainer"):
+        anetrain.Trainer.resume(run)
+    del first  # frees the run directory
+    with pytest.raises(ValueError, match="stpes"):
+        anetrain.Trainer.resume(run, stpes=3)
+    with pytest.raises(anetrain.AnetrainError, match="--seed is 6 but the checkpoint used 5"):
+        anetrain.Trainer.resume(run, seed=6)
+    resumed = anetrain.Trainer.resume(run)
+    assert resumed.current_step == 3
+    rest = resumed.train(10)
+    assert [m["step"] for m in rest] == [4, 5, 6]
+    assert [m["loss"] for m in rest] == whole[3:]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_python_run_directory_is_what_anetrain_train_writes_and_plot_reads(tmp_path):
+    binary = anetrain_binary()
+    if not binary.exists():
+        pytest.skip(f"{binary} is absent: build it with `cargo build -p anetrain` or set ANETRAIN_BIN")
+    py_run = tmp_path / "py-run"
+    trainer = anetrain.Trainer("tiny", data=DATA, out=py_run, **RESUME_OPTIONS)
+    taken = trainer.train(6)
+    del trainer
+    cli_run = tmp_path / "cli-run"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in RESUME_OPTIONS.items()]
+    subprocess.run(
+        [binary, "train", "--out", cli_run, "--data", DATA, "--sample-tokens", "0", *flags],
+        capture_output=True, text=True, check=True,
+    )
+    py_lines = [json.loads(line) for line in (py_run / "metrics.jsonl").read_text().splitlines()]
+    cli_lines = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in py_lines] == [m["step"] for m in taken] == [1, 2, 3, 4, 5, 6]
+    assert [set(m) for m in py_lines] == [set(m) for m in cli_lines]
+    # Same settings, same device, same seed: the same losses, whichever front end trained.
+    assert [m["loss"] for m in py_lines] == [m["loss"] for m in cli_lines]
+    py_json = json.loads((py_run / "run.json").read_text())
+    cli_json = json.loads((cli_run / "run.json").read_text())
+    assert set(py_json) == set(cli_json)
+    assert py_json["options"] == cli_json["options"]
+    assert (py_run / "ckpt-00000006" / "meta.json").is_file()
+    picture = tmp_path / "runs.svg"
+    plotted = subprocess.run(
+        [binary, "plot", py_run, cli_run, "--out", picture, "--metric", "lr"],
+        capture_output=True, text=True,
+    )
+    assert plotted.returncode == 0, plotted.stderr
+    svg = picture.read_text()
+    assert "py-run" in svg and "cli-run" in svg
+
+
+def test_resuming_refuses_lora_settings_by_name(tmp_path):
+    with pytest.raises(anetrain.AnetrainError, match="drop the LoRA settings"):
+        anetrain.Trainer.resume(tmp_path, lora_rank=4)

@@ -64,8 +64,8 @@ static size_t make_blob(uint8_t *blob, const float *w, size_t n) {
 
 static void check_outputs(anetrain_kernel *k, const float *w, const float *x, const float *bias) {
     float out[COUT * S], h[COUT * S];
-    OK(anetrain_kernel_read_output_f32(k, "out", out, COUT * S));
-    OK(anetrain_kernel_read_output_f32(k, "h", h, COUT * S));
+    OK(anetrain_kernel_read_output(k, "out", ANETRAIN_DTYPE_FP32, out, COUT * S));
+    OK(anetrain_kernel_read_output(k, "h", ANETRAIN_DTYPE_FP32, h, COUT * S));
     double worst = 0;
     for (int o = 0; o < COUT; o++) {
         for (int s = 0; s < S; s++) {
@@ -115,20 +115,20 @@ int main(int argc, char **argv) {
     OK(anetrain_kernel_output_info(k, 1, &info));
     EXPECT(strcmp(info.name, "h") == 0 && info.len == COUT * S);
 
-    OK(anetrain_kernel_write_input_f32(k, "x", x, CIN * S));
-    OK(anetrain_kernel_write_input_f32(k, "bias", bias, COUT * S));
+    OK(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_FP32, x, CIN * S));
+    OK(anetrain_kernel_write_input(k, "bias", ANETRAIN_DTYPE_FP32, bias, COUT * S));
     OK(anetrain_kernel_run(k));
     check_outputs(k, w, x, bias);
 
     /* fp16 in and out: the inputs are exact in fp16, so the outputs round like the reference. */
     uint16_t xh[CIN * S], outh[COUT * S];
     for (int i = 0; i < CIN * S; i++) xh[i] = half_bits(x[i]);
-    OK(anetrain_kernel_write_input_f16(k, "x", xh, CIN * S));
+    OK(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_FP16, xh, CIN * S));
     OK(anetrain_kernel_run(k));
     check_outputs(k, w, x, bias);
-    OK(anetrain_kernel_read_output_f16(k, "out", outh, COUT * S));
+    OK(anetrain_kernel_read_output(k, "out", ANETRAIN_DTYPE_FP16, outh, COUT * S));
     float out[COUT * S];
-    OK(anetrain_kernel_read_output_f32(k, "out", out, COUT * S));
+    OK(anetrain_kernel_read_output(k, "out", ANETRAIN_DTYPE_FP32, out, COUT * S));
     for (int i = 0; i < COUT * S; i++) EXPECT(fabsf(half_value(outh[i]) - out[i]) <= fabsf(out[i]) / 1024.0f + 1e-7f);
     anetrain_kernel_free(k);
 
@@ -142,8 +142,8 @@ int main(int argc, char **argv) {
     EXPECT(fwrite(blob, 1, blob_len, f) == blob_len);
     fclose(f);
     OK(anetrain_kernel_compile(dev, MIL, argv[1], &k));
-    OK(anetrain_kernel_write_input_f32(k, "x", x, CIN * S));
-    OK(anetrain_kernel_write_input_f32(k, "bias", bias, COUT * S));
+    OK(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_FP32, x, CIN * S));
+    OK(anetrain_kernel_write_input(k, "bias", ANETRAIN_DTYPE_FP32, bias, COUT * S));
     OK(anetrain_kernel_run(k));
     check_outputs(k, w, x, bias);
 
@@ -153,12 +153,14 @@ int main(int argc, char **argv) {
     EXPECT(bad == NULL);
     FAILS(anetrain_kernel_compile(dev, MIL, "/nonexistent/anetrain", &bad), ANETRAIN_ERR_IO, "cannot be read");
     FAILS(anetrain_kernel_compile(dev, MIL, NULL, &bad), ANETRAIN_ERR_MIL, "@model_path/weights/w.bin");
-    FAILS(anetrain_kernel_write_input_f32(k, "x", x, CIN * S - 1), ANETRAIN_ERR_SIZE, "pass exactly 32 values");
-    FAILS(anetrain_kernel_read_output_f32(k, "out", out, 3), ANETRAIN_ERR_SIZE, "48 elements");
-    FAILS(anetrain_kernel_write_input_f32(k, "y", x, CIN * S), ANETRAIN_ERR_NOT_FOUND, "no input named `y`");
-    FAILS(anetrain_kernel_read_output_f32(k, "sg", out, COUT * S), ANETRAIN_ERR_NOT_FOUND, "no output named `sg`");
+    FAILS(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_FP32, x, CIN * S - 1), ANETRAIN_ERR_SIZE, "pass exactly 32 values");
+    FAILS(anetrain_kernel_read_output(k, "out", ANETRAIN_DTYPE_FP32, out, 3), ANETRAIN_ERR_SIZE, "48 elements");
+    FAILS(anetrain_kernel_write_input(k, "y", ANETRAIN_DTYPE_FP32, x, CIN * S), ANETRAIN_ERR_NOT_FOUND, "no input named `y`");
+    FAILS(anetrain_kernel_read_output(k, "sg", ANETRAIN_DTYPE_FP32, out, COUT * S), ANETRAIN_ERR_NOT_FOUND, "no output named `sg`");
     FAILS(anetrain_kernel_output_info(k, 2, &info), ANETRAIN_ERR_NOT_FOUND, "out of range");
-    FAILS(anetrain_kernel_write_input_f32(k, "x", NULL, CIN * S), ANETRAIN_ERR_INVALID_ARGUMENT, "`data` is NULL");
+    FAILS(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_FP32, NULL, CIN * S), ANETRAIN_ERR_INVALID_ARGUMENT, "`data` is NULL");
+    FAILS(anetrain_kernel_write_input(k, "x", ANETRAIN_DTYPE_OTHER, x, CIN * S), ANETRAIN_ERR_INVALID_ARGUMENT, "pass ANETRAIN_DTYPE_FP32");
+    FAILS(anetrain_kernel_read_output(k, "out", 42, out, COUT * S), ANETRAIN_ERR_INVALID_ARGUMENT, "buffer dtype 42");
     FAILS(anetrain_kernel_run(NULL), ANETRAIN_ERR_INVALID_ARGUMENT, "`k` is NULL");
     FAILS(anetrain_device_open("gpu", &dev), ANETRAIN_ERR_INVALID_ARGUMENT, "choose one of auto, cpu, cpu-f16, ane, reference");
     OK(anetrain_kernel_run(k));

@@ -7,22 +7,14 @@ use super::plot::refresh_run_plot;
 use super::restart::{exec_restart, restart_command};
 use crate::interrupt::{Signals, Stop};
 use crate::sample::stream_generation;
-use anetrain_data::{TextOptions, Tokenizer, TokenizerSource, TrainData, DEFAULT_VAL_FRACTION};
+use anetrain_data::{TextOptions, TokenizerSource};
 use anetrain_device::ane::budget::CompileBudget;
-use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::Engine;
 use anetrain_model::generate::{Generator, SamplingOptions};
 use anetrain_model::lora::LoraRequest;
-use anetrain_model::params::Params;
-use anetrain_model::source::{check_tokenizer_fits, ModelSource};
-use anetrain_model::train::checkpoint::{
-    check_run_dir, latest_checkpoint, load_latest_intact, set_aside,
-};
+use anetrain_model::source::ModelSource;
 use anetrain_model::train::metrics::METRICS_FILE;
-use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    BaseModel, DataProvenance, MetricsLog, OptionChanges, Run, RunLock, RunPlan, StepMetrics,
-    TrainOptions, Trainer,
+    BaseModel, DataProvenance, OptionChanges, ResumePlan, Run, RunPlan, StepMetrics, TrainOptions,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -184,43 +176,35 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     // Flags first: a refused run must not touch --out.
     let sample = sample_options(&args)?;
-    tokenizer_flag(&args)?;
-    check_run_dir(&args.out)?;
-    let lock = RunLock::acquire(&args.out)?;
-    if let Some(pid) = lock.took_over_from() {
-        println!(
-            "note: {} was locked by process {pid}, which is no longer running; taking over",
-            args.out.display()
-        );
-    }
-    let mut session = if args.resume {
-        resume_session(&args)?
+    let tokenizer = args
+        .tokenizer
+        .as_deref()
+        .map(TokenizerSource::parse)
+        .transpose()?;
+    // The library locks --out before it loads anything, and keeps it locked while `run` lives.
+    let mut run = if args.resume {
+        resume_run(&args, tokenizer)?
     } else {
-        new_session(&args)?
+        new_run(&args, tokenizer)?
     };
+    for note in &run.notes {
+        println!("{note}");
+    }
     if let Ok(signals) = &signals {
         signals.arm();
     }
-    let stopped = train_loop(&args, &mut session, signals.as_ref().ok())?;
+    let stopped = train_loop(&args, &mut run, signals.as_ref().ok())?;
     refresh_run_plot(&args.out);
     if let Some(stop) = stopped {
         return Ok(stop.exit_code());
     }
     if args.sample_tokens > 0 {
         // The run succeeded and its checkpoint is saved; a failed sample must not undo that.
-        if let Err(e) = print_sample(&args, &session, sample) {
+        if let Err(e) = print_sample(&args, &run, sample) {
             println!("sample skipped: {e:#}");
         }
     }
-    drop(lock);
     Ok(ExitCode::SUCCESS)
-}
-
-/// A trainer with what the loop needs around it.
-struct Session {
-    trainer: Trainer,
-    tokenizer: Option<Box<dyn Tokenizer>>,
-    log: MetricsLog,
 }
 
 /// The final sample's settings, checked before training starts.
@@ -235,32 +219,12 @@ fn sample_options(args: &TrainArgs) -> Result<SamplingOptions> {
     Ok(options)
 }
 
-/// The tokenizer flag, parsed.
-fn tokenizer_flag(args: &TrainArgs) -> Result<Option<TokenizerSource>> {
-    Ok(args
-        .tokenizer
-        .as_deref()
-        .map(TokenizerSource::parse)
-        .transpose()?)
-}
-
-fn new_session(args: &TrainArgs) -> Result<Session> {
-    if let Some(dir) = latest_checkpoint(&args.out)? {
-        bail!(
-            "{} already holds a run (latest checkpoint {}); pass --resume to continue it, or choose another --out",
-            args.out.display(),
-            dir.display()
-        );
-    }
-    let options = options_from_flags(args, quick_start_options())?;
+fn new_run(args: &TrainArgs, tokenizer: Option<TokenizerSource>) -> Result<Run> {
     let data = DataProvenance {
-        data: Some(args.data.clone().unwrap_or_else(|| "synthetic".into())),
+        data: args.data.clone(),
         tokenizer: None,
         val_data: args.val_data.clone(),
-        val_fraction: args
-            .val_data
-            .is_none()
-            .then(|| args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION)),
+        val_fraction: args.val_fraction,
         mask_prompt: args.mask_prompt,
     };
     let model = match &args.init_from {
@@ -273,109 +237,34 @@ fn new_session(args: &TrainArgs) -> Result<Session> {
     let plan = RunPlan {
         model: BaseModel::Source(model),
         data,
-        tokenizer: tokenizer_flag(args)?,
-        options,
+        tokenizer,
+        options: option_changes(args).apply(quick_start_options())?,
         device: args.device.device,
         capabilities: args.capabilities.path().map(Path::to_path_buf),
         lora: lora_request(args),
     };
-    let mut run = with_text_progress(&args.out, |text| Ok(Run::start(plan, text)?))?;
-    for note in &run.notes {
-        println!("{note}");
-    }
     // The run carries its own tokenizer, so eval, generate, export and --resume find it.
-    run.adopt_dir(&args.out)
-        .with_context(|| format!("cannot use the run directory {}", args.out.display()))?;
-    write_run_json(&args.out, &run.trainer, run.provenance())?;
-    let log = MetricsLog::create(&args.out)?;
-    Ok(Session {
-        trainer: run.trainer,
-        tokenizer: run.tokenizer.map(|t| t.tokenizer),
-        log,
-    })
+    with_text_progress(&args.out, |text| Ok(Run::start_in(&args.out, plan, text)?))
 }
 
-fn resume_session(args: &TrainArgs) -> Result<Session> {
+fn resume_run(args: &TrainArgs, tokenizer: Option<TokenizerSource>) -> Result<Run> {
     if args.init_from.is_some() {
         bail!("--resume continues the run in --out; drop --init-from (or start a new run with it)");
     }
-    if lora_request(args).is_requested() {
-        bail!("--resume continues the run's own adapter; drop --lora-* and --adapter");
-    }
-    let (ckpt, unusable) = load_latest_intact(&args.out)?;
-    for bad in &unusable {
-        let aside = set_aside(&bad.dir)?;
-        println!(
-            "skipping checkpoint {} ({}); moved it to {}",
-            bad.dir.display(),
-            bad.reason,
-            aside.display()
-        );
-    }
-    let dir = ckpt.dir.clone();
-    let Some(state) = &ckpt.meta.train else {
-        bail!(
-            "{} holds imported weights without training state; start a new run with --init-from {}",
-            dir.display(),
-            args.out.display()
-        );
-    };
-    if let Some(name) = &args.model {
-        let mut expected = ModelConfig::preset(name)?;
-        expected.vocab_size = ckpt.config.vocab_size;
-        ckpt.check_config(&expected)?;
-    }
-    let options = options_from_flags(args, state.options.clone())?;
-    // The saved data flags, each replaced by the flag given now, if any.
-    let saved = &ckpt.meta.provenance;
-    let mut provenance = DataProvenance {
-        data: args.data.clone().or(saved.data.clone()),
-        tokenizer: None,
-        val_data: args.val_data.clone().or(saved.val_data.clone()),
-        val_fraction: args.val_fraction.or(saved.val_fraction),
-        mask_prompt: args.mask_prompt || saved.mask_prompt,
-    };
-    let carried = ModelSource::Checkpoint(dir.clone()).tokenizer()?;
-    let chosen = match (tokenizer_flag(args)?, carried) {
-        (Some(flag), Some(own)) if !flag.same_as(&own) => bail!(
-            "the run in {} was trained with the tokenizer {}; a resumed run keeps it, so drop --tokenizer (or start a new run with --init-from {})",
-            args.out.display(),
-            own.spec(),
-            args.out.display()
-        ),
-        (flag, own) => flag.or(own),
-    };
-    let chosen = chosen.or(provenance
-        .byte_tokenizer_by_default()?
-        .then_some(TokenizerSource::Byte));
-    let tokenizer = chosen.as_ref().map(TokenizerSource::open).transpose()?;
-    if let (Some(t), Some(spec)) = (&tokenizer, &chosen) {
-        check_tokenizer_fits(t.as_ref(), spec, &ckpt.config)?;
-        provenance.tokenizer = Some(spec.copy_into(&args.out)?.spec());
-    }
-    let split = open_split(
-        &args.out,
-        &provenance,
-        tokenizer.as_deref(),
-        chosen.as_ref(),
-        &options,
-    )?;
-    let engine = engine_for(&ckpt.config, args, options.seq, &ckpt.params)?;
-    let trainer = Trainer::resume(&ckpt, options, split, engine)?;
-    // The totals may have changed (a larger --steps): run.json describes the run as it goes on.
-    write_run_json(&args.out, &trainer, &provenance)?;
-    println!(
-        "resuming {} at step {} of {}",
-        dir.display(),
-        trainer.current_step(),
-        trainer.options().steps
-    );
-    let log = MetricsLog::resume(&args.out, trainer.current_step())?;
-    Ok(Session {
-        trainer,
+    let plan = ResumePlan {
+        changes: option_changes(args),
+        data: args.data.clone(),
+        val_data: args.val_data.clone(),
+        val_fraction: args.val_fraction,
+        mask_prompt: args.mask_prompt,
         tokenizer,
-        log,
-    })
+        device: args.device.device,
+        capabilities: args.capabilities.path().map(Path::to_path_buf),
+        preset: args.model.clone(),
+        lora: lora_request(args),
+        ..ResumePlan::new(&args.out)
+    };
+    with_text_progress(&args.out, |text| Ok(Run::resume(plan, text)?))
 }
 
 /// The LoRA flags as the library takes them.
@@ -389,9 +278,9 @@ fn lora_request(args: &TrainArgs) -> LoraRequest {
     }
 }
 
-/// `base` with every flag the user gave applied on top.
-fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptions> {
-    let changes = OptionChanges {
+/// The settings flags the user gave, as changes to a new run's defaults or a resumed run's.
+fn option_changes(args: &TrainArgs) -> OptionChanges {
+    OptionChanges {
         steps: args.steps,
         batch: args.batch,
         seq: args.seq,
@@ -408,26 +297,7 @@ fn options_from_flags(args: &TrainArgs, base: TrainOptions) -> Result<TrainOptio
         eval_batches: args.eval_batches,
         keep_last: args.keep_last,
         max_skipped_steps: args.max_skipped_steps,
-    };
-    Ok(changes.apply(base)?)
-}
-
-/// The training and validation data the provenance describes (synthetic when unset).
-fn open_split(
-    run_dir: &Path,
-    provenance: &DataProvenance,
-    tokenizer: Option<&dyn Tokenizer>,
-    tokenizer_source: Option<&TokenizerSource>,
-    options: &TrainOptions,
-) -> Result<TrainData> {
-    let tokenizer = tokenizer.zip(tokenizer_source);
-    let opened = with_text_progress(run_dir, |text| {
-        Ok(provenance.open(tokenizer, options, text)?)
-    })?;
-    if let Some(line) = opened.truncation {
-        println!("{line}");
     }
-    Ok(opened.data)
 }
 
 /// Runs `open` with text options that cache tokenized text in `run_dir` when its own
@@ -463,51 +333,19 @@ fn with_text_progress<T>(
     opened
 }
 
-fn engine_for(
-    config: &ModelConfig,
-    args: &TrainArgs,
-    seq: usize,
-    params: &Params,
-) -> Result<Box<dyn Engine>> {
-    let (engine, why) =
-        args.device
-            .device
-            .engine_with(config, seq, params, args.capabilities.path())?;
-    println!("device: {why}");
-    Ok(engine)
-}
-
-/// `RUN_DIR/run.json`: the model config and settings of the run, for people and scripts.
-fn write_run_json(dir: &Path, trainer: &Trainer, provenance: &DataProvenance) -> Result<()> {
-    let run = serde_json::json!({
-        "config": config_value(trainer.config())?,
-        "options": trainer.options(),
-        "data": provenance,
-        "engine": trainer.engine_description(),
-    });
-    let path = dir.join("run.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&run)?)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Trains to the total step count, saving when due; returns the signal that ended it early, if
 /// one did (after saving a checkpoint of the last completed step).
-fn train_loop(
-    args: &TrainArgs,
-    session: &mut Session,
-    signals: Option<&Signals>,
-) -> Result<Option<Stop>> {
-    let trainer = &mut session.trainer;
-    let total = trainer.options().steps;
-    if trainer.is_done() {
-        println!("the run is already at step {} of {total}; nothing to do (raise --steps to train further)", trainer.current_step());
+fn train_loop(args: &TrainArgs, run: &mut Run, signals: Option<&Signals>) -> Result<Option<Stop>> {
+    let total = run.trainer.options().steps;
+    if run.trainer.is_done() {
+        println!("the run is already at step {} of {total}; nothing to do (raise --steps to train further)", run.trainer.current_step());
         return Ok(None);
     }
     println!(
         "training {} parameters for {} steps of {} tokens; metrics in {}",
-        trainer.trainable_params(),
-        total - trainer.current_step(),
-        trainer.options().tokens_per_step(),
+        run.trainer.trainable_params(),
+        total - run.trainer.current_step(),
+        run.trainer.options().tokens_per_step(),
         args.out.join(METRICS_FILE).display()
     );
     let dashboard = args
@@ -519,7 +357,7 @@ fn train_loop(
                 .ok()
         });
     let bar = (dashboard.is_none() && std::io::stdout().is_terminal()).then(|| {
-        let bar = ProgressBar::new(total).with_position(trainer.current_step());
+        let bar = ProgressBar::new(total).with_position(run.trainer.current_step());
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -536,32 +374,25 @@ fn train_loop(
             budget.limit()
         );
     }
-    let mut saved_at = None;
-    while !trainer.is_done() {
-        let m = trainer.step().with_context(|| {
+    while !run.trainer.is_done() {
+        // The library logs the step in metrics.jsonl and saves a checkpoint when one is due.
+        let m = run.step().with_context(|| {
             format!(
                 "stopped in {}; it can continue from its last checkpoint with --resume",
                 args.out.display()
             )
         })?;
-        session.log.append(&m)?;
         if dashboard.is_none() {
             report(&bar, &m, args.log_every);
         }
-        if trainer.save_due() {
-            trainer.save(&args.out)?;
-            saved_at = Some(m.step);
+        if run.saved_at() == Some(m.step) {
             refresh_run_plot(&args.out);
         }
         // A finished run has nothing left to compile for, so it never restarts.
-        if !trainer.is_done() && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart {
-            if saved_at != Some(m.step) {
-                trainer.save(&args.out)?;
-            }
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            drop(dashboard);
+        if !run.trainer.is_done()
+            && budget_check(budget, 0, engine_compiles) == BudgetCheck::Restart
+        {
+            stop_early(run, &bar, dashboard)?;
             println!(
                 "compile budget nearly spent ({} of {}): saved step {}, restarting with --resume",
                 budget.used(),
@@ -577,13 +408,7 @@ fn train_loop(
             asked.then_some(Stop::Interrupt)
         };
         if let Some(stop) = signals.and_then(Signals::stop).or_else(quit) {
-            if saved_at != Some(m.step) {
-                trainer.save(&args.out)?;
-            }
-            if let Some(bar) = &bar {
-                bar.abandon();
-            }
-            drop(dashboard);
+            stop_early(run, &bar, dashboard)?;
             println!(
                 "{}: saved step {} in {}; continue with --resume --out {}",
                 stop.describe(),
@@ -600,6 +425,21 @@ fn train_loop(
     drop(dashboard);
     println!("done: step {total}, checkpoint in {}", args.out.display());
     Ok(None)
+}
+
+/// Saves the current step (unless saved already) and closes the progress display, before the
+/// loop ends ahead of the run's total.
+fn stop_early(
+    run: &mut Run,
+    bar: &Option<ProgressBar>,
+    dashboard: Option<LiveDashboard>,
+) -> Result<()> {
+    run.checkpoint()?;
+    if let Some(bar) = bar {
+        bar.abandon();
+    }
+    drop(dashboard);
+    Ok(())
 }
 
 /// What the per-process ANE compile budget (ane-reference §1.10) asks of the training loop.
@@ -692,14 +532,14 @@ fn report(bar: &Option<ProgressBar>, m: &StepMetrics, log_every: u64) {
 }
 
 /// Samples from the trained model, starting at BOS (or the tokenizer's encoding of "Once").
-fn print_sample(args: &TrainArgs, session: &Session, options: SamplingOptions) -> Result<()> {
-    let Some(tok) = session.tokenizer.as_deref() else {
+fn print_sample(args: &TrainArgs, run: &Run, options: SamplingOptions) -> Result<()> {
+    let Some(tok) = run.tokenizer.as_ref().map(|t| t.tokenizer.as_ref()) else {
         println!(
             "sample skipped: the run has no tokenizer to show text with (pass --tokenizer to train, or generate with --prompt-ids)"
         );
         return Ok(());
     };
-    let trainer = &session.trainer;
+    let trainer = &run.trainer;
     let start = tok
         .bos()
         .or_else(|| tok.encode("Once").ok().and_then(|ids| ids.first().copied()))

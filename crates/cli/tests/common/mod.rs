@@ -167,3 +167,21 @@ pub fn fused_by_hand(
     }
     fused
 }
+
+/// A fresh adapter of `lora` on `config` whose `B` matrices are seeded noise in
+/// `[-spread/2, spread/2)`, so the adapter changes what the base computes.
+pub fn adapter_with_noisy_b(
+    lora: anetrain_model::lora::LoraConfig,
+    config: &anetrain_model::config::ModelConfig,
+    spread: f32,
+) -> anetrain_model::lora::Adapter {
+    let mut adapter = anetrain_model::lora::Adapter::init(lora, config, 4).unwrap();
+    let keys: Vec<_> = adapter.modules().map(|(k, _)| k).collect();
+    let mut rng = anetrain_data::rng::SplitMix64::new(8);
+    for (layer, target) in keys {
+        for v in adapter.get_mut(layer, target).unwrap().b.data_mut() {
+            *v = (rng.unit() as f32 - 0.5) * spread;
+        }
+    }
+    adapter
+}

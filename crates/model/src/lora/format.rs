@@ -6,8 +6,10 @@ use std::fs::File;
 use std::path::Path;
 use std::str::FromStr;
 
+use serde_json::Value;
+
 use super::adapter::Adapter;
-use super::config::Target;
+use super::config::{LoraConfig, Target};
 use super::linear::LoraLinear;
 use super::{mlx, peft};
 use crate::config::ModelConfig;
@@ -27,13 +29,32 @@ pub enum AdapterFormat {
     Mlx,
 }
 
+/// What sets one on-disk format apart, as data: its weights file, its tensor names and
+/// layout, and how its config fields map to a [`LoraConfig`] and back.
+pub(crate) struct FormatSpec {
+    /// The safetensors file beside `adapter_config.json`.
+    pub weights_file: &'static str,
+    /// The tensor names and whether they are stored transposed.
+    pub naming: Naming,
+    /// The [`LoraConfig`] of a config file for the base `model`; fields anetrain cannot apply
+    /// faithfully are errors naming them.
+    pub read_config: fn(dir: &Path, config: &Value, model: &ModelConfig) -> Result<LoraConfig>,
+    /// The config file of `adapter`, recording `base_model` as its base.
+    pub write_config: fn(adapter: &Adapter, base_model: &str) -> Value,
+}
+
 impl AdapterFormat {
+    /// What sets this format apart.
+    fn spec(self) -> &'static FormatSpec {
+        match self {
+            AdapterFormat::Peft => &peft::FORMAT,
+            AdapterFormat::Mlx => &mlx::FORMAT,
+        }
+    }
+
     /// The weights file of this format.
     pub fn weights_file(self) -> &'static str {
-        match self {
-            AdapterFormat::Peft => peft::WEIGHTS_FILE,
-            AdapterFormat::Mlx => mlx::WEIGHTS_FILE,
-        }
+        self.spec().weights_file
     }
 
     /// How users name the format, e.g. `PEFT`.
@@ -52,8 +73,8 @@ impl AdapterFormat {
                 format!(
                     "no {CONFIG_FILE} here; pass a PEFT or mlx-lm adapter directory \
                      ({CONFIG_FILE} plus {} or {})",
-                    peft::WEIGHTS_FILE,
-                    mlx::WEIGHTS_FILE
+                    AdapterFormat::Peft.weights_file(),
+                    AdapterFormat::Mlx.weights_file()
                 ),
             ));
         }
@@ -67,8 +88,8 @@ impl AdapterFormat {
             format!(
                 "{CONFIG_FILE} but neither {} (PEFT) nor {} (mlx-lm) is here; copy the adapter's \
                  weights file next to its config",
-                peft::WEIGHTS_FILE,
-                mlx::WEIGHTS_FILE
+                AdapterFormat::Peft.weights_file(),
+                AdapterFormat::Mlx.weights_file()
             ),
         ))
     }
@@ -91,10 +112,12 @@ impl FromStr for AdapterFormat {
 /// Reads the adapter in `dir` (either format) for the base `model`, with the format found.
 pub fn load_adapter(dir: &Path, model: &ModelConfig) -> Result<(Adapter, AdapterFormat)> {
     let format = AdapterFormat::detect(dir)?;
-    let adapter = match format {
-        AdapterFormat::Peft => peft::load(dir, model)?,
-        AdapterFormat::Mlx => mlx::load(dir, model)?,
-    };
+    let spec = format.spec();
+    let config = (spec.read_config)(dir, &read_config(dir)?, model)?;
+    let pairs = read_pairs(dir, spec.weights_file, &spec.naming, config.scale())?;
+    let adapter = Adapter::from_modules(config, model, pairs, &|l, t| {
+        spec.naming.name(l, t, Half::A)
+    })?;
     Ok((adapter, format))
 }
 
@@ -107,10 +130,9 @@ pub fn save_adapter(
     base_model: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let (config, tensors) = match format {
-        AdapterFormat::Peft => peft::to_files(adapter, base_model),
-        AdapterFormat::Mlx => mlx::to_files(adapter, base_model),
-    };
+    let spec = format.spec();
+    let config = (spec.write_config)(adapter, base_model);
+    let tensors = write_pairs(adapter, &spec.naming);
     let weights = dir.join(format.weights_file());
     let tmp = dir.join(format!("{}.tmp", format.weights_file()));
     write_safetensors(
@@ -175,7 +197,7 @@ impl Naming {
 }
 
 /// Reads the adapter's `config.json` as JSON.
-pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
+fn read_config(dir: &Path) -> Result<serde_json::Value> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -188,7 +210,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<serde_json::Value> {
 
 /// Every pair in the weights file of `dir`, keyed by (layer, target); any tensor the format does
 /// not name, and any pair missing a half, is an error naming the tensor.
-pub(crate) fn read_pairs(
+fn read_pairs(
     dir: &Path,
     weights_file: &str,
     naming: &Naming,
@@ -252,7 +274,7 @@ pub(crate) fn read_pairs(
 }
 
 /// The tensors of `adapter` named and laid out by `naming`.
-pub(crate) fn write_pairs(adapter: &Adapter, naming: &Naming) -> Vec<(String, Tensor)> {
+fn write_pairs(adapter: &Adapter, naming: &Naming) -> Vec<(String, Tensor)> {
     let mut out = Vec::new();
     for ((layer, target), pair) in adapter.modules() {
         for (half, t) in [(Half::A, &pair.a), (Half::B, &pair.b)] {
@@ -289,6 +311,25 @@ fn transposed(t: &Tensor) -> Tensor {
         }
     }
     out
+}
+
+/// The projections a config `field` lists (short names, module paths, or full module names
+/// whose last part is the projection), sorted and without repeats.
+pub(crate) fn target_list(dir: &Path, field: &str, items: &[Value]) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for item in items {
+        let name = item
+            .as_str()
+            .ok_or_else(|| field_error(dir, field, "must list module names as strings"))?;
+        let short = name.rsplit('.').next().unwrap_or(name);
+        let target = short
+            .parse::<Target>()
+            .map_err(|e| field_error(dir, field, &format!("lists `{name}`: {e}")))?;
+        targets.push(target);
+    }
+    targets.sort();
+    targets.dedup();
+    Ok(targets)
 }
 
 /// A config field as a JSON value of the expected kind, or an error naming field and file.

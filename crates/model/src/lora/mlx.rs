@@ -8,27 +8,29 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::adapter::Adapter;
-use super::config::{Layers, LoraConfig, Target, DEFAULT_TARGETS};
-use super::format::{field_error, read_config, read_pairs, write_pairs, Half, Naming};
+use super::config::{Layers, LoraConfig, DEFAULT_TARGETS};
+use super::format::{field_error, target_list, FormatSpec, Naming};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::params::Tensor;
 
-/// mlx-lm's weights file.
-pub const WEIGHTS_FILE: &str = "adapters.safetensors";
-
-const NAMING: Naming = Naming {
-    prefix: "model.layers.",
-    suffixes: ["lora_a", "lora_b"],
-    transposed: true,
+/// mlx-lm's files, names and config fields.
+pub(crate) const FORMAT: FormatSpec = FormatSpec {
+    weights_file: "adapters.safetensors",
+    naming: Naming {
+        prefix: "model.layers.",
+        suffixes: ["lora_a", "lora_b"],
+        transposed: true,
+    },
+    read_config: parse_config,
+    write_config: to_config,
 };
 
-/// The config JSON and tensors of `adapter` in mlx-lm's layout. `keys` is always written, since
-/// mlx-lm's default set depends on the model type.
-pub(crate) fn to_files(adapter: &Adapter, base_model: &str) -> (Value, Vec<(String, Tensor)>) {
+/// The config JSON of `adapter` in mlx-lm's layout. `keys` is always written, since mlx-lm's
+/// default set depends on the model type.
+fn to_config(adapter: &Adapter, base_model: &str) -> Value {
     let c = adapter.config();
     let num_layers = c.layer_range(adapter.n_layers()).len();
-    let config = json!({
+    json!({
         "model": base_model,
         "fine_tune_type": "lora",
         "num_layers": num_layers,
@@ -38,16 +40,7 @@ pub(crate) fn to_files(adapter: &Adapter, base_model: &str) -> (Value, Vec<(Stri
             "dropout": 0.0,
             "keys": c.targets.iter().map(|t| t.module_path()).collect::<Vec<_>>(),
         },
-    });
-    (config, write_pairs(adapter, &NAMING))
-}
-
-/// Reads an mlx-lm adapter for the base `model`.
-pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
-    let v = read_config(dir)?;
-    let config = parse_config(dir, &v, model)?;
-    let pairs = read_pairs(dir, WEIGHTS_FILE, &NAMING, config.scale())?;
-    Adapter::from_modules(config, model, pairs, &|l, t| NAMING.name(l, t, Half::A))
+    })
 }
 
 fn parse_config(dir: &Path, v: &Value, model: &ModelConfig) -> Result<LoraConfig> {
@@ -75,21 +68,7 @@ fn parse_config(dir: &Path, v: &Value, model: &ModelConfig) -> Result<LoraConfig
         .ok_or_else(|| err("lora_parameters.scale", "must be a number"))?;
     let targets = match p.get("keys") {
         None | Some(Value::Null) => DEFAULT_TARGETS.to_vec(),
-        Some(Value::Array(items)) => {
-            let mut targets = Vec::new();
-            for item in items {
-                let key = item.as_str().ok_or_else(|| {
-                    err("lora_parameters.keys", "must list module paths as strings")
-                })?;
-                targets
-                    .push(key.parse::<Target>().map_err(|e| {
-                        err("lora_parameters.keys", &format!("lists `{key}`: {e}"))
-                    })?);
-            }
-            targets.sort();
-            targets.dedup();
-            targets
-        }
+        Some(Value::Array(items)) => target_list(dir, "lora_parameters.keys", items)?,
         Some(_) => {
             return Err(err(
                 "lora_parameters.keys",

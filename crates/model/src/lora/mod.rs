@@ -5,8 +5,9 @@
 //! - [`LoraLinear`]: `y = x Wᵀ + s·(x Aᵀ) Bᵀ`, adapter gradients from `x` and `dy`, fusion.
 //! - [`Adapter`]: every adapted projection of a base, built to fit it.
 //! - [`LoraRequest`]: a run's `--lora-*` / `--adapter` flags resolved into the adapter to train.
-//! - [`peft`] and [`mlx`]: read and write `adapter_config.json` plus safetensors as PEFT and
-//!   mlx-lm do; [`load_adapter`] reads either, [`fuse_to_hf`] writes base + adapter as one model.
+//! - [`peft`] and [`mlx`]: what sets the PEFT and mlx-lm formats apart, as data (file and
+//!   tensor names, transposition, config fields); [`load_adapter`] and [`save_adapter`] read
+//!   and write either through them, [`fuse_to_hf`] writes base + adapter as one model.
 
 pub mod adapter;
 pub mod config;

@@ -8,28 +8,30 @@ use serde_json::{json, Value};
 
 use super::adapter::Adapter;
 use super::config::{Layers, LoraConfig, Target};
-use super::format::{field_error, read_config, read_pairs, write_pairs, Half, Naming};
+use super::format::{field_error, target_list, FormatSpec, Naming};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::params::Tensor;
 
-/// PEFT's weights file.
-pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
-
-const NAMING: Naming = Naming {
-    prefix: "base_model.model.model.layers.",
-    suffixes: ["lora_A.weight", "lora_B.weight"],
-    transposed: false,
+/// PEFT's files, names and config fields.
+pub(crate) const FORMAT: FormatSpec = FormatSpec {
+    weights_file: "adapter_model.safetensors",
+    naming: Naming {
+        prefix: "base_model.model.model.layers.",
+        suffixes: ["lora_A.weight", "lora_B.weight"],
+        transposed: false,
+    },
+    read_config: parse_config,
+    write_config: to_config,
 };
 
-/// The config JSON and tensors of `adapter` in PEFT's layout.
-pub(crate) fn to_files(adapter: &Adapter, base_model: &str) -> (Value, Vec<(String, Tensor)>) {
+/// The config JSON of `adapter` in PEFT's layout.
+fn to_config(adapter: &Adapter, base_model: &str) -> Value {
     let c = adapter.config();
     let layers: Option<Vec<usize>> = match c.layers {
         Layers::All => None,
         Layers::Top(_) => Some(c.layer_range(adapter.n_layers()).collect()),
     };
-    let config = json!({
+    json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model,
@@ -48,16 +50,7 @@ pub(crate) fn to_files(adapter: &Adapter, base_model: &str) -> (Value, Vec<(Stri
         "alpha_pattern": {},
         "use_rslora": false,
         "use_dora": false,
-    });
-    (config, write_pairs(adapter, &NAMING))
-}
-
-/// Reads a PEFT adapter for the base `model`.
-pub fn load(dir: &Path, model: &ModelConfig) -> Result<Adapter> {
-    let v = read_config(dir)?;
-    let config = parse_config(dir, &v, model)?;
-    let pairs = read_pairs(dir, WEIGHTS_FILE, &NAMING, config.scale())?;
-    Adapter::from_modules(config, model, pairs, &|l, t| NAMING.name(l, t, Half::A))
+    })
 }
 
 /// The [`LoraConfig`] a PEFT config describes; settings anetrain cannot apply faithfully are
@@ -98,21 +91,7 @@ fn parse_config(dir: &Path, v: &Value, model: &ModelConfig) -> Result<LoraConfig
 
     let targets = match v.get("target_modules") {
         Some(Value::String(s)) if s == "all-linear" => Target::ALL.to_vec(),
-        Some(Value::Array(items)) => {
-            let mut targets = Vec::new();
-            for item in items {
-                let name = item.as_str().ok_or_else(|| {
-                    err("target_modules", "must list module names as strings")
-                })?;
-                let short = name.rsplit('.').next().unwrap_or(name);
-                targets.push(short.parse::<Target>().map_err(|e| {
-                    err("target_modules", &format!("lists `{name}`: {e}"))
-                })?);
-            }
-            targets.sort();
-            targets.dedup();
-            targets
-        }
+        Some(Value::Array(items)) => target_list(dir, "target_modules", items)?,
         _ => {
             return Err(err(
                 "target_modules",

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anetrain_device::host::process_alive;
 
@@ -13,9 +14,14 @@ use crate::error::{ModelError, Result};
 /// Name of the lock file inside a run directory.
 pub const LOCK_FILE: &str = ".lock";
 
+/// The run directories this process holds locks on (absolute): the lock file cannot tell two
+/// trainers of one process apart, since it holds the pid an exec restart keeps.
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 /// The lock of one run directory, released (its file deleted) when dropped.
 #[derive(Debug)]
 pub struct RunLock {
+    held: PathBuf,
     path: PathBuf,
     stale_holder: Option<u32>,
     /// The run directory, if taking the lock created it: removed again on release if the run
@@ -28,6 +34,20 @@ impl RunLock {
     /// process that holds it. A lock left by a dead process is taken over; see
     /// [`RunLock::took_over_from`].
     pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let held = std::path::absolute(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
+        let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if all.contains(&held) {
+            return Err(ModelError::Options(format!(
+                "{} is in use by another trainer of this process; free that one first, or choose another directory",
+                run_dir.display()
+            )));
+        }
+        let lock = RunLock::acquire_file(run_dir, held.clone())?;
+        all.push(held);
+        Ok(lock)
+    }
+
+    fn acquire_file(run_dir: &Path, held: PathBuf) -> Result<Self> {
         let created = (!run_dir.exists()).then(|| run_dir.to_path_buf());
         std::fs::create_dir_all(run_dir).map_err(|e| ModelError::io(run_dir, e))?;
         let path = run_dir.join(LOCK_FILE);
@@ -44,6 +64,7 @@ impl RunLock {
                         .and_then(|()| file.sync_all())
                         .map_err(|e| ModelError::io(&path, e))?;
                     return Ok(RunLock {
+                        held,
                         path,
                         stale_holder,
                         created,
@@ -55,6 +76,7 @@ impl RunLock {
                         // This very process, restarted by exec (same pid) to renew its budget.
                         Some(pid) if pid == std::process::id() => {
                             return Ok(RunLock {
+                                held,
                                 path,
                                 stale_holder,
                                 created,
@@ -101,6 +123,9 @@ impl RunLock {
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        HELD.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| *d != self.held);
         // Only our own lock is removed: never one another process took over meanwhile.
         if read_holder(&self.path).ok().flatten() == Some(std::process::id()) {
             let _ = std::fs::remove_file(&self.path);
@@ -146,10 +171,16 @@ mod tests {
         std::fs::remove_file(run.join(LOCK_FILE)).unwrap();
         let lock = RunLock::acquire(&run).unwrap();
         assert_eq!(lock.took_over_from(), None);
-        // This process again (as after an exec restart) keeps its own lock.
+        // A second trainer of this process is refused, and leaves the first one's lock alone.
+        let err = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(err.contains("another trainer of this process"), "{err}");
+        assert!(run.join(LOCK_FILE).exists());
+        drop(lock);
+        assert!(!run.join(LOCK_FILE).exists());
+        // This process's pid in the file (as after an exec restart) is its own lock.
+        std::fs::write(run.join(LOCK_FILE), format!("{}\n", std::process::id())).unwrap();
         drop(RunLock::acquire(&run).unwrap());
         assert!(!run.join(LOCK_FILE).exists());
-        drop(lock);
     }
 
     #[test]

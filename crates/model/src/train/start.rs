@@ -1,7 +1,8 @@
 //! Starting a new training run as every front end does: settings given as changes to a base,
 //! the model from a source (or already loaded), the tokenizer chosen, the data opened, the
-//! engine built, and a run directory that carries the tokenizer. `anetrain train`, the C
-//! trainer and Python's `anetrain.Trainer` all start runs here.
+//! engine built, and a run directory that carries the tokenizer, the settings and the metrics
+//! of every step. `anetrain train`, the C trainer and Python's `anetrain.Trainer` all start
+//! runs here (and resume them: [`super::resume`]).
 
 use std::path::{Path, PathBuf};
 
@@ -12,11 +13,12 @@ use anetrain_data::{
 use serde::Deserialize;
 
 use super::base_ref::BaseRef;
-use super::checkpoint::{check_run_dir, latest_checkpoint, DataProvenance};
+use super::checkpoint::DataProvenance;
 use super::eval::EvalResult;
 use super::metrics::StepMetrics;
 use super::optimizer::{parse_optimizer, OptimizerSpec};
 use super::options::TrainOptions;
+use super::run_dir::{Claim, RunDir};
 use super::trainer::Trainer;
 use crate::config::ModelConfig;
 use crate::device_choice::DeviceChoice;
@@ -260,7 +262,8 @@ pub struct RunPlan {
     pub lora: LoraRequest,
 }
 
-/// A run started from a [`RunPlan`]: the trainer, with the tokenizer it was given.
+/// A run started from a [`RunPlan`] (or resumed): the trainer, with the tokenizer it was given
+/// and, once it has one, the run directory its steps are logged and checkpointed in.
 pub struct Run {
     /// The training loop.
     pub trainer: Trainer,
@@ -268,9 +271,15 @@ pub struct Run {
     pub tokenizer: Option<ModelTokenizer>,
     /// What was decided on the way, one sentence each, for the front end to show.
     pub notes: Vec<String>,
-    provenance: DataProvenance,
-    /// The directories this run has saved into (made its own by [`Run::adopt_dir`]).
-    dirs: Vec<PathBuf>,
+    pub(super) provenance: DataProvenance,
+    /// The run directory: the first one adopted ([`Run::adopt_dir`]).
+    pub(super) home: Option<RunDir>,
+    /// Other directories the run has saved into, locked while the run lives.
+    pub(super) others: Vec<Claim>,
+    /// Steps taken before the run had a directory, written to its log when it gets one.
+    pub(super) unlogged: Vec<StepMetrics>,
+    /// The step of the last checkpoint saved.
+    pub(super) saved_at: Option<u64>,
 }
 
 impl Run {
@@ -379,44 +388,93 @@ impl Run {
             tokenizer,
             notes,
             provenance: data,
-            dirs: Vec::new(),
+            home: None,
+            others: Vec::new(),
+            unlogged: Vec::new(),
+            saved_at: None,
         };
         run.trainer.set_provenance(run.provenance.clone());
         Ok(run)
     }
 
-    /// Makes `dir` this run's directory: creates it, refuses one inside a checkpoint or holding
-    /// another run's checkpoints (saving there would delete them by retention), and copies the
-    /// tokenizer in so the checkpoints saved there load with it.
+    /// As [`Run::start`], in the run directory `dir` ([`Run::adopt_dir`]), which is claimed
+    /// first so a directory that cannot be used is refused before the model loads.
+    pub fn start_in(dir: &Path, plan: RunPlan, text: &TextOptions) -> Result<Run> {
+        let (claim, note) = Claim::new_run(dir)?;
+        let mut run = Run::start(plan, text)?;
+        run.notes.splice(0..0, note);
+        run.settle(claim)?;
+        Ok(run)
+    }
+
+    /// Makes `dir` a directory of this run: creates and locks it, refuses one inside a
+    /// checkpoint or holding another run's checkpoints (saving there would delete them by
+    /// retention), and copies the tokenizer in so the checkpoints saved there load with it.
+    /// The first directory adopted is the run directory: `run.json` and `metrics.jsonl`
+    /// (every step, those before included) are written there, and checkpoints when due.
     pub fn adopt_dir(&mut self, dir: &Path) -> Result<()> {
-        if self.dirs.iter().any(|d| d == dir) {
+        let adopted = self.home.iter().map(|h| h.path.as_path());
+        if adopted
+            .chain(self.others.iter().map(Claim::path))
+            .any(|d| d == dir)
+        {
             return Ok(());
         }
-        check_run_dir(dir)?;
-        if let Some(existing) = latest_checkpoint(dir)? {
-            return Err(ModelError::Options(format!(
-                "{} already holds a run (latest checkpoint {}); save into a new directory",
-                dir.display(),
-                existing.display()
-            )));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let (claim, note) = Claim::new_run(dir)?;
+        self.notes.extend(note);
+        self.settle(claim)
+    }
+
+    /// Takes a claimed directory as the run's own (the first) or as another it saves into.
+    fn settle(&mut self, claim: Claim) -> Result<()> {
         if let Some(t) = &self.tokenizer {
-            self.provenance.tokenizer = Some(t.source.copy_into(dir)?.spec());
+            self.provenance.tokenizer = Some(t.source.copy_into(claim.path())?.spec());
             self.trainer.set_provenance(self.provenance.clone());
         }
-        self.dirs.push(dir.to_path_buf());
+        if self.home.is_some() {
+            self.others.push(claim);
+        } else {
+            self.home = Some(claim.start(&self.trainer, &self.provenance, &self.unlogged)?);
+            self.unlogged.clear();
+        }
         Ok(())
+    }
+
+    /// The run directory, once there is one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.home.as_ref().map(|h| h.path.as_path())
     }
 
     /// Saves a checkpoint of the current step into `dir`, adopting it first
     /// ([`Run::adopt_dir`]); returns the checkpoint directory.
     pub fn save(&mut self, dir: &Path) -> Result<PathBuf> {
         self.adopt_dir(dir)?;
-        self.trainer.save(dir)
+        let saved = self.trainer.save(dir)?;
+        self.saved_at = Some(self.trainer.current_step());
+        Ok(saved)
     }
 
-    /// One optimizer step; an error once the run has reached its total steps.
+    /// Saves the current step into the run directory unless it is saved already (before
+    /// stopping early); an error when the run has no directory.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let Some(dir) = self.dir().map(Path::to_path_buf) else {
+            return Err(ModelError::Options(
+                "the run has no directory to save into; save it into one first".into(),
+            ));
+        };
+        if self.saved_at != Some(self.trainer.current_step()) {
+            self.save(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The step of the last checkpoint saved by this run.
+    pub fn saved_at(&self) -> Option<u64> {
+        self.saved_at
+    }
+
+    /// One optimizer step, logged in the run directory (which gets a checkpoint when one is
+    /// due); an error once the run has reached its total steps.
     pub fn step(&mut self) -> Result<StepMetrics> {
         if self.trainer.is_done() {
             return Err(ModelError::Options(format!(
@@ -424,11 +482,27 @@ impl Run {
                 self.trainer.options().steps
             )));
         }
-        self.trainer.step()
+        let metrics = self.trainer.step()?;
+        self.record(&metrics)?;
+        Ok(metrics)
     }
 
-    /// Up to `steps` optimizer steps, fewer when the run reaches its total or `on_step`
-    /// returns false after a step; returns the metrics of the steps taken.
+    /// Logs a step taken, and saves when a checkpoint is due.
+    fn record(&mut self, metrics: &StepMetrics) -> Result<()> {
+        let Some(home) = &mut self.home else {
+            self.unlogged.push(metrics.clone());
+            return Ok(());
+        };
+        home.log(metrics)?;
+        if self.trainer.save_due() {
+            let dir = home.path.clone();
+            self.save(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `steps` optimizer steps ([`Run::step`]), fewer when the run reaches its total or
+    /// `on_step` returns false after a step; returns the metrics of the steps taken.
     pub fn train(
         &mut self,
         steps: u64,
@@ -436,7 +510,7 @@ impl Run {
     ) -> Result<Vec<StepMetrics>> {
         let mut taken = Vec::new();
         while (taken.len() as u64) < steps && !self.trainer.is_done() {
-            let metrics = self.trainer.step()?;
+            let metrics = self.step()?;
             let go_on = on_step(&metrics);
             taken.push(metrics);
             if !go_on {

@@ -3,6 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use anetrain_data::Batch;
+use anetrain_model::config::ModelConfig;
+use anetrain_model::engine::Engine;
+use anetrain_model::params::Params;
+
 /// `../shared/fixtures` beside the workspace, or None (with the reason printed) when absent.
 pub fn fixtures_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(concat!(
@@ -39,4 +44,42 @@ pub fn read_token_rows(path: &Path, batch: usize) -> Vec<Vec<u32>> {
     ids.chunks_exact(ids.len() / batch)
         .map(<[u32]>::to_vec)
         .collect()
+}
+
+/// Checks the gradient `engine` gives for `batch` against central differences (step 1e-2) of
+/// its own loss, at the largest-gradient entry of each named tensor, where the difference
+/// quotient is well above rounding noise; a relative error of 3% fails.
+pub fn check_finite_differences(
+    engine: &mut dyn Engine,
+    c: &ModelConfig,
+    p: &mut Params,
+    batch: &Batch,
+    names: &[&str],
+) {
+    let mut g = Params::zeros(c);
+    engine.forward_backward(p, batch, 1.0, &mut g).unwrap();
+    let h = 1e-2;
+    for &name in names {
+        let grad = g.get(name).unwrap().data();
+        let (i, &analytic) = grad
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap();
+        let mut loss_at = |delta: f32| {
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            t.data_mut()[i] += delta;
+            engine.stage(p).unwrap();
+            let l = engine.loss(p, batch).unwrap().loss as f64;
+            let mut t = p.iter_mut().into_iter().find(|(n, _)| n == name).unwrap().1;
+            t.data_mut()[i] -= delta;
+            l
+        };
+        let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
+        let err = (numeric - analytic as f64).abs() / (analytic.abs() as f64);
+        assert!(
+            err < 3e-2,
+            "{name}[{i}]: finite difference {numeric} vs gradient {analytic}"
+        );
+    }
 }

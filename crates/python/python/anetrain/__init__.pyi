@@ -62,12 +62,19 @@ class Trainer:
         **options: Any,
     ) -> None:
         """Starts a run of ``model`` (copied) on ``data`` (``synthetic[:TOKENS]``, a .bin shard
-        or directory, or a text file; default synthetic). ``options`` are the ``anetrain
-        train`` settings: steps, batch, seq, accum, lr, warmup, optimizer, weight_decay, clip,
-        seed, sampling, save_every, eval_every, eval_batches, keep_last, max_skipped_steps,
-        tokenizer, val_data, val_fraction, device; for a LoRA run on the frozen model at the
-        path ``model``: lora_rank, lora_alpha, lora_targets (``"q_proj,v_proj"`` or a list),
-        lora_layers, adapter (a PEFT or mlx-lm directory to continue)."""
+        or directory, or a text file; default synthetic). ``out`` is the run directory (locked
+        while the trainer lives; run.json, metrics.jsonl and the due checkpoints go there).
+        ``options`` are the ``anetrain train`` settings: steps, batch, seq, accum, lr, warmup,
+        optimizer, weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches,
+        keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, device; for a LoRA run
+        on the frozen model at the path ``model``: lora_rank, lora_alpha, lora_targets
+        (``"q_proj,v_proj"`` or a list), lora_layers, adapter (a PEFT or mlx-lm directory to
+        continue)."""
+    @staticmethod
+    def resume(dir: Path, data: Optional[str] = None, **options: Any) -> "Trainer":
+        """Continues the run in ``dir`` from its latest intact checkpoint as the uninterrupted
+        run would have gone on; ``options`` may change steps, save_every, eval_every,
+        eval_batches, keep_last, max_skipped_steps and device."""
     def step(self) -> Dict[str, Any]:
         """One optimizer step; its metrics (step, loss, lr, grad_norm, ...)."""
     def train(

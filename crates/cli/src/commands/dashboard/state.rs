@@ -4,7 +4,7 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::train::checkpoint::latest_checkpoint;
 use anetrain_model::train::metrics::METRICS_FILE;
 use anetrain_model::train::run_lock::live_holder;
-use anetrain_model::train::{Activity, MetricsFollower, StepMetrics};
+use anetrain_model::train::{Activity, MetricsFollower, StepMetrics, RUN_FILE};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -49,7 +49,7 @@ pub struct RunInfo {
 impl RunInfo {
     /// Reads `dir/run.json`; missing or unreadable parts stay `None`.
     pub fn read(dir: &Path) -> Self {
-        let Ok(text) = std::fs::read_to_string(dir.join("run.json")) else {
+        let Ok(text) = std::fs::read_to_string(dir.join(RUN_FILE)) else {
             return RunInfo::default();
         };
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
