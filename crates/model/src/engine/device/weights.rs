@@ -163,3 +163,31 @@ fn share_all(l: &LayerParams, seq: usize, kernels: &mut [Box<dyn Kernel>]) -> Re
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use anetrain_data::Batch;
+    use anetrain_device::{CpuDevice, Precision};
+
+    use crate::config::ModelConfig;
+    use crate::engine::{DeviceEngine, Engine};
+    use crate::params::Params;
+
+    #[test]
+    fn weights_freed_after_staging_are_never_staged_or_lent_again() {
+        let c = ModelConfig::preset("tiny").unwrap();
+        let mut params = Params::init(&c, 1).unwrap();
+        let device = |p| Box::new(CpuDevice::new(p));
+        let mut copying = DeviceEngine::new(&c, device(Precision::F16), 8, &params).unwrap();
+        let mut in_place = DeviceEngine::new(&c, device(Precision::F32), 8, &params).unwrap();
+        assert!(copying.holds_own_copy() && !in_place.holds_own_copy());
+        params.drop_block_matrices();
+        let batch = Batch::from_rows(&[(0..9).collect()], None).unwrap();
+        // The staged copy still computes; a restage would have nothing to copy.
+        copying.loss(&params, &batch).unwrap();
+        let restage = copying.stage(&params).unwrap_err().to_string();
+        assert!(restage.contains("freed after staging"), "{restage}");
+        let lent = in_place.loss(&params, &batch).unwrap_err().to_string();
+        assert!(lent.contains("freed after staging"), "{lent}");
+    }
+}
