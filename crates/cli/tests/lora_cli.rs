@@ -271,3 +271,91 @@ fn lora_flags_and_a_changed_base_are_clear_errors() {
     resume.extend_from_slice(FAST);
     fails_with(&resume, "restore the original base");
 }
+
+/// On a device that stages its own copy of the base (`cpu-f16`, like the ANE) the host frees
+/// the base's block matrices after staging: the run still trains as the fp32 CPU device does
+/// (within fp16 rounding), samples from the fused model (the base reloaded from its path),
+/// and `export --format hf` gives base + adapter fused by hand.
+#[test]
+fn lora_on_a_device_with_its_own_copy_trains_samples_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let run_on = |device: &str, out: &Path| {
+        let o = anetrain(&[
+            "train",
+            "--out",
+            arg(out),
+            "--init-from",
+            arg(&base),
+            "--data",
+            "synthetic:20000",
+            "--tokenizer",
+            "byte",
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--eval-every",
+            "0",
+            "--warmup",
+            "0",
+            "--steps",
+            "3",
+            "--sample-tokens",
+            "4",
+            "--lora-rank",
+            "4",
+            "--lora-targets",
+            "all",
+            "--lr",
+            "1e-2",
+            "--device",
+            device,
+        ]);
+        assert!(
+            o.status.success(),
+            "train on {device} failed:\n{}{}",
+            stdout(&o),
+            common::stderr(&o)
+        );
+        assert!(stdout(&o).contains("sample (temperature"), "{}", stdout(&o));
+        read_metrics(&out.join("metrics.jsonl")).unwrap()
+    };
+    let (f16_run, f32_run) = (tmp.path().join("f16"), tmp.path().join("f32"));
+    let f16 = run_on("cpu-f16", &f16_run);
+    let f32 = run_on("cpu", &f32_run);
+    assert_eq!(f16.len(), 3);
+    for (a, b) in f16.iter().zip(&f32) {
+        assert!(
+            (a.loss - b.loss).abs() <= 2e-2 * b.loss.abs(),
+            "step {}: loss {} on cpu-f16, {} on cpu",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+
+    let fused_dir = tmp.path().join("fused");
+    ok(&[
+        "export",
+        arg(&f16_run),
+        "--format",
+        "hf",
+        "--out",
+        arg(&fused_dir),
+    ]);
+    let (config, base_params) = load_hf_dir(&base).unwrap();
+    let (adapter, _) = load_adapter(&ckpt(&f16_run, 3), &config).unwrap();
+    let by_hand = fused_by_hand(&config, &base_params, &adapter);
+    let (_, fused) = load_hf_dir(&fused_dir).unwrap();
+    let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
+    let got = forward(&config, &fused, &tokens).unwrap();
+    let want = forward(&config, &by_hand, &tokens).unwrap();
+    let worst = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-5, "fused logits differ by {worst}");
+}

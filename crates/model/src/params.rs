@@ -149,6 +149,11 @@ impl LayerParams {
         &self.stacks[group as usize]
     }
 
+    /// Whether the projections hold their values (see [`Params::holds_block_matrices`]).
+    pub fn holds_matrices(&self) -> bool {
+        self.stacks.iter().all(Stack::holds_values)
+    }
+
     /// The stack of `group`'s projections, mutable.
     fn stack_mut(&mut self, group: Group) -> &mut Stack {
         &mut self.stacks[group as usize]
@@ -263,6 +268,23 @@ impl Params {
             .into_iter()
             .map(|(n, t)| (n, t.shape().to_vec()))
             .collect()
+    }
+
+    /// Whether every block's projections hold their values: a LoRA run on a device that
+    /// stages its own copy of the frozen base keeps only their shapes on the host
+    /// ([`crate::train::Trainer::trained_model`] reloads them).
+    pub fn holds_block_matrices(&self) -> bool {
+        self.layers.iter().all(LayerParams::holds_matrices)
+    }
+
+    /// Frees the blocks' projections, keeping their shapes and everything else (embedding,
+    /// norms, classifier), for a frozen base whose matrices live on the device only.
+    pub(crate) fn drop_block_matrices(&mut self) {
+        for layer in &mut self.layers {
+            for stack in &mut layer.stacks {
+                stack.drop_values();
+            }
+        }
     }
 
     /// Fails naming the first tensor holding a NaN or an infinity, and where it came from:

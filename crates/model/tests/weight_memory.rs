@@ -4,6 +4,8 @@
 //! activations; a LoRA run holds its frozen base once (4 bytes per parameter) plus the
 //! adapter and activations. A second copy of the block matrices (what the kernels read,
 //! beside the masters) would add 4 bytes per matrix parameter, which both bounds exclude.
+//! On a device that stages its own copy (`cpu-f16`, like the ANE), a LoRA run keeps no host
+//! copy of the block matrices beside the staged one, and its losses stay the same.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,9 +13,9 @@ use std::sync::Arc;
 
 use anetrain_data::rng::SplitMix64;
 use anetrain_data::{Sampling, Split, Tokens};
-use anetrain_device::CpuDevice;
+use anetrain_device::{CpuDevice, Device, Precision};
 use anetrain_model::config::ModelConfig;
-use anetrain_model::engine::DeviceEngine;
+use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
 use anetrain_model::lora::{Adapter, Layers, LoraConfig, Target};
 use anetrain_model::params::{Linear, Params};
 use anetrain_model::train::{BaseRef, TrainOptions, Trainer};
@@ -105,7 +107,46 @@ fn peak_of(run: impl FnOnce()) -> usize {
 }
 
 fn engine(c: &ModelConfig, p: &Params) -> Box<DeviceEngine> {
-    Box::new(DeviceEngine::new(c, Box::new(CpuDevice::default()), SEQ, p).unwrap())
+    engine_on(c, p, Box::new(CpuDevice::default()))
+}
+
+fn engine_on(c: &ModelConfig, p: &Params, device: Box<dyn Device>) -> Box<DeviceEngine> {
+    Box::new(DeviceEngine::new(c, device, SEQ, p).unwrap())
+}
+
+fn fp16_device() -> Box<dyn Device> {
+    Box::new(CpuDevice::new(Precision::F16))
+}
+
+/// A LoRA run on the base of seed 1, with its engine made from the base.
+fn lora_trainer(
+    c: &ModelConfig,
+    data: &Split,
+    engine: impl FnOnce(&Params) -> Box<dyn Engine>,
+) -> Trainer {
+    let base = Params::init(c, 1).unwrap();
+    let lora = LoraConfig {
+        rank: 8,
+        alpha: 16.0,
+        targets: Target::ALL.to_vec(),
+        layers: Layers::All,
+    };
+    let adapter = Adapter::init(lora, c, 2).unwrap();
+    let base_ref = BaseRef {
+        path: "random weights".into(),
+        hash: String::new(),
+    };
+    let e = engine(&base);
+    Trainer::new_adapter(c, base, base_ref, adapter, options(), data.clone(), e).unwrap()
+}
+
+/// Every step's loss of `t` to the end.
+fn losses(t: &mut Trainer) -> Vec<f32> {
+    let mut out = Vec::new();
+    while !t.is_done() {
+        out.push(t.step().unwrap().loss);
+    }
+    out
 }
 
 #[test]
@@ -141,24 +182,8 @@ fn training_on_the_cpu_device_holds_the_weights_once() {
     );
 
     let lora = peak_of(|| {
-        let base = Params::init(&c, 1).unwrap();
-        let lora = LoraConfig {
-            rank: 8,
-            alpha: 16.0,
-            targets: Target::ALL.to_vec(),
-            layers: Layers::All,
-        };
-        let adapter = Adapter::init(lora, &c, 2).unwrap();
-        let base_ref = BaseRef {
-            path: "random weights".into(),
-            hash: String::new(),
-        };
-        let e = engine(&c, &base);
-        let mut t =
-            Trainer::new_adapter(&c, base, base_ref, adapter, options(), data.clone(), e).unwrap();
-        while !t.is_done() {
-            t.step().unwrap();
-        }
+        let mut t = lora_trainer(&c, &data, |base| engine(&c, base));
+        losses(&mut t);
     });
     assert!(lora >= 4 * n, "lora: {lora} bytes for {n} parameters");
     assert!(
@@ -168,4 +193,51 @@ fn training_on_the_cpu_device_holds_the_weights_once() {
         lora as f64 / n as f64,
         second_copy as f64 / n as f64
     );
+
+    lora_on_a_copying_device_keeps_no_host_matrices(&c, &data);
+}
+
+/// What the engine alone holds once staged is the device's share; a LoRA trainer on it may
+/// add the host's embedding, norms and classifier, the adapter and activations, but not the
+/// block matrices (4 bytes per matrix parameter).
+fn lora_on_a_copying_device_keeps_no_host_matrices(c: &ModelConfig, data: &Split) {
+    let matrices = 4 * matrix_params(c);
+    let host_rest = 4 * (Params::zeros(c).num_params() - matrix_params(c));
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let staged_engine = {
+        let base = Params::init(c, 1).unwrap();
+        engine_on(c, &base, fp16_device())
+    };
+    let engine_only = LIVE.load(Ordering::Relaxed) - before;
+    drop(staged_engine);
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut t = lora_trainer(c, data, |base| engine_on(c, base, fp16_device()));
+    let held = LIVE.load(Ordering::Relaxed) - before;
+    // The adapter's weights, gradients and AdamW moments.
+    let adapter = 16 * t.trainable_params();
+    assert!(
+        !t.params().holds_block_matrices(),
+        "the host still holds the block matrices"
+    );
+    assert!(
+        held < engine_only + host_rest + adapter + matrices / 2,
+        "a LoRA trainer on cpu-f16 holds {held} bytes; the staged engine alone {engine_only}, the \
+         host's non-matrix weights {host_rest}, the adapter with gradients and moments \
+         {adapter}, and a host copy of the block matrices would add {matrices}"
+    );
+    let staged_only = losses(&mut t);
+
+    let mut kept = lora_trainer(c, data, |_| Box::new(ReferenceEngine::new(c)));
+    assert!(kept.params().holds_block_matrices());
+    let reference = losses(&mut kept);
+    assert_eq!(staged_only.len(), reference.len());
+    for (step, (a, b)) in staged_only.iter().zip(&reference).enumerate() {
+        assert!(
+            (a - b).abs() <= 2e-2 * b.abs(),
+            "step {step}: loss {a} on cpu-f16 with the base staged only, {b} on the fp32 \
+             reference keeping the base on the host"
+        );
+    }
 }

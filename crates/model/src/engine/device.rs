@@ -418,6 +418,10 @@ impl Engine for DeviceEngine {
         self.layer_kernels.stage(params)
     }
 
+    fn holds_own_copy(&self) -> bool {
+        self.layer_kernels.copies()
+    }
+
     fn forward_backward(
         &mut self,
         params: &Params,

@@ -41,6 +41,13 @@ pub trait Engine: Send {
     /// is built with its weights staged; call this after every change to them.
     fn stage(&mut self, params: &Params) -> Result<()>;
 
+    /// Whether [`Engine::stage`] copies the block matrices into the engine, which then never
+    /// reads the host's until the next staging: a frozen base's host matrices may be freed.
+    /// `false` (the host's are read every pass) is always safe.
+    fn holds_own_copy(&self) -> bool {
+        false
+    }
+
     /// Forward and backward over `batch`: adds `loss_scale ×` the gradient of its mean loss to
     /// `grads`. For the mean over several micro-batches (all counted targets weighing the
     /// same), pass `loss_scale · tokens_k / Σ tokens` for micro-batch `k`.

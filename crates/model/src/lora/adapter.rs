@@ -195,6 +195,13 @@ impl Adapter {
                 params.layers.len()
             )));
         }
+        if !params.holds_block_matrices() {
+            return Err(ModelError::Options(
+                "the base holds only the shapes of its block matrices (a LoRA run's base \
+                 staged on the device); fuse into the base model loaded from its file"
+                    .into(),
+            ));
+        }
         for (&(layer, target), pair) in &self.modules {
             pair.fuse_into(target.get_mut(&mut params.layers[layer]))?;
         }

@@ -76,6 +76,16 @@ impl Stack {
         self.shapes.first().map_or(0, |s| s[1])
     }
 
+    /// Whether the stack holds its values rather than only their shapes.
+    pub fn holds_values(&self) -> bool {
+        self.data.len() == self.rows() * self.cols()
+    }
+
+    /// Frees the values (once no clone shares them), keeping the shapes.
+    pub(crate) fn drop_values(&mut self) {
+        self.data = Arc::new(Vec::new());
+    }
+
     /// The whole stacked matrix, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data

@@ -35,9 +35,9 @@ enum Trained {
     /// AdamW, weights included).
     Full { grads: Params, optimizer: Optimizer },
     /// An adapter on a frozen base: gradients and optimizer state for `A` and `B` only. The
-    /// base is held once in fp32 (4 bytes per parameter): the CPU-side embedding, norms and
-    /// classifier read it, and so do the CPU device's kernels, in place (the ANE gets its own
-    /// fp16 copy).
+    /// base is held once: in fp32 on the host where the CPU device's kernels read it in place;
+    /// where the engine stages its own copy (the ANE's fp16 surfaces), the host keeps only the
+    /// embedding, norms and classifier it computes with, and the block matrices' shapes.
     Adapter {
         adapter: Adapter,
         grads: Adapter,
@@ -172,7 +172,7 @@ impl Trainer {
 
     fn build(
         config: &ModelConfig,
-        params: Params,
+        mut params: Params,
         trained: Trained,
         options: TrainOptions,
         data: TrainData,
@@ -199,6 +199,10 @@ impl Trainer {
         engine.stage(&params)?;
         if let Trained::Adapter { adapter, .. } = &trained {
             engine.set_adapter(Some(adapter))?;
+            // The base is never restaged (staging shape-only matrices is an error).
+            if engine.holds_own_copy() {
+                params.drop_block_matrices();
+            }
         }
         Ok(Trainer {
             config: config.clone(),
@@ -426,7 +430,9 @@ impl Trainer {
         &self.config
     }
 
-    /// The current fp32 master weights (a LoRA run's frozen base).
+    /// The current fp32 master weights; a LoRA run's frozen base, whose block matrices are
+    /// shapes only when the engine holds its own copy ([`Params::holds_block_matrices`]; see
+    /// [`Trainer::trained_model`] for the whole model).
     pub fn params(&self) -> &Params {
         &self.params
     }
@@ -440,13 +446,21 @@ impl Trainer {
     }
 
     /// The model as trained so far, as one plain set of weights: a LoRA run's base with the
-    /// adapter fused in (a copy of the base), a full run's weights (a copy).
+    /// adapter fused in (a copy of the base, reloaded from its path and checked by hash when
+    /// only the engine holds its matrices), a full run's weights (a copy).
     pub fn trained_model(&self) -> Result<Params> {
-        let mut params = self.params.clone();
-        if let Trained::Adapter { adapter, .. } = &self.trained {
-            adapter.fuse_into(&mut params)?;
+        match &self.trained {
+            Trained::Full { .. } => Ok(self.params.clone()),
+            Trained::Adapter { adapter, base, .. } => {
+                let mut params = if self.params.holds_block_matrices() {
+                    self.params.clone()
+                } else {
+                    base.load(&self.config, Path::new("this LoRA run"))?
+                };
+                adapter.fuse_into(&mut params)?;
+                Ok(params)
+            }
         }
-        Ok(params)
     }
 
     /// The optimizer and its state of a full run; `None` for a LoRA run (see

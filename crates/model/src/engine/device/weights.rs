@@ -79,6 +79,9 @@ impl LayerKernels {
         if self.in_place {
             return Ok(());
         }
+        if !params.holds_block_matrices() {
+            return Err(shape_only());
+        }
         let seq = self.seq;
         self.sets
             .par_iter_mut()
@@ -105,12 +108,21 @@ impl LayerKernels {
             .sets
             .get_mut(index)
             .ok_or_else(|| ModelError::Config(format!("no kernels were compiled for layer {l}")))?;
+        if in_place && !layer.holds_matrices() {
+            return Err(shape_only());
+        }
         if in_place && !share_all(layer, seq, kernels)? {
             return Err(ModelError::Internal(
                 "the device stopped reading weights in place".into(),
             ));
         }
         Ok(kernels)
+    }
+
+    /// Whether each layer's kernels hold their own staged copy of its weights, so the host's
+    /// are not read again until the next [`LayerKernels::stage`].
+    pub(super) fn copies(&self) -> bool {
+        !self.in_place
     }
 
     /// Drops every kernel's hold on lent weights, so they are free to change between passes
@@ -122,6 +134,17 @@ impl LayerKernels {
             }
         }
     }
+}
+
+/// The error of staging (or lending) weights whose block matrices were dropped after an
+/// earlier staging: the kernels would compute with nothing.
+fn shape_only() -> ModelError {
+    ModelError::Internal(
+        "the block matrices were freed after staging (a LoRA run's frozen base on a device \
+         with its own copy), so they cannot be staged again; reload the base model and stage \
+         that"
+            .into(),
+    )
 }
 
 /// Drops `kernels`' hold on lent weights.
@@ -139,4 +162,32 @@ fn share_all(l: &LayerParams, seq: usize, kernels: &mut [Box<dyn Kernel>]) -> Re
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use anetrain_data::Batch;
+    use anetrain_device::{CpuDevice, Precision};
+
+    use crate::config::ModelConfig;
+    use crate::engine::{DeviceEngine, Engine};
+    use crate::params::Params;
+
+    #[test]
+    fn weights_freed_after_staging_are_never_staged_or_lent_again() {
+        let c = ModelConfig::preset("tiny").unwrap();
+        let mut params = Params::init(&c, 1).unwrap();
+        let device = |p| Box::new(CpuDevice::new(p));
+        let mut copying = DeviceEngine::new(&c, device(Precision::F16), 8, &params).unwrap();
+        let mut in_place = DeviceEngine::new(&c, device(Precision::F32), 8, &params).unwrap();
+        assert!(copying.holds_own_copy() && !in_place.holds_own_copy());
+        params.drop_block_matrices();
+        let batch = Batch::from_rows(&[(0..9).collect()], None).unwrap();
+        // The staged copy still computes; a restage would have nothing to copy.
+        copying.loss(&params, &batch).unwrap();
+        let restage = copying.stage(&params).unwrap_err().to_string();
+        assert!(restage.contains("freed after staging"), "{restage}");
+        let lent = in_place.loss(&params, &batch).unwrap_err().to_string();
+        assert!(lent.contains("freed after staging"), "{lent}");
+    }
 }
