@@ -7,7 +7,7 @@
 //! --format hf` gives the logits of base + adapter; and bad flags or a changed base are errors.
 
 mod common;
-use common::{anetrain, arg, eval_loss, fails_with, fused_by_hand, ok, stdout};
+use common::{anetrain, arg, eval_loss, fails_with, fused_by_hand, max_abs_diff, ok, stdout};
 
 use std::path::{Path, PathBuf};
 
@@ -219,12 +219,7 @@ fn lora_training_runs_resumes_exports_and_fuses() {
     let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
     let got = forward(&config, &fused, &tokens).unwrap();
     let want = forward(&config, &by_hand, &tokens).unwrap();
-    let worst = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(&got.data, &want.data);
     assert!(worst < 1e-5, "fused logits differ by {worst}");
 
     // Continuing the exported adapter with --adapter takes its shape; a clashing rank is named.
@@ -351,11 +346,6 @@ fn lora_on_a_device_with_its_own_copy_trains_samples_and_exports() {
     let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
     let got = forward(&config, &fused, &tokens).unwrap();
     let want = forward(&config, &by_hand, &tokens).unwrap();
-    let worst = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = max_abs_diff(&got.data, &want.data);
     assert!(worst < 1e-5, "fused logits differ by {worst}");
 }

@@ -143,6 +143,14 @@ pub fn write_text(path: &Path) {
     std::fs::write(path, line.repeat(250)).unwrap();
 }
 
+/// The largest elementwise difference between `a` and `b`.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// `W + (alpha/r)·B·A` for every adapted projection, by plain loops: the tests' own fuse, to
 /// check the binary's fused weights, losses and tokens against.
 pub fn fused_by_hand(
