@@ -99,34 +99,11 @@ fn generation_runs_up_to_the_context_limit_like_the_reference_shared() {
 
 #[test]
 fn cpu_greedy_decode_matches_the_reference_forward_shared() {
-    for fixture in ["llama_mha", "llama_gqa_tied", "qwen3_gqa"] {
+    for fixture in FIXTURES {
         let Some(dir) = shared(&format!("fixtures/{fixture}")) else {
             return;
         };
-        // 5 + 40 tokens cross the decode kernels' 32-token chunk boundary.
-        let prompt = [1u32, 17, 42, 99, 5];
-        let new = 40;
-        let o = ok(&[
-            "generate",
-            "--model",
-            arg(&dir),
-            "--prompt-ids",
-            "1,17,42,99,5",
-            "--max-tokens",
-            &new.to_string(),
-            "--temperature",
-            "0",
-            "--device",
-            "cpu",
-        ]);
-        let got: Vec<u32> = stdout(&o)
-            .split_whitespace()
-            .map(|t| t.parse().unwrap())
-            .collect();
-        let (want, gap) = reference_greedy(&dir, &prompt, new);
-        assert_eq!(
-            got, want,
-            "{fixture}: the binary's greedy tokens differ from the reference forward's (smallest top-2 logit gap {gap})"
-        );
+        // 5 + 40 tokens cross the ANE's 32-token chunk boundary.
+        check_greedy(fixture, &dir, &[1, 17, 42, 99, 5], 40, 40);
     }
 }

@@ -276,37 +276,31 @@ fn lora_on_a_device_with_its_own_copy_trains_samples_and_exports() {
     let tmp = tempfile::tempdir().unwrap();
     let base = base(tmp.path());
     let run_on = |device: &str, out: &Path| {
-        let o = anetrain(&[
+        let mut args = vec![
             "train",
             "--out",
             arg(out),
             "--init-from",
             arg(&base),
-            "--data",
-            "synthetic:20000",
             "--tokenizer",
             "byte",
-            "--seq",
-            "16",
-            "--batch",
-            "2",
-            "--eval-every",
-            "0",
-            "--warmup",
-            "0",
             "--steps",
             "3",
             "--sample-tokens",
             "4",
-            "--lora-rank",
-            "4",
-            "--lora-targets",
-            "all",
-            "--lr",
-            "1e-2",
             "--device",
             device,
-        ]);
+        ];
+        let without = |flags: &'static [&'static str], skip: &'static str| {
+            flags
+                .chunks(2)
+                .filter(move |f| f[0] != skip)
+                .flatten()
+                .copied()
+        };
+        args.extend(without(FAST, "--sample-tokens"));
+        args.extend(without(LORA, "--device"));
+        let o = anetrain(&args);
         assert!(
             o.status.success(),
             "train on {device} failed:\n{}{}",
