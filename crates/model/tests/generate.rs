@@ -14,7 +14,7 @@ use anetrain_device::{CpuDevice, Device, Kernel, Precision, Result as DeviceResu
 use anetrain_mil::{check, Chip, Program, WeightFiles};
 use anetrain_model::config::ModelConfig;
 use anetrain_model::generate::{
-    argmax, DecodeKernels, DecodePlan, Generator, Sampler, SamplingOptions,
+    argmax, DecodeKernels, DecodePlan, Generator, PrefillWidths, Sampler, SamplingOptions,
 };
 use anetrain_model::hf::{load_hf_dir, SafetensorsFile};
 use anetrain_model::kernels::KernelForms;
@@ -179,11 +179,11 @@ fn width_one_decode_and_wide_prefill_equal_the_32_wide_kernels() {
         let ane = Box::new(AneShaped(CpuDevice::new(Precision::F32)));
         let mut wide = Generator::new(&c, p.clone(), ane, max_seq).unwrap();
         assert_eq!(narrow.plan().decode_width, 1);
-        assert!(narrow.plan().prefill_widths.contains(&32));
+        assert_eq!(narrow.plan().prefill, PrefillWidths::UpTo(max_seq));
         assert!(narrow.plan().cache_buckets.len() > 1, "{:?}", narrow.plan());
         assert_eq!(
-            (wide.plan().decode_width, wide.plan().prefill_widths.clone()),
-            (32, vec![32])
+            (wide.plan().decode_width, wide.plan().prefill),
+            (32, PrefillWidths::Fixed(32))
         );
         // The fp16 CPU needs its own copy of every input, so it runs the ANE's plan too.
         let f16 = Box::new(CpuDevice::new(Precision::F16));
@@ -211,6 +211,58 @@ fn width_one_decode_and_wide_prefill_equal_the_32_wide_kernels() {
                 );
             }
         }
+    }
+}
+
+/// Exact-fit prefill: each prompt runs in chunks as wide as what is left (at most 256), a
+/// width compiled on first use and replaced by the next prompt's, so the logits after the
+/// prompt and after each decode step equal the reference forward on the whole prefix. The
+/// lengths cover one token, either side of a cache bucket (31, 33), the benchmark's 200, one
+/// full widest chunk (256), a widest chunk plus one (257) and plus many (300), and a
+/// sequence that ends exactly at the cache's last slot.
+#[test]
+fn exact_fit_prefill_equals_the_reference_for_many_prompt_lengths() {
+    for mut c in tiny_configs() {
+        c.max_seq_len = 320;
+        let p = params(&c, 33);
+        let mut g = Generator::new(&c, p.clone(), cpu(), c.max_seq_len).unwrap();
+        assert_eq!(g.plan().prefill, PrefillWidths::UpTo(256));
+        for (len, steps) in [
+            (1, 3),
+            (31, 3),
+            (33, 2),
+            (200, 2),
+            (256, 1),
+            (257, 1),
+            (300, 2),
+        ] {
+            let mut seq = tokens(&c, len, len as u32);
+            g.reset();
+            let got = g.feed(&seq).unwrap().to_vec();
+            let e = rel_err(&got, &reference_last(&c, &p, &seq));
+            assert!(e < 1e-4, "{:?} prompt {len}: rel err {e}", c.family);
+            for step in 0..steps {
+                let t = (argmax(&got) as u32 ^ step) % c.vocab_size as u32;
+                seq.push(t);
+                let got = g.feed(&[t]).unwrap().to_vec();
+                let e = rel_err(&got, &reference_last(&c, &p, &seq));
+                assert!(
+                    e < 1e-4,
+                    "{:?} prompt {len} step {step}: rel err {e}",
+                    c.family
+                );
+            }
+        }
+        // The last decode step writes the cache's last slot; one more is refused.
+        let mut seq = tokens(&c, 318, 5);
+        g.reset();
+        g.feed(&seq).unwrap();
+        seq.extend([3, 4]);
+        g.feed(&seq[318..319]).unwrap();
+        let got = g.feed(&seq[319..]).unwrap().to_vec();
+        let e = rel_err(&got, &reference_last(&c, &p, &seq));
+        assert!(e < 1e-4, "{:?} full cache: rel err {e}", c.family);
+        assert!(g.feed(&[1]).is_err());
     }
 }
 

@@ -94,7 +94,7 @@ impl Generator {
         }
         let kernels = LayerKernels::new(config, &params, device, max_seq)?;
         let plan = kernels.plan();
-        let (b, cache_len) = (plan.widths().last().copied().unwrap_or(1), plan.cache_len());
+        let (b, cache_len) = (plan.max_width(), plan.cache_len());
         let c = config;
         let (d, q, kv) = (c.dim, c.q_dim(), c.kv_dim());
         let buf = Buffers {
@@ -283,7 +283,7 @@ impl Generator {
         for (l, p) in params.layers.iter().enumerate() {
             rmsnorm_forward(xn, &mut buf.inv[..b], xs, p.input_layernorm.data(), b, eps);
             run(
-                kernels.matmuls(b, l)?.qkv.as_mut(),
+                kernels.matmuls(b, l, params)?.qkv.as_mut(),
                 "decode_qkv",
                 b,
                 xn,
@@ -318,7 +318,7 @@ impl Generator {
             kernels.write_attention(l, layout.mask..layout.mask + b, 0..bucket, mask)?;
             kernels.run_attention(l, b, bucket, attn)?;
 
-            let mm = kernels.matmuls(b, l)?;
+            let mm = kernels.matmuls(b, l, params)?;
             run(mm.wo.as_mut(), "decode_wo", b, attn, out)?;
             add(hs, xs, out);
             rmsnorm_forward(

@@ -6,8 +6,9 @@
 //! (ane-reference §2.4, §5 #11–#12), so there a decode step uses column 0 of a 32-wide chunk
 //! (the other 31 columns cost nothing below the dispatch floor) and every kernel attends over
 //! the whole cache. The CPU has no such rule: a decode step runs width 1, a prefill chunk
-//! runs as wide as the prompt (a few power-of-two widths), and attention reads only the
-//! cache bucket that covers the filled positions.
+//! runs exactly as wide as the prompt (up to [`MAX_PREFILL_WIDTH`]; compiling a width is
+//! cheap there, padding columns are not), and attention reads only the cache bucket that
+//! covers the filled positions.
 //!
 //! Notation: D dim, Q = heads·head_dim, KV = kv_heads·head_dim, H hidden, W the chunk width,
 //! R the widest chunk of the plan, T the whole cache, A ≤ T the positions a kernel attends
@@ -36,7 +37,7 @@ use crate::kernels::{dynamic_matmul_into, swiglu_into, KernelForms, INPUT, OUTPU
 const FP16_BYTES: usize = 2;
 /// The widest prefill chunk on a device without width rules: wider chunks gain little GEMM
 /// efficiency and the attention scores `[heads][R][T]` grow with R.
-const MAX_PREFILL_WIDTH: usize = 256;
+pub const MAX_PREFILL_WIDTH: usize = 256;
 /// The shortest cache bucket on a device without width rules.
 const MIN_CACHE_BUCKET: usize = 32;
 
@@ -50,8 +51,8 @@ fn round_up(n: usize, m: usize) -> usize {
 pub struct DecodePlan {
     /// Tokens a decode step runs through the kernels (one column of them is real).
     pub decode_width: usize,
-    /// Widths prefill chunks run, ascending.
-    pub prefill_widths: Vec<usize>,
+    /// The widths prefill chunks run.
+    pub prefill: PrefillWidths,
     /// Positions an attention kernel may attend over, ascending; the last is the whole cache.
     pub cache_buckets: Vec<usize>,
     /// Channels of every attention kernel's input.
@@ -64,7 +65,8 @@ impl DecodePlan {
     /// The plan for sequences of up to `max_seq` tokens on a device with port rules `policy`
     /// ([`anetrain_device::Device::surface_policy`]). With rules: one width (the smallest they
     /// allow) and one cache length, so one kernel of each kind per layer. Without: width 1 to
-    /// decode, power-of-two prefill widths up to the sequence, power-of-two cache buckets.
+    /// decode, prefill chunks as wide as the prompt up to [`MAX_PREFILL_WIDTH`], power-of-two
+    /// cache buckets.
     pub fn new(
         config: &ModelConfig,
         max_seq: usize,
@@ -77,23 +79,18 @@ impl DecodePlan {
             ));
         }
         let Some(p) = policy else {
-            let widest = max_seq.next_power_of_two().min(MAX_PREFILL_WIDTH);
-            let prefill_widths = (1..=widest.trailing_zeros())
-                .map(|i| 1 << i)
-                .collect::<Vec<usize>>();
-            // q's columns share the cache's: the cache is at least as wide as a chunk.
-            let cache = max_seq.max(widest);
+            // A chunk never outgrows the cache (q's columns share the cache's).
+            let widest = max_seq.min(MAX_PREFILL_WIDTH);
             let mut cache_buckets: Vec<usize> = (0..)
                 .map(|i| MIN_CACHE_BUCKET << i)
-                .take_while(|&b| b < cache)
+                .take_while(|&b| b < max_seq)
                 .collect();
-            cache_buckets.push(cache);
-            let rows = prefill_widths.last().copied().unwrap_or(1);
+            cache_buckets.push(max_seq);
             return Ok(DecodePlan {
                 decode_width: 1,
-                prefill_widths,
+                prefill: PrefillWidths::UpTo(widest),
                 cache_buckets,
-                layout: AttentionLayout::new(config, rows),
+                layout: AttentionLayout::new(config, widest),
                 policy,
             });
         };
@@ -101,7 +98,7 @@ impl DecodePlan {
         let layout = AttentionLayout::new(config, width);
         let plan = DecodePlan {
             decode_width: width,
-            prefill_widths: vec![width],
+            prefill: PrefillWidths::Fixed(width),
             cache_buckets: Vec::new(),
             layout,
             policy,
@@ -118,27 +115,32 @@ impl DecodePlan {
         self.cache_buckets.last().copied().unwrap_or(0)
     }
 
-    /// Every chunk width the plan runs, ascending.
-    pub fn widths(&self) -> Vec<usize> {
-        let mut all = self.prefill_widths.clone();
-        all.push(self.decode_width);
-        all.sort_unstable();
-        all.dedup();
-        all
+    /// The widest chunk the plan runs: what per-chunk buffers are sized for.
+    pub fn max_width(&self) -> usize {
+        self.prefill.widest().max(self.decode_width)
     }
 
-    /// The width of the next prefill chunk when `remaining` tokens are left: the narrowest
-    /// that holds them all (one call), else the widest.
-    pub fn chunk_width(&self, remaining: usize) -> usize {
-        if remaining <= 1 {
-            return self.decode_width;
+    /// The widths compiled up front, ascending: the decode width and a fixed prefill width.
+    /// An exact-fit prefill width is compiled when a prompt needs it.
+    pub fn fixed_widths(&self) -> Vec<usize> {
+        match self.prefill {
+            PrefillWidths::Fixed(w) if w != self.decode_width => {
+                let mut all = vec![self.decode_width, w];
+                all.sort_unstable();
+                all
+            }
+            _ => vec![self.decode_width],
         }
-        self.prefill_widths
-            .iter()
-            .copied()
-            .find(|&w| w >= remaining)
-            .or(self.prefill_widths.last().copied())
-            .unwrap_or(self.decode_width)
+    }
+
+    /// The width of the next chunk when `remaining` tokens are left: all of them in one call
+    /// where the plan allows, else its widest.
+    pub fn chunk_width(&self, remaining: usize) -> usize {
+        match self.prefill {
+            _ if remaining <= 1 => self.decode_width,
+            PrefillWidths::Fixed(w) => w,
+            PrefillWidths::UpTo(widest) => remaining.min(widest),
+        }
     }
 
     /// The shortest cache bucket holding `filled` positions.
@@ -159,6 +161,25 @@ impl DecodePlan {
                 let min_width = p.min_bytes.div_ceil(channels.max(1) * FP16_BYTES);
                 round_up(used.max(min_width).max(p.min_width), p.width_multiple)
             }
+        }
+    }
+}
+
+/// The widths a plan's prefill chunks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillWidths {
+    /// One width under port rules: a prompt goes through in chunks of it, the last padded.
+    Fixed(usize),
+    /// Any width up to this one: a prompt goes through in chunks as wide as what is left, so
+    /// no column is padding.
+    UpTo(usize),
+}
+
+impl PrefillWidths {
+    /// The widest prefill chunk.
+    pub fn widest(self) -> usize {
+        match self {
+            PrefillWidths::Fixed(w) | PrefillWidths::UpTo(w) => w,
         }
     }
 }

@@ -40,8 +40,11 @@ enum CacheStore {
 pub(super) struct LayerKernels {
     device: Box<dyn Device>,
     config: ModelConfig,
+    forms: KernelForms,
+    /// Whether the kernels read the weights and the cache from host memory in place.
+    in_place: bool,
     plan: DecodePlan,
-    /// `(width, per-layer kernels)` for every width of the plan.
+    /// `(width, per-layer kernels)` for the plan's fixed widths and the last exact-fit one.
     matmuls: Vec<(usize, Vec<MatmulKernels>)>,
     /// Per-layer attention kernels by `(width, bucket)`, compiled on first use.
     attention: HashMap<(usize, usize), Vec<Box<dyn Kernel>>>,
@@ -92,40 +95,7 @@ impl LayerKernels {
             policy = Some(policy.unwrap_or_default());
         }
         let plan = DecodePlan::new(config, max_seq, policy)?;
-        let (d, q, kv, h, n) = (
-            config.dim,
-            config.q_dim(),
-            config.kv_dim(),
-            config.hidden_dim,
-            config.n_layers,
-        );
-        let mut matmuls = Vec::new();
-        for w in plan.widths() {
-            let compile = |name, bundle| per_layer(device.as_ref(), name, bundle, n);
-            let mut kernels: Vec<MatmulKernels> = compile(
-                "decode_qkv",
-                &decode_matmul(&plan, d, q + 2 * kv, w, forms)?,
-            )?
-            .into_iter()
-            .zip(compile(
-                "decode_wo",
-                &decode_matmul(&plan, q, d, w, forms)?,
-            )?)
-            .zip(compile("decode_ffn", &decode_ffn(&plan, d, h, w, forms)?)?)
-            .map(|((qkv, wo), ffn)| MatmulKernels { qkv, wo, ffn })
-            .collect();
-            if in_place {
-                for (k, p) in kernels.iter_mut().zip(&params.layers) {
-                    share_layer(k, p, w, h)?;
-                }
-            } else {
-                let mut scratch = Vec::new();
-                for (k, p) in kernels.iter_mut().zip(&params.layers) {
-                    stage_layer(k, p, w, h, &mut scratch)?;
-                }
-            }
-            matmuls.push((w, kernels));
-        }
+        let n = config.n_layers;
         let cache = if in_place {
             let len = plan.layout.channels * plan.cache_len();
             CacheStore::Host((0..n).map(|_| Arc::new(vec![0.0; len])).collect())
@@ -135,11 +105,16 @@ impl LayerKernels {
         let mut kernels = LayerKernels {
             device,
             config: config.clone(),
+            forms,
+            in_place,
             plan,
-            matmuls,
+            matmuls: Vec::new(),
             attention: HashMap::new(),
             cache,
         };
+        for w in kernels.plan.fixed_widths() {
+            kernels.compile_matmuls(w, params)?;
+        }
         // The one attention kernel of a copying device holds the cache: compile it now.
         let (w, t) = (kernels.plan.decode_width, kernels.plan.cache_len());
         kernels.attention_kernels(w, t)?;
@@ -156,8 +131,22 @@ impl LayerKernels {
         self.device.name()
     }
 
-    /// Layer `layer`'s matmul kernels at chunk width `width` (one of [`DecodePlan::widths`]).
-    pub fn matmuls(&mut self, width: usize, layer: usize) -> Result<&mut MatmulKernels> {
+    /// Layer `layer`'s matmul kernels at chunk width `width` (a width
+    /// [`DecodePlan::chunk_width`] gives), reading `params`. A width outside the fixed ones is
+    /// compiled on first use and replaces the previous such width, with its attention
+    /// kernels, so a run of prompts of many lengths holds two widths' kernels, not all.
+    pub fn matmuls(
+        &mut self,
+        width: usize,
+        layer: usize,
+        params: &Params,
+    ) -> Result<&mut MatmulKernels> {
+        if !self.matmuls.iter().any(|(w, _)| *w == width) {
+            let fixed = self.plan.fixed_widths();
+            self.matmuls.retain(|(w, _)| fixed.contains(w));
+            self.attention.retain(|(w, _), _| fixed.contains(w));
+            self.compile_matmuls(width, params)?;
+        }
         self.matmuls
             .iter_mut()
             .find(|(w, _)| *w == width)
@@ -167,6 +156,34 @@ impl LayerKernels {
                     "the decode plan has no width-{width} kernels for layer {layer}"
                 ))
             })
+    }
+
+    /// Compiles every layer's matmul kernels at width `w` and gives them `params`' weights:
+    /// shared in place, or staged into the kernels on a copying device.
+    fn compile_matmuls(&mut self, w: usize, params: &Params) -> Result<()> {
+        let c = &self.config;
+        let (d, q, kv, h, n) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.n_layers);
+        let (plan, forms, device) = (&self.plan, self.forms, self.device.as_ref());
+        let compile = |name, bundle| per_layer(device, name, bundle, n);
+        let mut kernels: Vec<MatmulKernels> =
+            compile("decode_qkv", &decode_matmul(plan, d, q + 2 * kv, w, forms)?)?
+                .into_iter()
+                .zip(compile("decode_wo", &decode_matmul(plan, q, d, w, forms)?)?)
+                .zip(compile("decode_ffn", &decode_ffn(plan, d, h, w, forms)?)?)
+                .map(|((qkv, wo), ffn)| MatmulKernels { qkv, wo, ffn })
+                .collect();
+        if self.in_place {
+            for (k, p) in kernels.iter_mut().zip(&params.layers) {
+                share_layer(k, p, w, h)?;
+            }
+        } else {
+            let mut scratch = Vec::new();
+            for (k, p) in kernels.iter_mut().zip(&params.layers) {
+                stage_layer(k, p, w, h, &mut scratch)?;
+            }
+        }
+        self.matmuls.push((w, kernels));
+        Ok(())
     }
 
     /// Writes `data` `[channels][columns]` into layer `layer`'s attention input: q, cache
