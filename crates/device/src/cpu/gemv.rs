@@ -8,25 +8,8 @@ use rayon::prelude::*;
 
 use super::gemm::{MatRef, PAR_MACS};
 
-/// Fewest outputs per rayon task: enough work per task that scheduling stays negligible.
-const MIN_ROWS_PER_TASK: usize = 64;
-/// Tasks per thread, so an uneven split (e.g. a 768-row matrix on two threads) or a thread
-/// the OS takes away costs a fraction of a task, not half the product.
-const TASKS_PER_THREAD: usize = 4;
-/// Rows [`dot_rows`] sums side by side, sharing each load of the vector.
-const ROW_GROUP: usize = 4;
-
-/// Outputs per task for `p` outputs over `threads` threads: an even share, a whole number of
-/// row groups, at least [`MIN_ROWS_PER_TASK`].
-fn rows_per_task(p: usize, threads: usize) -> usize {
-    let share = p.div_ceil(threads.max(1) * TASKS_PER_THREAD);
-    round_up(share.max(MIN_ROWS_PER_TASK), ROW_GROUP)
-}
-
-/// `n` rounded up to a multiple of `m`.
-fn round_up(n: usize, m: usize) -> usize {
-    n.div_ceil(m) * m
-}
+/// Outputs per rayon task: enough work per task that scheduling stays negligible.
+const ROWS_PER_TASK: usize = 256;
 
 /// `dst (+)= lhs · rhs` when one side is a vector and the matrix has a contiguous axis;
 /// returns false (nothing written) for any other case, which gemm handles. Operands were
@@ -80,19 +63,9 @@ pub(crate) fn try_gemv(
     let block = |r0: usize, out: &mut [f32]| {
         if rows_contiguous {
             let rs = a.rs as usize;
-            let row = |i: usize| &a.data[base + (r0 + i) * rs..][..q];
-            let done = out.len() - out.len() % ROW_GROUP;
-            let mut groups = out.chunks_exact_mut(ROW_GROUP);
-            for (g, o) in groups.by_ref().enumerate() {
-                let i = g * ROW_GROUP;
-                let v = dot_rows([row(i), row(i + 1), row(i + 2), row(i + 3)], xv);
-                for (o, v) in o.iter_mut().zip(v) {
-                    *o = if accumulate { *o + v } else { v };
-                }
-            }
-            for (i, o) in groups.into_remainder().iter_mut().enumerate() {
-                let i = done + i;
-                let v = dot(row(i), xv);
+            for (i, o) in out.iter_mut().enumerate() {
+                let row = &a.data[base + (r0 + i) * rs..][..q];
+                let v = dot(row, xv);
                 *o = if accumulate { *o + v } else { v };
             }
         } else {
@@ -107,10 +80,9 @@ pub(crate) fn try_gemv(
         }
     };
     if threads {
-        let rows = rows_per_task(p, rayon::current_num_threads());
-        y.par_chunks_mut(rows)
+        y.par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
-            .for_each(|(i, out)| block(i * rows, out));
+            .for_each(|(i, out)| block(i * ROWS_PER_TASK, out));
     } else {
         block(0, y);
     }
@@ -168,57 +140,6 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// [`dot`] of each of [`ROW_GROUP`] rows with `b`, each summed in exactly [`dot`]'s order
-/// (so a row's result does not depend on its group), one pass over `b` for all of them.
-fn dot_rows(rows: [&[f32]; ROW_GROUP], b: &[f32]) -> [f32; ROW_GROUP] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU was just found to support the enabled features.
-            return unsafe { dot_rows_avx512(rows, b) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { dot_rows_avx2(rows, b) };
-        }
-    }
-    dot_rows_lanes(rows, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_rows_avx512(rows: [&[f32]; ROW_GROUP], b: &[f32]) -> [f32; ROW_GROUP] {
-    dot_rows_lanes(rows, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_rows_avx2(rows: [&[f32]; ROW_GROUP], b: &[f32]) -> [f32; ROW_GROUP] {
-    dot_rows_lanes(rows, b)
-}
-
-/// The portable body of [`dot_rows`]: [`dot_lanes`]' accumulators, one set per row.
-#[inline(always)]
-fn dot_rows_lanes(rows: [&[f32]; ROW_GROUP], b: &[f32]) -> [f32; ROW_GROUP] {
-    let mut acc = [[0.0f32; LANES]; ROW_GROUP];
-    let full = b.len() - b.len() % LANES;
-    for (c, x) in b[..full].chunks_exact(LANES).enumerate() {
-        for (acc, row) in acc.iter_mut().zip(&rows) {
-            let r = &row[c * LANES..][..LANES];
-            for l in 0..LANES {
-                acc[l] += r[l] * x[l];
-            }
-        }
-    }
-    let mut out = [0.0f32; ROW_GROUP];
-    for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&rows) {
-        let tail: f32 = row[full..].iter().zip(&b[full..]).map(|(x, y)| x * y).sum();
-        *o = acc.iter().sum::<f32>() + tail;
-    }
-    out
 }
 
 /// `y += alpha · x` over equal-length slices, dispatched like [`dot`].
