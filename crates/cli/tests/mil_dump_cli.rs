@@ -174,3 +174,89 @@ fn the_dump_never_writes_into_a_used_directory() {
     );
     assert!(!tmp.path().join("y").exists());
 }
+
+/// A minimal fp32 `.npy` (format 1.0) of `shape`.
+fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
+    header.push_str(&" ".repeat(63 - (10 + header.len()) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The fp32 data of a format-1.0 `.npy`.
+fn read_npy(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let start = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[start..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn the_cpu_decode_plan_dumps_width_one_steps_that_compute_the_projection() {
+    // tiny: dim 64, 4 heads of 16, hidden 128; a 64-token cache has buckets of 32 and 64.
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("cpu");
+    let mut args = vec!["mil", "dump", "--model", "tiny", "--seq", "64"];
+    args.extend(["--decode-plan", "cpu", "--out", out_dir.to_str().unwrap()]);
+    let out = anetrain(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("CPU's decode plan"), "{}", text(&out));
+    let mut want: Vec<String> = KERNELS[..10].iter().map(|k| k.to_string()).collect();
+    for w in [1, 64] {
+        want.extend(["qkv", "wo", "ffn"].map(|k| format!("decode_{k}_w{w}")));
+    }
+    want.extend(["w1_a32", "w1_a64", "w64_a64"].map(|k| format!("decode_attention_{k}")));
+    want.sort();
+    let mut got: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    // decode_qkv_w1 takes one activation column then M [64][192] and gives y = Mᵀ a.
+    let file = out_dir.join("decode_qkv_w1").join("model.mil");
+    let program = parse_program(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let (name, ty) = program.main().unwrap().inputs[0].clone();
+    let (d, oc) = (64, 192);
+    assert_eq!(ty.shape, [1, d, 1, 1 + oc], "{ty}");
+    let value = |i: usize| ((i * 7919 % 211) as f32 / 211.0 - 0.5) * 0.25;
+    let input: Vec<f32> = (0..d * (1 + oc)).map(value).collect();
+    let npy = tmp.path().join("x.npy");
+    write_npy(&npy, &[1, d, 1, 1 + oc], &input);
+    let (x_arg, outputs) = (format!("{name}={}", npy.display()), tmp.path().join("out"));
+    let run = anetrain(&[
+        "mil",
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        &x_arg,
+        "--out",
+        outputs.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let y = read_npy(&outputs.join("y.npy"));
+    assert_eq!(y.len(), oc);
+    for (o, got) in y.iter().enumerate() {
+        let want: f64 = (0..d)
+            .map(|c| input[c * (1 + oc) + 1 + o] as f64 * input[c * (1 + oc)] as f64)
+            .sum();
+        assert!((*got as f64 - want).abs() < 1e-5, "y[{o}] {got} vs {want}");
+    }
+    // Every attention kernel of the plan runs from its directory.
+    for k in ["decode_attention_w1_a32", "decode_attention_w64_a64"] {
+        let file = out_dir.join(k).join("model.mil");
+        let run = anetrain(&["mil", "run", file.to_str().unwrap(), "--random-inputs"]);
+        assert!(run.status.success(), "{k}: {}", text(&run));
+    }
+}

@@ -8,7 +8,8 @@ use anetrain_device::ane::weights_dict::model_dir_files;
 use anetrain_device::compare::random_inputs;
 use anetrain_device::Kernel;
 use anetrain_mil::check::{check, check_with, Chip};
-use anetrain_mil::{parse_program, print_program, Program, WeightFiles};
+use anetrain_mil::{parse_program, print_program, Bundle, Program, WeightFiles};
+use anetrain_model::generate::{plan_kernels, DecodePlan};
 use anetrain_model::kernels::{self, KernelForms};
 use anetrain_model::source::ModelSource;
 use anyhow::{anyhow, bail, Context, Result};
@@ -48,8 +49,8 @@ pub struct DumpArgs {
     /// checkpoint directory, or a llama2.c .bin.
     #[arg(long)]
     model: String,
-    /// Sequence length of the training kernels (the decode cache is this rounded up to 32)
-    /// [default: the model's max_seq_len, at most 256].
+    /// Sequence length of the training kernels and the decode cache (the ANE's cache is this
+    /// rounded up to 32) [default: the model's max_seq_len, at most 256].
     #[arg(long)]
     seq: Option<usize>,
     /// The directory to write; it must not exist yet or be empty.
@@ -60,6 +61,19 @@ pub struct DumpArgs {
     /// proven forms].
     #[arg(long, value_name = "FILE")]
     capabilities: Option<PathBuf>,
+    /// Whose decode kernels to write: the ANE's (32 wide, one cache length) or the fp32 CPU
+    /// device's (width-1 decode steps over each cache bucket, and the widest prefill chunk).
+    #[arg(long, value_enum, default_value_t = DecodeTarget::Ane)]
+    decode_plan: DecodeTarget,
+}
+
+/// The device whose decode plan `mil dump` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeTarget {
+    /// The ANE's plan; also what `--device cpu-f16` runs.
+    Ane,
+    /// The fp32 CPU device's plan.
+    Cpu,
 }
 
 #[derive(Args)]
@@ -227,7 +241,21 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
         Some(path) => KernelForms::from_capabilities(&Capabilities::read(path)?)?,
         None => KernelForms::default(),
     };
-    let kernels = kernels::training_and_decode(&config, seq, forms)?;
+    let kernels: Vec<(String, Bundle)> = match args.decode_plan {
+        DecodeTarget::Ane => kernels::training_and_decode(&config, seq, forms)?
+            .into_iter()
+            .map(|k| (k.name.to_string(), k.bundle))
+            .collect(),
+        DecodeTarget::Cpu => {
+            let plan = DecodePlan::new(&config, seq, None)?;
+            let mut list: Vec<(String, Bundle)> = kernels::all(&config, seq, forms)?
+                .into_iter()
+                .map(|k| (k.name.to_string(), k.bundle))
+                .collect();
+            list.extend(plan_kernels(&config, &plan, forms)?);
+            list
+        }
+    };
     let occupied = std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some());
     if occupied || args.out.is_file() {
         bail!(
@@ -236,10 +264,10 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
             args.out.display()
         );
     }
-    for k in &kernels {
-        let dir = args.out.join(k.name);
-        let text = print_program(&k.bundle.program);
-        for (relative, bytes) in model_dir_files(&text, &k.bundle.weights)? {
+    for (name, bundle) in &kernels {
+        let dir = args.out.join(name);
+        let text = print_program(&bundle.program);
+        for (relative, bytes) in model_dir_files(&text, &bundle.weights)? {
             let path = dir.join(relative);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
@@ -248,17 +276,16 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
             std::fs::write(&path, bytes)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let input = k
-            .bundle
+        let input = bundle
             .program
             .main()
             .and_then(|f| f.inputs.first())
             .map(|(_, ty)| ty.to_string())
             .unwrap_or_default();
         println!(
-            "{:<18} input {input}, {} weight file(s) -> {}",
-            k.name,
-            k.bundle.weights.iter().count(),
+            "{:<26} input {input}, {} weight file(s) -> {}",
+            name,
+            bundle.weights.iter().count(),
             dir.join("model.mil").display()
         );
     }
@@ -266,9 +293,13 @@ fn dump(args: &DumpArgs) -> Result<ExitCode> {
         println!("kernel form: {line}");
     }
     println!(
-        "wrote {} kernels of {} (seq {seq}) to {}",
+        "wrote {} kernels of {} (seq {seq}, the {} decode plan) to {}",
         kernels.len(),
         args.model,
+        match args.decode_plan {
+            DecodeTarget::Ane => "ANE's",
+            DecodeTarget::Cpu => "CPU's",
+        },
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)

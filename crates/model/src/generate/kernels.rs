@@ -232,6 +232,52 @@ impl DecodeKernels {
     }
 }
 
+/// Every kernel `plan` compiles, named for `mil dump`: `decode_qkv_w{W}`, `decode_wo_w{W}`,
+/// `decode_ffn_w{W}` and `decode_attention_w{W}_a{A}` for the decode width over every cache
+/// bucket, and for the widest prefill chunk over the bucket a prompt of its width fills (an
+/// exact-fit plan compiles narrower chunks the same way, with `W` the prompt's length).
+pub fn plan_kernels(
+    config: &ModelConfig,
+    plan: &DecodePlan,
+    forms: KernelForms,
+) -> Result<Vec<(String, Bundle)>> {
+    let (d, q, kv, h) = (
+        config.dim,
+        config.q_dim(),
+        config.kv_dim(),
+        config.hidden_dim,
+    );
+    let mut widths = vec![plan.decode_width, plan.prefill.widest()];
+    widths.dedup();
+    let mut list = Vec::new();
+    for w in widths {
+        list.push((
+            format!("decode_qkv_w{w}"),
+            decode_matmul(plan, d, q + 2 * kv, w, forms)?,
+        ));
+        list.push((
+            format!("decode_wo_w{w}"),
+            decode_matmul(plan, q, d, w, forms)?,
+        ));
+        list.push((
+            format!("decode_ffn_w{w}"),
+            decode_ffn(plan, d, h, w, forms)?,
+        ));
+        let buckets = if w == plan.decode_width {
+            plan.cache_buckets.clone()
+        } else {
+            vec![plan.bucket(w)]
+        };
+        for a in buckets {
+            list.push((
+                format!("decode_attention_w{w}_a{a}"),
+                decode_attention(config, plan, w, a)?,
+            ));
+        }
+    }
+    Ok(list)
+}
+
 /// `decode_qkv` / `decode_wo`: input `[1, ic, 1, ·  W+oc]` (activation, then the staged
 /// `M [ic][oc]`), output `[1, oc, 1, W]`, `y = Mᵀ a`.
 pub fn decode_matmul(

@@ -23,6 +23,6 @@ pub use chat::{
     stop_tokens, Chat, ChatEvent, ChatOptions, ChatReply, DEFAULT_CONTEXT as DEFAULT_CHAT_CONTEXT,
 };
 pub use generator::{GenerationStats, Generator};
-pub use kernels::{DecodeKernels, DecodePlan, PrefillWidths};
+pub use kernels::{plan_kernels, DecodeKernels, DecodePlan, PrefillWidths};
 pub use sampler::{argmax, Sampler, SamplingOptions};
 pub use text::{complete, encode_prompt, generate_text, generator_for, Output, Piece, Prompt};
