@@ -2,8 +2,8 @@
 //! with embedding, norms, RoPE and the classifier on the CPU, as in training.
 //!
 //! Tokens go through the model in chunks as wide as the device's [`DecodePlan`] allows: on the
-//! CPU a decode step is a width-1 chunk and a prompt goes through in one chunk of the
-//! narrowest compiled width that holds it; on the ANE every chunk is 32 wide. Each chunk
+//! CPU a decode step is a width-1 chunk and a prompt goes through in one chunk exactly its
+//! width (up to 256 tokens per chunk); on the ANE every chunk is 32 wide. Each chunk
 //! writes its keys and values into the layer's KV cache and attends to the cache and to itself
 //! through the CPU-written mask, so prefill and decode are the same code path. Weights are
 //! staged once per layer in [`Generator::new`] ([`super::layer_kernels`]); a chunk writes
