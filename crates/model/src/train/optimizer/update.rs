@@ -174,14 +174,33 @@ pub(super) fn update_slices_bf16(
     let moments = m.iter_mut().zip(v.iter_mut());
     for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
         let g = g * s;
-        let m32 = beta1 * m.to_f32() + (1.0 - beta1) * g;
-        let v32 = beta2 * v.to_f32() + (1.0 - beta2) * g * g;
-        *m = bf16::from_f32(m32);
-        *v = bf16::from_f32(v32);
+        let m32 = beta1 * widen(*m) + (1.0 - beta1) * g;
+        let v32 = beta2 * widen(*v) + (1.0 - beta2) * g * g;
+        *m = round_to_bf16(m32);
+        *v = round_to_bf16(v32);
         let m_hat = m32 / c1;
         let v_hat = v32 / c2;
         *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
     }
+}
+
+/// `x` rounded to the nearest bf16, ties to even: `half::bf16::from_f32` bit for bit, but
+/// without branches, so the update loop vectorises (with half's conversion it ran 4.7× slower
+/// than the fp32 update).
+#[inline(always)]
+fn round_to_bf16(x: f32) -> bf16 {
+    let bits = x.to_bits();
+    // Adding just under half a bf16 step, plus the kept part's lowest bit, carries into the
+    // kept part exactly when round-to-nearest-even rounds up.
+    let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
+    let quiet_nan = (bits >> 16) as u16 | 0x0040;
+    bf16::from_bits(if x.is_nan() { quiet_nan } else { rounded })
+}
+
+/// The f32 of `b` (exact: bf16 is f32's upper half).
+#[inline(always)]
+fn widen(b: bf16) -> f32 {
+    f32::from_bits((b.to_bits() as u32) << 16)
 }
 
 #[cfg(test)]
@@ -237,6 +256,39 @@ mod tests {
             update_chunked(&rule, tensors, chunk, update);
         }
         (w, state)
+    }
+
+    #[test]
+    fn bf16_rounding_and_widening_match_the_half_crate_bit_for_bit() {
+        let mut rng = SplitMix64::new(5);
+        let edges = [
+            0.0f32,
+            -0.0,
+            1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            // Exact ties between two bf16 values, to even in both directions.
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0x7F7F_8000),
+        ];
+        let random = (0..1 << 20).map(|_| f32::from_bits(rng.next_u64() as u32));
+        for x in edges.into_iter().chain(random) {
+            let (ours, theirs) = (round_to_bf16(x), bf16::from_f32(x));
+            assert_eq!(
+                ours.to_bits(),
+                theirs.to_bits(),
+                "{x:e} ({:#010x})",
+                x.to_bits()
+            );
+            if !x.is_nan() {
+                assert_eq!(widen(ours).to_bits(), theirs.to_f32().to_bits());
+            }
+        }
     }
 
     #[test]
