@@ -382,8 +382,9 @@ const char *anetrain_version(void);
 // takes the tokenizer's vocabulary) on `data` (`synthetic[:TOKENS]`, a `.bin` shard or
 // directory of shards, or a text file; NULL is the synthetic corpus). `options_json` is NULL
 // or a JSON object of settings: steps, batch, seq, accum, lr, warmup, optimizer, weight_decay,
-// clip, seed, sampling, save_every, eval_every, eval_batches, keep_last, max_skipped_steps,
-// tokenizer, val_data, val_fraction, device (the `anetrain train` flags of those names), and
+// optimizer_state ("fp32" or "bf16"), clip, seed, sampling, save_every, eval_every,
+// eval_batches, keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, device (the
+// `anetrain train` flags of those names), and
 // for a LoRA run on the frozen model at `model_path`: lora_rank, lora_alpha, lora_targets (a
 // comma list or an array of names), lora_layers, adapter (a PEFT or mlx-lm adapter directory
 // to continue); its checkpoints hold only the adapter.

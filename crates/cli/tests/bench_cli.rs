@@ -227,3 +227,53 @@ fn bench_train_with_lora_layers_adapts_only_the_top_blocks() {
     assert!(!o.status.success());
     assert!(text(&o).1.contains("--lora-rank"), "{}", text(&o).1);
 }
+
+#[test]
+fn bench_train_with_bf16_moments_counts_12_bytes_per_parameter() {
+    let o = anetrain(&[
+        "bench",
+        "train",
+        "--model",
+        "tiny",
+        "--seq",
+        "16",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--optimizer-state",
+        "bf16",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    // The tiny preset's parameters (see above): 2·V·D embeddings and classifier, 2 layers, norm.
+    let (v, d, h) = (256.0, 64.0, 128.0);
+    let all = 2.0 * v * d + 2.0 * (4.0 * d * d + 3.0 * d * h + 2.0 * d) + d;
+    let line = out
+        .lines()
+        .find(|l| l.contains("bf16 AdamW moments are"))
+        .unwrap_or_else(|| panic!("no memory line in:\n{out}"));
+    let tail = line.split("moments are ").nth(1).unwrap();
+    let per_param: f64 = tail.split(' ').next().unwrap().parse().unwrap();
+    let mib: f64 = tail
+        .split("= ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(" MiB")
+        .parse()
+        .unwrap();
+    assert_eq!(per_param, 12.0, "{line}");
+    assert!((mib - 12.0 * all / 1048576.0).abs() <= 0.5, "{line}");
+
+    let o = anetrain(&[
+        "bench",
+        "train",
+        "--model",
+        "tiny",
+        "--optimizer-state",
+        "fp16",
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("choose fp32 or bf16"), "{err}");
+}

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anetrain_data::TokenizerSource;
+use half::bf16;
 use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::tensor::{Metadata, TensorInfo};
@@ -113,6 +114,34 @@ impl SafetensorsFile {
             })
     }
 
+    /// Reads BF16 tensor `name` of `shape` into `dst` bit for bit (optimizer moments kept in
+    /// bf16 must resume unchanged, so another stored type is an error, not a conversion).
+    pub fn read_bf16_into(&self, name: &str, shape: &[usize], dst: &mut [bf16]) -> Result<()> {
+        let info = self.info(name)?;
+        if info.shape != shape {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        if info.dtype != Dtype::BF16 {
+            return Err(ModelError::format(
+                &self.path,
+                format!(
+                    "tensor `{name}` is stored as {} but the run keeps it in BF16; the file does not belong to this checkpoint: restore the checkpoint's own optimizer.safetensors or resume from another checkpoint",
+                    info.dtype
+                ),
+            ));
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = &self.mmap[self.data_start + start..self.data_start + end];
+        for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+            *d = bf16::from_le_bytes([b[0], b[1]]);
+        }
+        Ok(())
+    }
+
     /// Decodes little-endian F32/F16/BF16 bytes into `dst`. Cost: one pass over the tensor.
     fn convert(&self, name: &str, info: &TensorInfo, dst: &mut [f32]) -> Result<()> {
         let (start, end) = info.data_offsets;
@@ -130,7 +159,7 @@ impl SafetensorsFile {
             }
             Dtype::BF16 => {
                 for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *d = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                    *d = bf16::from_le_bytes([b[0], b[1]]).to_f32();
                 }
             }
             other => {
@@ -280,22 +309,78 @@ pub fn save_hf_dir(
         .map_err(|e| ModelError::io(dir, e))
 }
 
-/// Writes `tensors` as an F32 safetensors file and makes it durable (fsync) before returning.
+/// A tensor's values in the type a safetensors file stores them as.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StoredValues<'a> {
+    /// F32 (weights, fp32 optimizer state).
+    F32(&'a [f32]),
+    /// BF16, written bit for bit (optimizer moments kept in bf16).
+    Bf16(&'a [bf16]),
+}
+
+impl StoredValues<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            StoredValues::F32(v) => v.len(),
+            StoredValues::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn dtype(&self) -> Dtype {
+        match self {
+            StoredValues::F32(_) => Dtype::F32,
+            StoredValues::Bf16(_) => Dtype::BF16,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.len() * self.dtype().bitsize() / 8
+    }
+
+    /// Appends the little-endian bytes to `out`.
+    fn extend_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            StoredValues::F32(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+            StoredValues::Bf16(v) => out.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+        }
+    }
+}
+
+/// A named tensor as it is written: shape and values in their stored type.
+pub type StoredTensor<'a> = (String, &'a [usize], StoredValues<'a>);
+
+/// Writes `tensors` as an F32 safetensors file ([`write_stored`]).
+pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, TensorView<'_>)>) -> Result<()> {
+    let stored = tensors
+        .into_iter()
+        .map(|(name, t)| (name, t.shape(), StoredValues::F32(t.data())))
+        .collect();
+    write_stored(path, stored)
+}
+
+/// Writes `tensors` as a safetensors file, each in its stored type, and makes it durable
+/// (fsync) before returning.
 ///
 /// The bytes go to `NAME.tmp-PID` beside `path`, created like any file (mode 0666 less the
 /// umask, as `meta.json` and `config.json` are) and renamed onto `path` when complete, so
 /// `path` is never seen half-written. The temporary file is removed on error, and leftovers of
 /// writers that were killed (their pid is gone) are removed before writing.
-pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, TensorView<'_>)>) -> Result<()> {
+pub(crate) fn write_stored(path: &Path, tensors: Vec<StoredTensor<'_>>) -> Result<()> {
     let mut infos = Vec::with_capacity(tensors.len());
     let mut offset = 0usize;
-    for (name, t) in &tensors {
-        let end = offset + t.len() * 4;
+    for (name, shape, values) in &tensors {
+        let end = offset + values.bytes();
         infos.push((
             name.clone(),
             TensorInfo {
-                dtype: Dtype::F32,
-                shape: t.shape().to_vec(),
+                dtype: values.dtype(),
+                shape: shape.to_vec(),
                 data_offsets: (offset, end),
             },
         ));
@@ -318,9 +403,9 @@ pub(crate) fn write_safetensors(path: &Path, tensors: Vec<(String, TensorView<'_
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(&header)?;
         let mut buf = Vec::new();
-        for (_, t) in &tensors {
+        for (_, _, values) in &tensors {
             buf.clear();
-            buf.extend(t.data().iter().flat_map(|x| x.to_le_bytes()));
+            values.extend_bytes(&mut buf);
             out.write_all(&buf)?;
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;

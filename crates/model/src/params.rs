@@ -252,7 +252,7 @@ impl Params {
     /// available memory, so an absurd config fails with a message instead of an abort.
     pub fn try_zeros(config: &ModelConfig) -> Result<Self> {
         config.validate()?;
-        ensure_param_memory(config, 1, "the model's weights")?;
+        ensure_param_memory(config, 4, "the model's weights")?;
         Ok(Params::zeros(config))
     }
 
@@ -475,11 +475,11 @@ pub fn check_tensor_shapes(
     Ok(())
 }
 
-/// Fails when `copies` f32 copies of `config`'s parameters (1 for weights alone; training keeps
-/// weights, gradients and two optimizer moments) do not fit in the available memory.
-pub fn ensure_param_memory(config: &ModelConfig, copies: u64, what: &str) -> Result<()> {
+/// Fails when `bytes_per_param` bytes for each of `config`'s parameters (4 for fp32 weights
+/// alone; training adds gradients and optimizer state) do not fit in the available memory.
+pub fn ensure_param_memory(config: &ModelConfig, bytes_per_param: u64, what: &str) -> Result<()> {
     let count = config.param_count().unwrap_or(u64::MAX);
-    let bytes = count.saturating_mul(4).saturating_mul(copies);
+    let bytes = count.saturating_mul(bytes_per_param);
     anetrain_device::host::ensure_memory(
         bytes,
         &format!("{what} ({count} parameters)"),

@@ -8,12 +8,13 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::params::Params;
 use anetrain_model::train::checkpoint::{
     apply_retention, latest_checkpoint, list_checkpoints, save_checkpoint, FORMAT_VERSION,
+    OPTIMIZER_FILE,
 };
 use anetrain_model::train::metrics::{read_metrics, METRICS_FILE};
 use anetrain_model::train::trainer::config_value;
 use anetrain_model::train::{
-    Checkpoint, CheckpointMeta, DataProvenance, LossScaler, MetricsLog, Optimizer, StepMetrics,
-    TrainOptions, TrainState,
+    Checkpoint, CheckpointMeta, DataProvenance, LossScaler, MetricsLog, Optimizer, OptimizerSpec,
+    StatePrecision, StepMetrics, TrainOptions, TrainState,
 };
 
 fn config() -> ModelConfig {
@@ -72,6 +73,44 @@ fn checkpoint_round_trips_weights_optimizer_state_and_metadata() {
     assert_eq!(ckpt.meta, m);
     assert_eq!(ckpt.config, config());
     assert_eq!(ckpt.load_optimizer().unwrap(), opt);
+}
+
+#[test]
+fn bf16_moments_are_saved_as_bf16_and_restored_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = Params::init(&config(), 3).unwrap();
+    let spec = OptimizerSpec::adamw(0.1).with_state(StatePrecision::Bf16);
+    let mut opt = Optimizer::new(spec, &params);
+    let mut p = params.clone();
+    opt.step(&mut p, &params, 1e-3, 1.0);
+    let mut m = meta(7, None);
+    let train = m.train.as_mut().unwrap();
+    train.optimizer_updates = 1;
+    train.options.optimizer = spec;
+    let path = save_checkpoint(dir.path(), &p, Some(&opt), &m).unwrap();
+    let ckpt = Checkpoint::load(&path).unwrap();
+    assert_eq!(ckpt.meta, m);
+    assert_eq!(ckpt.load_optimizer().unwrap(), opt);
+    // Two bytes per moment per parameter, plus the header.
+    let n = params.num_params() as u64;
+    let size = std::fs::metadata(path.join(OPTIMIZER_FILE)).unwrap().len();
+    assert!(
+        (4 * n..4 * n + 65536).contains(&size),
+        "{size} bytes of optimizer state for {n} parameters"
+    );
+
+    // fp32 moments under a run that says bf16 are not this checkpoint's: an error, not a
+    // silent conversion.
+    let fp32 = Optimizer::new(TrainOptions::default().optimizer, &params);
+    let mut m = meta(8, None);
+    m.train.as_mut().unwrap().options.optimizer = spec;
+    let path = save_checkpoint(dir.path(), &p, Some(&fp32), &m).unwrap();
+    let e = Checkpoint::load(&path)
+        .unwrap()
+        .load_optimizer()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stored as F32") && e.contains("BF16"), "{e}");
 }
 
 #[test]

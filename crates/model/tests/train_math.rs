@@ -2,9 +2,11 @@
 //! clipping and the loss scaler.
 
 use anetrain_model::config::ModelConfig;
+use anetrain_model::hf::StoredValues;
 use anetrain_model::params::{Linear, Params};
 use anetrain_model::train::clip::{clip_global_norm, global_norm};
-use anetrain_model::train::{LossScaler, Optimizer, OptimizerSpec, Schedule};
+use anetrain_model::train::{LossScaler, Optimizer, OptimizerSpec, Schedule, StatePrecision};
+use half::bf16;
 
 /// Zero parameters and gradients of the tiny model.
 fn zeros() -> (Params, Params) {
@@ -20,6 +22,7 @@ fn adamw_matches_hand_computed_steps_with_decay_and_bias_correction() {
         beta2: 0.95,
         eps: 1e-8,
         weight_decay: 0.1,
+        state: StatePrecision::Fp32,
     };
     let mut opt = Optimizer::new(spec, &p);
     p.embed_tokens.data_mut()[0] = 0.5;
@@ -104,8 +107,11 @@ fn adamw_is_bit_identical_to_scaling_then_a_per_element_loop_on_odd_sized_tensor
         );
     }
     let named = opt.named_state();
+    let (m0, v0) = (&named[0], &named[named.len() / 2]);
     assert!(
-        named[0].1 == m.embed_tokens.view() && named[named.len() / 2].1 == v.embed_tokens.view()
+        m0.2 == StoredValues::F32(m.embed_tokens.data())
+            && v0.2 == StoredValues::F32(v.embed_tokens.data())
+            && m0.1 == m.embed_tokens.shape()
     );
 }
 
@@ -218,4 +224,106 @@ fn loss_scaler_halves_and_counts_on_overflow_and_doubles_after_clean_steps() {
     let mut low = LossScaler::new(1.0, 10);
     low.update(false);
     assert_eq!(low.scale, 1.0);
+}
+
+/// One AdamW step over bf16 moments in f64: each moment is updated from its stored value,
+/// used unrounded for the weight, and stored rounded to the nearest bf16. Returns, per element
+/// of `m` then `v`, how far f32 arithmetic may honestly stray from f64 before the rounding: a
+/// few f32 steps of the terms summed (they can cancel to a far smaller moment).
+#[allow(clippy::too_many_arguments)]
+fn naive_adamw_bf16_step(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [bf16],
+    v: &mut [bf16],
+    decays: bool,
+    t: i32,
+    lr: f64,
+    grad_scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (b1, b2, eps) = (0.9f64, 0.95f64, 1e-8f64);
+    let wd = if decays { 0.1 } else { 0.0 };
+    let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+    let f32_slack = 4.0 * f32::EPSILON as f64;
+    let (mut m_slack, mut v_slack) = (Vec::new(), Vec::new());
+    for i in 0..w.len() {
+        let g = g[i] as f64 * grad_scale;
+        let (m_old, v_old) = (m[i].to_f64(), v[i].to_f64());
+        let m_new = b1 * m_old + (1.0 - b1) * g;
+        let v_new = b2 * v_old + (1.0 - b2) * g * g;
+        m_slack.push(f32_slack * (b1 * m_old.abs() + (1.0 - b1) * g.abs()));
+        v_slack.push(f32_slack * v_new);
+        m[i] = bf16::from_f64(m_new);
+        v[i] = bf16::from_f64(v_new);
+        let w_old = w[i] as f64;
+        w[i] = (w_old - lr * ((m_new / c1) / ((v_new / c2).sqrt() + eps) + wd * w_old)) as f32;
+    }
+    (m_slack, v_slack)
+}
+
+#[test]
+fn adamw_with_bf16_moments_matches_an_f64_reference_rounding_each_store() {
+    let mut c = ModelConfig::preset("tiny").unwrap();
+    c.vocab_size = 4099;
+    let mut p = Params::init(&c, 3).unwrap();
+    let spec = OptimizerSpec::adamw(0.1).with_state(StatePrecision::Bf16);
+    let mut opt = Optimizer::new(spec, &p);
+    let moments = |opt: &Optimizer| -> Vec<Vec<bf16>> {
+        opt.named_state()
+            .into_iter()
+            .map(|(_, _, values)| match values {
+                StoredValues::Bf16(v) => v.to_vec(),
+                StoredValues::F32(_) => panic!("bf16 moments are stored as F32"),
+            })
+            .collect()
+    };
+    let n_tensors = p.iter().len();
+    let (mut same, mut total) = (0usize, 0usize);
+    for step in 1..=5 {
+        // Gradients of very different sizes: the unscaled ones make `v` ~1e-12.
+        let g = Params::init(&c, 100 + step as u64).unwrap();
+        let grad_scale = if step % 2 == 0 { 0.3 / 1024.0 } else { 3.0 };
+        let mut expected_w = p.clone();
+        let mut expected_state = moments(&opt);
+        opt.step(&mut p, &g, 1e-2, grad_scale);
+        let (ms, vs) = expected_state.split_at_mut(n_tensors);
+        let tensors = expected_w.iter_mut().into_iter().zip(g.iter());
+        let (mut m_slack, mut v_slack) = (Vec::new(), Vec::new());
+        for (((_, mut w), (_, g)), (m, v)) in tensors.zip(ms.iter_mut().zip(vs.iter_mut())) {
+            let decays = w.shape().len() > 1;
+            let (g, t) = (g.data(), step);
+            let (ma, va) =
+                naive_adamw_bf16_step(w.data_mut(), g, m, v, decays, t, 1e-2, grad_scale as f64);
+            m_slack.push(ma);
+            v_slack.push(va);
+        }
+        let slack = m_slack.into_iter().chain(v_slack);
+        let states = expected_state.iter().zip(moments(&opt)).zip(slack);
+        for (k, ((want, got), slack)) in states.enumerate() {
+            for ((a, b), s) in want.iter().zip(&got).zip(slack) {
+                // Rounded from f32 or from f64 arithmetic, the stored values may be one bf16
+                // step apart (2⁻⁷ relative at most), plus what f32 may lose to cancellation.
+                let (a64, b64) = (a.to_f64(), b.to_f64());
+                assert!(
+                    (a64 - b64).abs() <= a64.abs().max(b64.abs()) / 128.0 + s,
+                    "step {step}, state tensor {k}: {b} where the reference stores {a}"
+                );
+                same += (a == b) as usize;
+                total += 1;
+            }
+        }
+        for ((name, want), (_, got)) in expected_w.iter().into_iter().zip(p.iter()) {
+            for (a, b) in want.data().iter().zip(got.data()) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * a.abs() + 1e-8,
+                    "step {step}, {name}: weight {b}, reference {a}"
+                );
+            }
+        }
+    }
+    assert!(
+        same as f64 >= 0.99 * total as f64,
+        "only {same} of {total} moments equal the reference's"
+    );
+    assert_eq!(opt.updates(), 5);
 }

@@ -1,7 +1,7 @@
 //! The weights are held once: the peak of live heap bytes while training on the CPU device,
 //! counted by a global allocator, against what the config implies. Full fine-tuning holds
-//! fp32 weights, gradients and AdamW's two moments (16 bytes per parameter) plus
-//! activations; a LoRA run holds its frozen base once (4 bytes per parameter) plus the
+//! fp32 weights, gradients and AdamW's two moments (16 bytes per parameter, 12 with the
+//! moments in bf16) plus activations; a LoRA run holds its frozen base once (4 bytes per parameter) plus the
 //! adapter and activations. A second copy of the block matrices (what the kernels read,
 //! beside the masters) would add 4 bytes per matrix parameter, which both bounds exclude.
 //! On a device that stages its own copy (`cpu-f16`, like the ANE), a LoRA run keeps no host
@@ -18,7 +18,7 @@ use anetrain_model::config::ModelConfig;
 use anetrain_model::engine::{DeviceEngine, Engine, ReferenceEngine};
 use anetrain_model::lora::{Adapter, Layers, LoraConfig, Target};
 use anetrain_model::params::{Linear, Params};
-use anetrain_model::train::{BaseRef, TrainOptions, Trainer};
+use anetrain_model::train::{BaseRef, StatePrecision, TrainOptions, Trainer};
 
 /// The system allocator, counting the bytes live now and the most ever live.
 struct Counting;
@@ -179,6 +179,33 @@ fn training_on_the_cpu_device_holds_the_weights_once() {
          moments are 16 and a second copy of the matrices adds {:.2}",
         full as f64 / n as f64,
         second_copy as f64 / n as f64
+    );
+
+    // With AdamW's moments in bf16 the same run holds 12 bytes per parameter; fp32 moments
+    // would add 4, more than the activations' allowance.
+    let bf16 = peak_of(|| {
+        let params = Params::init(&c, 1).unwrap();
+        let e = engine(&c, &params);
+        let options = TrainOptions {
+            optimizer: options().optimizer.with_state(StatePrecision::Bf16),
+            ..options()
+        };
+        let mut t = Trainer::new(&c, params, options, data.clone(), e).unwrap();
+        while !t.is_done() {
+            t.step().unwrap();
+        }
+    });
+    println!(
+        "peak live heap per parameter: {:.2} B with fp32 moments, {:.2} B with bf16 moments",
+        full as f64 / n as f64,
+        bf16 as f64 / n as f64
+    );
+    assert!(bf16 >= 12 * n, "bf16: {bf16} bytes for {n} parameters");
+    assert!(
+        bf16 < 12 * n + second_copy / 2,
+        "full fine-tuning with bf16 moments peaked at {:.2} bytes per parameter; weights, \
+         gradients and bf16 moments are 12 and fp32 moments would add 4",
+        bf16 as f64 / n as f64
     );
 
     let lora = peak_of(|| {

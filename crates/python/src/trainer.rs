@@ -53,7 +53,7 @@ impl Trainer {
     /// run.json, metrics.jsonl (every step) and the due checkpoints, and is the default
     /// directory of `save()`. The keywords are the
     /// `anetrain train` settings: steps, batch, seq, accum, lr, warmup, optimizer,
-    /// weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches, keep_last,
+    /// weight_decay, optimizer_state ("fp32" or "bf16"), clip, seed, sampling, save_every, eval_every, eval_batches, keep_last,
     /// max_skipped_steps, tokenizer, val_data, val_fraction, device; and for a LoRA run on the
     /// frozen model at the path `model`: lora_rank, lora_alpha, lora_targets (a comma list or
     /// a list of names), lora_layers, adapter (a PEFT or mlx-lm directory to continue).

@@ -21,7 +21,7 @@ use anetrain_model::device_choice::DeviceChoice;
 use anetrain_model::lora::{Adapter, LoraRequest};
 use anetrain_model::params::Params;
 use anetrain_model::train::base_ref::content_hash;
-use anetrain_model::train::{BaseRef, TrainOptions, Trainer};
+use anetrain_model::train::{BaseRef, OptimizerSpec, StatePrecision, TrainOptions, Trainer};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::sync::Arc;
@@ -46,6 +46,9 @@ pub struct TrainBenchArgs {
     steps: usize,
     #[command(flatten)]
     device: DeviceArgs,
+    /// How AdamW stores its moments (as `train --optimizer-state`): fp32 or bf16.
+    #[arg(long, default_value = "fp32", value_name = "fp32|bf16")]
+    optimizer_state: String,
     /// Also time the plain-Rust reference engine as a baseline (slow for big models).
     #[arg(long)]
     reference: bool,
@@ -163,6 +166,7 @@ fn time_trainer(
 ) -> Result<StepTimes> {
     let total = args.warmup + args.steps;
     let options = TrainOptions {
+        optimizer: optimizer(args)?,
         steps: total as u64,
         batch: args.batch,
         seq: args.seq,
@@ -219,11 +223,18 @@ fn time_trainer(
     })
 }
 
+/// The run's AdamW with its moments stored as `--optimizer-state` says.
+fn optimizer(args: &TrainBenchArgs) -> Result<OptimizerSpec> {
+    let state = StatePrecision::parse(&args.optimizer_state)?;
+    Ok(TrainOptions::default().optimizer.with_state(state))
+}
+
 /// Runs the benchmark and prints what it measured.
 pub fn run(args: &TrainBenchArgs) -> Result<()> {
     if args.batch == 0 || args.seq == 0 || args.steps == 0 {
         bail!("--batch, --seq and --steps must be at least 1");
     }
+    let state_bytes = optimizer(args)?.state_bytes_per_param();
     let config = ModelConfig::preset(&args.model)?;
     if args.seq > config.max_seq_len {
         bail!(
@@ -318,11 +329,13 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
     if let (Some(weights), Some(built)) = (weights_mib, timed.built_mib) {
         // Zeroed buffers (the gradients) only take memory once written, so the middle figure
         // holds the weights, AdamW's moments and the engine, and the last adds the rest.
+        let per_param = 8 + state_bytes;
         println!(
             "memory (peak RSS): {weights:.0} MiB with the weights, {built:.0} MiB once the \
-             trainer is built and has staged them, {rss} during the steps; fp32 weights, \
-             gradients and AdamW moments are 16 B/param = {:.0} MiB",
-            16.0 * n_params as f64 / 1048576.0
+             trainer is built and has staged them, {rss} during the steps; fp32 weights and \
+             gradients and {} AdamW moments are {per_param} B/param = {:.0} MiB",
+            args.optimizer_state,
+            (per_param * n_params as u64) as f64 / 1048576.0
         );
     }
     if let Some((ms, lora_rss)) = lora {

@@ -120,6 +120,11 @@ pub struct TrainArgs {
     /// Decoupled weight decay on matrices and embeddings [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
+    /// How AdamW stores its two moments: fp32, or bf16 for 12 instead of 16 bytes per
+    /// parameter (the update is computed in f32 either way) [default: fp32, or the resumed
+    /// run's].
+    #[arg(long, value_name = "fp32|bf16")]
+    optimizer_state: Option<String>,
     /// Global gradient-norm limit, 0 for none [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     clip: Option<f32>,
@@ -289,6 +294,7 @@ fn option_changes(args: &TrainArgs) -> OptionChanges {
         warmup: args.warmup,
         optimizer: args.optimizer.clone(),
         weight_decay: args.weight_decay,
+        optimizer_state: args.optimizer_state.clone(),
         clip: args.clip,
         seed: args.seed,
         sampling: args.sampling.clone(),

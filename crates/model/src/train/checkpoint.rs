@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! RUN_DIR/ckpt-00000300/model.safetensors      weights, Hugging Face names, F32
-//!                      /optimizer.safetensors  optimizer state (absent for imported weights)
+//!                      /optimizer.safetensors  optimizer state, F32 or BF16 as the run keeps
+//!                                              it (absent for imported weights)
 //!                      /meta.json              config, step, data position, scaler, options
 //! ```
 //!
@@ -29,7 +30,7 @@ use super::optimizer::Optimizer;
 use super::options::TrainOptions;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::hf::{write_safetensors, SafetensorsFile};
+use crate::hf::{write_safetensors, write_stored, SafetensorsFile};
 use crate::lora::{load_adapter, save_adapter, Adapter, AdapterFormat};
 use crate::params::{ParamSet, Params};
 
@@ -205,7 +206,7 @@ impl Checkpoint {
             train.options.optimizer,
             params,
             train.optimizer_updates,
-            |name, dst| file.read_into(name, dst),
+            &file,
         )
     }
 
@@ -345,7 +346,7 @@ pub fn save_checkpoint(
     save_with(run_dir, meta, |tmp| {
         write_safetensors(&tmp.join(MODEL_FILE), params.iter())?;
         if let Some(opt) = optimizer {
-            write_safetensors(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
+            write_stored(&tmp.join(OPTIMIZER_FILE), opt.named_state())?;
         }
         Ok(())
     })
@@ -366,7 +367,7 @@ pub fn save_adapter_checkpoint(
     };
     save_with(run_dir, meta, |tmp| {
         save_adapter(tmp, AdapterFormat::Peft, adapter, &base.path)?;
-        write_safetensors(&tmp.join(OPTIMIZER_FILE), optimizer.named_state())
+        write_stored(&tmp.join(OPTIMIZER_FILE), optimizer.named_state())
     })
 }
 

@@ -24,7 +24,7 @@ pub use eval::{evaluate, EvalResult};
 pub use follow::{Activity, Change, MetricsFollower};
 pub use loss_scale::LossScaler;
 pub use metrics::{MetricsLog, StepMetrics};
-pub use optimizer::{Optimizer, OptimizerSpec};
+pub use optimizer::{Optimizer, OptimizerSpec, StatePrecision};
 pub use options::TrainOptions;
 pub use resume::ResumePlan;
 pub use run_dir::RUN_FILE;

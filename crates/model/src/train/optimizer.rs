@@ -4,12 +4,62 @@
 //!
 //! Norm gains (every 1-D tensor) are never decayed: shrinking an RMSNorm gain towards 0 fights
 //! the normalisation instead of regularising anything (ane-reference §6.9 does the same).
+//!
+//! AdamW's moments may be kept in bf16 ([`StatePrecision::Bf16`]): 12 instead of 16 bytes per
+//! parameter with the fp32 weights and gradients. Each update loads them, computes in f32 as
+//! the fp32 path does, uses the f32 results for the weight, and stores them rounded to nearest
+//! even. bf16 has fp32's exponent, so the tiny non-negative `v` neither underflows nor needs
+//! rescaling; what it lacks is mantissa (8 bits): a decay `β` whose change `(1 - β)·x` is
+//! below half a bf16 step would round back to `x` and freeze the moment, so `1 - β` must be at
+//! least 2⁻⁸ (β ≤ 0.996; this project's 0.9 and 0.95 are far from it).
+//!
+//! The gradient cannot be folded into the optimizer (updating each weight as its gradient is
+//! produced, never holding the whole gradient): clipping needs the global norm of the whole
+//! gradient before any weight moves, accumulation sums several micro-batches into it, and the
+//! loss scaler skips the whole step when any element overflowed. All three are on by default.
 
-use rayon::prelude::*;
+use half::bf16;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::params::{ParamSet, Params, TensorView, TensorViewMut};
+use crate::hf::{SafetensorsFile, StoredTensor, StoredValues};
+use crate::params::{ParamSet, Params};
+
+mod update;
+
+use update::{update_chunked, update_slices, update_slices_bf16, Rule, TensorSlices, CHUNK};
+
+/// How AdamW's two moments are stored: the update itself is always computed in f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatePrecision {
+    /// 4 bytes per moment per parameter (16 B/param with weights and gradients).
+    #[default]
+    Fp32,
+    /// 2 bytes per moment, rounded to nearest even on every store (12 B/param).
+    Bf16,
+}
+
+impl StatePrecision {
+    /// Parses `--optimizer-state` / `optimizer_state`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "fp32" => Ok(StatePrecision::Fp32),
+            "bf16" => Ok(StatePrecision::Bf16),
+            other => Err(ModelError::Options(format!(
+                "unknown optimizer state `{other}` (--optimizer-state, optimizer_state in C and Python); choose fp32 or bf16"
+            ))),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatePrecision::Fp32 => "fp32",
+            StatePrecision::Bf16 => "bf16",
+        }
+    }
+}
 
 /// Which optimizer, with its hyperparameters; saved in checkpoint metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,6 +75,9 @@ pub enum OptimizerSpec {
         eps: f32,
         /// Decoupled weight decay on matrices and embeddings.
         weight_decay: f32,
+        /// How `m` and `v` are stored (runs saved before it existed kept fp32).
+        #[serde(default)]
+        state: StatePrecision,
     },
     /// Plain SGD, `w -= lr·(b + wd·w)` with `b = μ·b + g` (or `b = g` when `μ = 0`).
     Sgd {
@@ -43,6 +96,7 @@ impl OptimizerSpec {
             beta2: 0.95,
             eps: 1e-8,
             weight_decay,
+            state: StatePrecision::Fp32,
         }
     }
 
@@ -52,6 +106,66 @@ impl OptimizerSpec {
             momentum: 0.9,
             weight_decay,
         }
+    }
+
+    /// How the state tensors are stored (SGD's momentum is always fp32).
+    pub fn state_precision(&self) -> StatePrecision {
+        match self {
+            OptimizerSpec::Adamw { state, .. } => *state,
+            OptimizerSpec::Sgd { .. } => StatePrecision::Fp32,
+        }
+    }
+
+    /// The same optimizer with AdamW's moments stored in `state` (SGD unchanged: its momentum
+    /// is always fp32).
+    pub fn with_state(self, state: StatePrecision) -> Self {
+        match self {
+            OptimizerSpec::Adamw {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => OptimizerSpec::Adamw {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                state,
+            },
+            sgd @ OptimizerSpec::Sgd { .. } => sgd,
+        }
+    }
+
+    /// Bytes of optimizer state per parameter.
+    pub fn state_bytes_per_param(&self) -> u64 {
+        let per_value = match self.state_precision() {
+            StatePrecision::Fp32 => 4,
+            StatePrecision::Bf16 => 2,
+        };
+        per_value * self.state_names().len() as u64
+    }
+
+    /// Fails, naming the decay, when bf16 moments could not follow it: a change of
+    /// `(1 - β)·x` below half a bf16 step rounds back to `x` (see the module docs).
+    pub fn check_state_precision(&self) -> Result<()> {
+        if let OptimizerSpec::Adamw {
+            beta1,
+            beta2,
+            state: StatePrecision::Bf16,
+            ..
+        } = self
+        {
+            for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
+                if 1.0 - beta < BF16_MIN_DECAY {
+                    return Err(ModelError::Options(format!(
+                        "AdamW {name} {beta} decays its moment by less than half a bf16 step, so bf16 moments would stop changing; use --optimizer-state fp32 or a {name} of at most {}",
+                        1.0 - BF16_MIN_DECAY
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Names of the state tensors kept per parameter, as prefixes of the saved names.
@@ -64,30 +178,69 @@ impl OptimizerSpec {
     }
 }
 
+/// The smallest `1 - β` bf16 moments follow: 2⁻⁸, half the relative step at the bottom of a
+/// binade (8 significant bits).
+const BF16_MIN_DECAY: f32 = 1.0 / 256.0;
+
 /// An optimizer and its state over a parameter set `P` (a whole model by default, or an
 /// adapter): one buffer per state name per parameter, plus the update count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Optimizer<P: ParamSet = Params> {
     spec: OptimizerSpec,
-    /// `state[k]` holds state `spec.state_names()[k]` for every parameter.
-    state: Vec<P>,
+    state: State<P>,
     /// Updates applied so far (Adam's bias correction uses it).
     updates: u64,
+}
+
+/// The state buffers in the spec's precision; `[k]` holds state `spec.state_names()[k]`.
+#[derive(Clone, Debug, PartialEq)]
+enum State<P> {
+    /// fp32, shaped like the parameters.
+    F32(Vec<P>),
+    /// bf16: `buffers[k][i]` for the `i`-th parameter tensor of `tensors` (names and shapes
+    /// in [`ParamSet::tensors`] order).
+    Bf16 {
+        tensors: Vec<(String, Vec<usize>)>,
+        buffers: Vec<Vec<Vec<bf16>>>,
+    },
 }
 
 impl<P: ParamSet> Optimizer<P> {
     /// Fresh state (zeros) for parameters shaped like `params`.
     pub fn new(spec: OptimizerSpec, params: &P) -> Self {
-        let zeros = || {
-            let mut p = params.clone();
-            p.tensors_mut()
-                .into_iter()
-                .for_each(|(_, mut t)| t.data_mut().fill(0.0));
-            p
+        let names = spec.state_names();
+        let state = match spec.state_precision() {
+            StatePrecision::Fp32 => {
+                let zeros = || {
+                    let mut p = params.clone();
+                    p.tensors_mut()
+                        .into_iter()
+                        .for_each(|(_, mut t)| t.data_mut().fill(0.0));
+                    p
+                };
+                State::F32(names.iter().map(|_| zeros()).collect())
+            }
+            StatePrecision::Bf16 => {
+                let tensors: Vec<(String, Vec<usize>)> = params
+                    .tensors()
+                    .into_iter()
+                    .map(|(name, t)| (name, t.shape().to_vec()))
+                    .collect();
+                let zeros = || {
+                    tensors
+                        .iter()
+                        .map(|(_, shape)| vec![bf16::ZERO; shape.iter().product()])
+                        .collect()
+                };
+                State::Bf16 {
+                    buffers: names.iter().map(|_| zeros()).collect(),
+                    tensors,
+                }
+            }
         };
         Optimizer {
             spec,
-            state: spec.state_names().iter().map(|_| zeros()).collect(),
+            state,
             updates: 0,
         }
     }
@@ -111,190 +264,119 @@ impl<P: ParamSet> Optimizer<P> {
     pub fn step(&mut self, params: &mut P, grads: &P, lr: f32, grad_scale: f32) {
         self.updates += 1;
         let rule = Rule::new(self.spec, self.updates, lr, grad_scale);
-        let mut states: Vec<_> = self
-            .state
-            .iter_mut()
-            .map(|s| s.tensors_mut().into_iter())
-            .collect();
-        let tensors = params
-            .tensors_mut()
-            .into_iter()
-            .zip(grads.tensors())
-            .map(|((_, w), (_, g))| {
-                let state = states
+        match &mut self.state {
+            State::F32(state) => {
+                let mut states: Vec<_> = state
                     .iter_mut()
-                    .filter_map(|s| s.next().map(|(_, t)| t.into_data()))
+                    .map(|s| s.tensors_mut().into_iter().map(|(_, t)| t.into_data()))
                     .collect();
-                TensorSlices {
-                    decays: w.shape().len() > 1,
-                    w: w.into_data(),
-                    g: g.data(),
-                    state,
-                }
-            })
-            .collect();
-        update_chunked(&rule, tensors, CHUNK);
+                let tensors = pair_up(params, grads, &mut states);
+                update_chunked(&rule, tensors, CHUNK, update_slices);
+            }
+            State::Bf16 { buffers, .. } => {
+                let mut states: Vec<_> = buffers
+                    .iter_mut()
+                    .map(|s| s.iter_mut().map(Vec::as_mut_slice))
+                    .collect();
+                let tensors = pair_up(params, grads, &mut states);
+                update_chunked(&rule, tensors, CHUNK, update_slices_bf16);
+            }
+        }
     }
 
     /// The state tensors under saved names `<state>.<parameter name>`, e.g.
-    /// `exp_avg.model.norm.weight`.
-    pub fn named_state(&self) -> Vec<(String, TensorView<'_>)> {
+    /// `exp_avg.model.norm.weight`, in their stored precision.
+    pub fn named_state(&self) -> Vec<StoredTensor<'_>> {
         let mut out = Vec::new();
-        for (prefix, state) in self.spec.state_names().iter().zip(&self.state) {
-            for (name, t) in state.tensors() {
-                out.push((format!("{prefix}.{name}"), t));
+        let prefixes = self.spec.state_names().iter();
+        match &self.state {
+            State::F32(state) => {
+                for (prefix, state) in prefixes.zip(state) {
+                    for (name, t) in state.tensors() {
+                        let values = StoredValues::F32(t.data());
+                        out.push((format!("{prefix}.{name}"), t.shape(), values));
+                    }
+                }
+            }
+            State::Bf16 { tensors, buffers } => {
+                for (prefix, state) in prefixes.zip(buffers) {
+                    for ((name, shape), data) in tensors.iter().zip(state) {
+                        let values = StoredValues::Bf16(data);
+                        out.push((format!("{prefix}.{name}"), shape.as_slice(), values));
+                    }
+                }
             }
         }
         out
     }
 
-    /// Rebuilds an optimizer from saved state: `read(name, dst)` must fill `dst` with the tensor
-    /// saved as `name` (see [`Optimizer::named_state`]) or fail naming it.
+    /// Rebuilds an optimizer from state saved in `file` under the names of
+    /// [`Optimizer::named_state`], bit for bit in the spec's precision.
     pub fn restore(
         spec: OptimizerSpec,
         params: &P,
         updates: u64,
-        mut read: impl FnMut(&str, &mut TensorViewMut<'_>) -> Result<()>,
+        file: &SafetensorsFile,
     ) -> Result<Self> {
         let mut opt = Optimizer::new(spec, params);
         opt.updates = updates;
-        for (prefix, state) in spec.state_names().iter().zip(&mut opt.state) {
-            for (name, mut t) in state.tensors_mut() {
-                read(&format!("{prefix}.{name}"), &mut t)?;
+        let prefixes = spec.state_names().iter();
+        match &mut opt.state {
+            State::F32(state) => {
+                for (prefix, state) in prefixes.zip(state) {
+                    for (name, mut t) in state.tensors_mut() {
+                        file.read_into(&format!("{prefix}.{name}"), &mut t)?;
+                    }
+                }
+            }
+            State::Bf16 { tensors, buffers } => {
+                for (prefix, state) in prefixes.zip(buffers) {
+                    for ((name, shape), data) in tensors.iter().zip(state) {
+                        file.read_bf16_into(&format!("{prefix}.{name}"), shape, data)?;
+                    }
+                }
             }
         }
         Ok(opt)
     }
 }
 
-/// Elements per parallel job: big enough that scheduling costs nothing next to the update,
-/// small enough that a 9M-element embedding spreads over every core.
-const CHUNK: usize = 1 << 15;
-
-/// One step's arithmetic: the spec with the step's learning rate and bias corrections, worked
-/// out once per step so every chunk uses the very same values.
-struct Rule {
-    spec: OptimizerSpec,
-    lr: f32,
-    /// Every gradient is multiplied by this before use (unscaling and clipping).
-    grad_scale: f32,
-    /// Adam's bias corrections `1 - β^t` (unused by SGD).
-    c1: f32,
-    c2: f32,
+/// Each parameter tensor's weights and gradient with its slice of every state buffer
+/// (`states[k]` yields state `k`'s slices in [`ParamSet::tensors`] order).
+fn pair_up<'a, P: ParamSet, T: 'a>(
+    params: &'a mut P,
+    grads: &'a P,
+    states: &mut [impl Iterator<Item = &'a mut [T]>],
+) -> Vec<TensorSlices<'a, T>> {
+    params
+        .tensors_mut()
+        .into_iter()
+        .zip(grads.tensors())
+        .map(|((_, w), (_, g))| TensorSlices {
+            decays: w.shape().len() > 1,
+            w: w.into_data(),
+            g: g.data(),
+            state: states.iter_mut().filter_map(Iterator::next).collect(),
+        })
+        .collect()
 }
 
-impl Rule {
-    fn new(spec: OptimizerSpec, updates: u64, lr: f32, grad_scale: f32) -> Rule {
-        let t = updates as i32;
-        let (c1, c2) = match spec {
-            OptimizerSpec::Adamw { beta1, beta2, .. } => (1.0 - beta1.powi(t), 1.0 - beta2.powi(t)),
-            OptimizerSpec::Sgd { .. } => (1.0, 1.0),
-        };
-        Rule {
-            spec,
-            lr,
-            grad_scale,
-            c1,
-            c2,
-        }
-    }
-}
-
-/// One parameter tensor's buffers: weights, gradient and state (`[m, v]` for AdamW,
-/// `[momentum]` or `[]` for SGD), and whether weight decay applies (not to 1-D norm gains).
-struct TensorSlices<'a> {
-    decays: bool,
-    w: &'a mut [f32],
-    g: &'a [f32],
-    state: Vec<&'a mut [f32]>,
-}
-
-impl<'a> TensorSlices<'a> {
-    /// Cuts the buffers into aligned pieces of at most `chunk` elements.
-    fn split(self, chunk: usize, out: &mut Vec<TensorSlices<'a>>) {
-        let mut states: Vec<_> = self
-            .state
-            .into_iter()
-            .map(|s| s.chunks_mut(chunk))
-            .collect();
-        for (w, g) in self.w.chunks_mut(chunk).zip(self.g.chunks(chunk)) {
-            out.push(TensorSlices {
-                decays: self.decays,
-                w,
-                g,
-                state: states.iter_mut().filter_map(Iterator::next).collect(),
-            });
-        }
-    }
-}
-
-/// Applies `rule` to every element of `tensors`, in parallel pieces of `chunk` elements.
-fn update_chunked(rule: &Rule, tensors: Vec<TensorSlices<'_>>, chunk: usize) {
-    let mut pieces = Vec::new();
-    for t in tensors {
-        t.split(chunk, &mut pieces);
-    }
-    pieces
-        .into_par_iter()
-        .for_each(|mut p| update_slices(rule, p.decays, p.w, p.g, &mut p.state));
-}
-
-/// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW, `[momentum]`
-/// or `[]` for SGD), element by element.
-fn update_slices(rule: &Rule, decays: bool, w: &mut [f32], g: &[f32], state: &mut [&mut [f32]]) {
-    let (lr, s) = (rule.lr, rule.grad_scale);
-    match (rule.spec, state) {
-        (
-            OptimizerSpec::Adamw {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            },
-            [m, v],
-        ) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            let (c1, c2) = (rule.c1, rule.c2);
-            let moments = m.iter_mut().zip(v.iter_mut());
-            for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-                let g = g * s;
-                *m = beta1 * *m + (1.0 - beta1) * g;
-                *v = beta2 * *v + (1.0 - beta2) * g * g;
-                let m_hat = *m / c1;
-                let v_hat = *v / c2;
-                *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
-            }
-        }
-        (
-            OptimizerSpec::Sgd {
-                momentum,
-                weight_decay,
-            },
-            [b],
-        ) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
-                *b = momentum * *b + g * s;
-                *w -= lr * (*b + wd * *w);
-            }
-        }
-        (OptimizerSpec::Sgd { weight_decay, .. }, _) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            for (w, &g) in w.iter_mut().zip(g) {
-                *w -= lr * (g * s + wd * *w);
-            }
-        }
-        // `Optimizer::new` allocates exactly the buffers `state_names` lists for the spec.
-        (OptimizerSpec::Adamw { .. }, _) => unreachable!("AdamW always has two state buffers"),
-    }
-}
-
-/// Parses `--optimizer`.
-pub fn parse_optimizer(name: &str, weight_decay: f32) -> Result<OptimizerSpec> {
-    match name {
-        "adamw" => Ok(OptimizerSpec::adamw(weight_decay)),
-        "sgd" => Ok(OptimizerSpec::sgd(weight_decay)),
-        other => Err(ModelError::Options(format!(
+/// Parses `--optimizer` with its decay and state precision; SGD refuses bf16 state (it keeps
+/// no moments to store).
+pub fn parse_optimizer(
+    name: &str,
+    weight_decay: f32,
+    state: StatePrecision,
+) -> Result<OptimizerSpec> {
+    match (name, state) {
+        ("adamw", state) => Ok(OptimizerSpec::adamw(weight_decay).with_state(state)),
+        ("sgd", StatePrecision::Fp32) => Ok(OptimizerSpec::sgd(weight_decay)),
+        ("sgd", StatePrecision::Bf16) => Err(ModelError::Options(
+            "--optimizer-state bf16 stores AdamW's moments, and SGD has none; use --optimizer \
+             adamw or drop --optimizer-state (optimizer_state in C and Python)"
+                .into(),
+        )),
+        (other, _) => Err(ModelError::Options(format!(
             "unknown optimizer `{other}`; choose adamw or sgd"
         ))),
     }
@@ -303,69 +385,50 @@ pub fn parse_optimizer(name: &str, weight_decay: f32) -> Result<OptimizerSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anetrain_data::rng::SplitMix64;
 
-    /// Buffers of odd sizes (around and across chunk boundaries) filled from `seed`.
-    fn buffers(seed: u64, sizes: &[usize]) -> Vec<Vec<f32>> {
-        let mut rng = SplitMix64::new(seed);
-        sizes
-            .iter()
-            .map(|&n| (0..n).map(|_| rng.unit() as f32 * 2.0 - 1.0).collect())
-            .collect()
-    }
-
-    /// Runs three steps of `spec` over the buffers with pieces of `chunk` elements; returns
-    /// weights and state.
-    fn run(spec: OptimizerSpec, chunk: usize) -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
-        let sizes = [1, 7, 33, 1000, 3 * 1024 + 5];
-        let mut w = buffers(1, &sizes);
-        let mut state: Vec<Vec<Vec<f32>>> = spec
-            .state_names()
-            .iter()
-            .map(|_| sizes.iter().map(|&n| vec![0.0; n]).collect())
-            .collect();
-        for step in 1..=3u64 {
-            let g = buffers(10 + step, &sizes);
-            let rule = Rule::new(spec, step, 1e-2, 0.75);
-            let mut per_tensor: Vec<Vec<&mut [f32]>> = sizes.iter().map(|_| Vec::new()).collect();
-            for s in &mut state {
-                for (slot, buf) in per_tensor.iter_mut().zip(s.iter_mut()) {
-                    slot.push(buf.as_mut_slice());
-                }
-            }
-            let tensors = w
-                .iter_mut()
-                .zip(&g)
-                .zip(per_tensor)
-                .enumerate()
-                .map(|(i, ((w, g), state))| TensorSlices {
-                    decays: i % 2 == 0,
-                    w,
-                    g,
-                    state,
-                })
-                .collect();
-            update_chunked(&rule, tensors, chunk);
-        }
-        (w, state)
+    #[test]
+    fn bf16_moments_are_refused_where_they_could_not_follow_the_decay() {
+        let with = |beta2, state| OptimizerSpec::Adamw {
+            beta1: 0.9,
+            beta2,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            state,
+        };
+        let bf16 = StatePrecision::Bf16;
+        assert!(with(0.95, bf16).check_state_precision().is_ok());
+        assert!(with(0.99, bf16).check_state_precision().is_ok());
+        let e = with(0.999, bf16)
+            .check_state_precision()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("beta2 0.999") && e.contains("--optimizer-state fp32"),
+            "{e}"
+        );
+        let fp32 = with(0.999, StatePrecision::Fp32);
+        assert!(fp32.check_state_precision().is_ok());
     }
 
     #[test]
-    fn updates_are_bit_identical_for_every_chunk_size() {
-        for spec in [
-            OptimizerSpec::adamw(0.1),
-            OptimizerSpec::sgd(0.1),
-            OptimizerSpec::Sgd {
-                momentum: 0.0,
-                weight_decay: 0.1,
-            },
-        ] {
-            // One piece per tensor is how the optimizer worked before chunking.
-            let whole = run(spec, usize::MAX);
-            for chunk in [1, 3, 64, 1000, CHUNK] {
-                assert_eq!(run(spec, chunk), whole, "{spec:?} with chunks of {chunk}");
-            }
-            assert_ne!(whole.0, buffers(1, &[1, 7, 33, 1000, 3 * 1024 + 5]));
-        }
+    fn sgd_refuses_bf16_state_and_names_the_values() {
+        let e = parse_optimizer("sgd", 0.1, StatePrecision::Bf16)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SGD has none") && e.contains("--optimizer adamw"),
+            "{e}"
+        );
+        let e = StatePrecision::parse("fp16").unwrap_err().to_string();
+        assert!(
+            e.contains("`fp16`") && e.contains("choose fp32 or bf16"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_optimizer("adamw", 0.1, StatePrecision::Bf16)
+                .unwrap()
+                .state_bytes_per_param(),
+            4
+        );
     }
 }

@@ -4,7 +4,7 @@
 use anetrain_data::Sampling;
 use serde::{Deserialize, Serialize};
 
-use super::optimizer::OptimizerSpec;
+use super::optimizer::{OptimizerSpec, StatePrecision};
 use super::schedule::Schedule;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -127,7 +127,7 @@ impl TrainOptions {
                 "--weight-decay {decay} must be a non-negative number, e.g. 0.1"
             ));
         }
-        Ok(())
+        self.optimizer.check_state_precision()
     }
 
     /// What differs between these options and those a checkpoint was trained with, ignoring
@@ -150,10 +150,18 @@ impl TrainOptions {
             self.warmup.to_string(),
             saved.warmup.to_string(),
         );
+        let (now, then) = (self.optimizer, saved.optimizer);
+        check(
+            "--optimizer-state",
+            now.state_precision().name().into(),
+            then.state_precision().name().into(),
+        );
+        // The state precision is named above, on its own.
+        let fp32 = StatePrecision::Fp32;
         check(
             "--optimizer/--weight-decay",
-            format!("{:?}", self.optimizer),
-            format!("{:?}", saved.optimizer),
+            format!("{:?}", now.with_state(fp32)),
+            format!("{:?}", then.with_state(fp32)),
         );
         check("--clip", self.clip.to_string(), saved.clip.to_string());
         check("--seed", self.seed.to_string(), saved.seed.to_string());

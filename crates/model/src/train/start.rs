@@ -16,7 +16,7 @@ use super::base_ref::BaseRef;
 use super::checkpoint::DataProvenance;
 use super::eval::EvalResult;
 use super::metrics::StepMetrics;
-use super::optimizer::{parse_optimizer, OptimizerSpec};
+use super::optimizer::{parse_optimizer, OptimizerSpec, StatePrecision};
 use super::options::TrainOptions;
 use super::run_dir::{Claim, RunDir};
 use super::trainer::Trainer;
@@ -47,6 +47,8 @@ pub struct OptionChanges {
     pub optimizer: Option<String>,
     /// Decoupled weight decay.
     pub weight_decay: Option<f32>,
+    /// How AdamW's moments are stored: `fp32` or `bf16`.
+    pub optimizer_state: Option<String>,
     /// Global gradient-norm limit, 0 for none.
     pub clip: Option<f32>,
     /// Seed of initialisation and data order.
@@ -87,13 +89,21 @@ impl OptionChanges {
             keep_last,
             max_skipped_steps
         );
-        if self.optimizer.is_some() || self.weight_decay.is_some() {
+        if self.optimizer.is_some() || self.weight_decay.is_some() || self.optimizer_state.is_some()
+        {
             let (current, decay) = match o.optimizer {
                 OptimizerSpec::Adamw { weight_decay, .. } => ("adamw", weight_decay),
                 OptimizerSpec::Sgd { weight_decay, .. } => ("sgd", weight_decay),
             };
             let name = self.optimizer.as_deref().unwrap_or(current);
-            o.optimizer = parse_optimizer(name, self.weight_decay.unwrap_or(decay))?;
+            // Kept when only the optimizer changes, so switching to SGD (refused on resume
+            // anyway) is not mistaken for asking SGD for bf16 state.
+            let state = match &self.optimizer_state {
+                Some(given) => StatePrecision::parse(given)?,
+                None if name == current => o.optimizer.state_precision(),
+                None => StatePrecision::Fp32,
+            };
+            o.optimizer = parse_optimizer(name, self.weight_decay.unwrap_or(decay), state)?;
         }
         match self.sampling.as_deref() {
             Some("sequential") => o.sampling = Sampling::Sequential,
@@ -595,6 +605,48 @@ mod tests {
         };
         assert_eq!(plan.options, want);
         assert_eq!(plan.device, DeviceChoice::Cpu);
+    }
+
+    #[test]
+    fn optimizer_state_reads_from_json_and_bad_values_name_the_fix() {
+        let plan = |json: &str| {
+            RunSettings::from_json(json)
+                .unwrap()
+                .plan(BaseModel::Source(ModelSource::parse("tiny").unwrap()), None)
+        };
+        let bf16 = plan(r#"{"optimizer_state": "bf16"}"#)
+            .unwrap()
+            .options
+            .optimizer;
+        assert_eq!(
+            bf16,
+            OptimizerSpec::adamw(0.1).with_state(StatePrecision::Bf16)
+        );
+        let e = plan(r#"{"optimizer_state": "fp8"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("`fp8`") && e.contains("choose fp32 or bf16"),
+            "{e}"
+        );
+        let e = plan(r#"{"optimizer": "sgd", "optimizer_state": "bf16"}"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SGD has none"), "{e}");
+        // Changing the decay keeps the precision; switching optimizer does not carry it.
+        let changes = |json: &str| RunSettings::from_json(json).unwrap().changes;
+        let saved = TrainOptions {
+            optimizer: bf16,
+            ..TrainOptions::default()
+        };
+        let o = changes(r#"{"weight_decay": 0.2}"#)
+            .apply(saved.clone())
+            .unwrap();
+        assert_eq!(o.optimizer.state_precision(), StatePrecision::Bf16);
+        let o = changes(r#"{"optimizer": "sgd"}"#).apply(saved).unwrap();
+        assert_eq!(o.optimizer, OptimizerSpec::sgd(0.1));
     }
 
     #[test]

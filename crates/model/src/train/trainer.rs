@@ -32,7 +32,7 @@ use crate::params::{ParamSet, Params};
 /// optimizer.
 enum Trained {
     /// Every weight: fp32 gradients and optimizer state for each (16 bytes per parameter with
-    /// AdamW, weights included).
+    /// AdamW, weights included; 12 with its moments in bf16).
     Full { grads: Params, optimizer: Optimizer },
     /// An adapter on a frozen base: gradients and optimizer state for `A` and `B` only. The
     /// base is held once: in fp32 on the host where the CPU device's kernels read it in place;
@@ -182,11 +182,11 @@ impl Trainer {
         options.validate(config)?;
         params.check_matches(config)?;
         if let Trained::Full { .. } = trained {
-            // Weights, gradients and the optimizer's moments, all fp32 (the weights exist
-            // already).
+            // fp32 weights and gradients and the optimizer's state in its precision (the
+            // weights exist already).
             crate::params::ensure_param_memory(
                 config,
-                4,
+                8 + options.optimizer.state_bytes_per_param(),
                 "training (weights, gradients, optimizer state)",
             )?;
         }

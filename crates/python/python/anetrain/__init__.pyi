@@ -65,7 +65,7 @@ class Trainer:
         or directory, or a text file; default synthetic). ``out`` is the run directory (locked
         while the trainer lives; run.json, metrics.jsonl and the due checkpoints go there).
         ``options`` are the ``anetrain train`` settings: steps, batch, seq, accum, lr, warmup,
-        optimizer, weight_decay, clip, seed, sampling, save_every, eval_every, eval_batches,
+        optimizer, weight_decay, optimizer_state (``"fp32"`` or ``"bf16"``), clip, seed, sampling, save_every, eval_every, eval_batches,
         keep_last, max_skipped_steps, tokenizer, val_data, val_fraction, device; for a LoRA run
         on the frozen model at the path ``model``: lora_rank, lora_alpha, lora_targets
         (``"q_proj,v_proj"`` or a list), lora_layers, adapter (a PEFT or mlx-lm directory to
