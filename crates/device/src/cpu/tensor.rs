@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 /// Elements below which an elementwise pass runs on the calling thread: rayon's fork/join
 /// costs a few microseconds, about what 32K simple element updates cost.
-const PAR_MIN: usize = 1 << 15;
+pub const PAR_MIN: usize = 1 << 15;
 /// Elements per rayon task in elementwise passes: large enough to amortise task overhead,
 /// small enough to balance two to a few dozen cores.
-const PAR_GRAIN: usize = 1 << 14;
+pub const PAR_GRAIN: usize = 1 << 14;
 
 /// A strided view: element `idx` is at `storage[offset + Σ idx[d] * strides[d]]`.
 #[derive(Clone, Debug)]
@@ -197,7 +197,7 @@ impl Tensor {
         if self.is_contiguous() {
             return self.clone();
         }
-        let mut out = pool.take(self.numel());
+        let mut out = pool.take_for_write(self.numel());
         self.copy_to(&mut out);
         Tensor::new(self.shape.clone(), out)
     }
