@@ -238,6 +238,51 @@ fn dynamic_matmul_with_region_writes_between_runs() {
     close(&part, &expect(&act)[7 * s..17 * s], 1e-4);
 }
 
+/// Copies of 64K elements and more into and out of a kernel run on several threads; whole
+/// writes, region writes (of a whole and of a segmented input) and reads must still land
+/// exactly where a one-thread copy puts them.
+#[test]
+fn large_writes_and_reads_land_in_place() {
+    let (c, s) = (300, 260);
+    let mut b = P::new(&[&[1, c, 1, s]]);
+    let y = b.op(Op::Sigmoid, &[("x", "in0")], &[1, c, 1, s]);
+    let mut k = b
+        .compile(&[&y], Precision::F32, &WeightFiles::new())
+        .unwrap();
+    let mut want = values(c * s, 11);
+    k.write_input(0, &want).unwrap();
+    let (ch, cols) = (7..290, 5..250);
+    let patch = values(ch.len() * cols.len(), 12);
+    k.write_input_region(0, ch.clone(), cols.clone(), &patch)
+        .unwrap();
+    for (i, row) in ch.enumerate() {
+        let dst = &mut want[row * s + cols.start..][..cols.len()];
+        dst.copy_from_slice(&patch[i * cols.len()..][..cols.len()]);
+    }
+    k.run().unwrap();
+    let sigmoid: Vec<f32> = want.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+    close(&read(&*k, 0), &sigmoid, 1e-4);
+
+    let (c, s, o) = (256, 300, 4);
+    let b = dynamic_matmul(c, s, o);
+    let out = b.f.outputs[0].clone();
+    let mut k = b
+        .compile(&[&out], Precision::F32, &WeightFiles::new())
+        .unwrap();
+    let (act, weight) = (values(c * s, 13), values(c * o, 14));
+    k.write_input_region(0, 0..c, 0..s, &act).unwrap();
+    k.write_input_region(0, 0..c, s..s + o, &weight).unwrap();
+    k.run().unwrap();
+    let want: Vec<f32> = (0..o * s)
+        .map(|f| {
+            (0..c)
+                .map(|i| act[i * s + f % s] * weight[i * o + f / s])
+                .sum()
+        })
+        .collect();
+    close(&read(&*k, 0), &want, 1e-4);
+}
+
 #[test]
 fn causal_attention_block() {
     let (h, t, d) = (2, 8, 4);

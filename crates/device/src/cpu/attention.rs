@@ -25,7 +25,7 @@ pub(crate) fn sdpa(
     let scores = matmul(q, k, false, true, shape, pool)?;
     let e = q.shape()[q.rank() - 1];
     let scale = 1.0 / (e as f32).sqrt();
-    let mut probs = pool.take(scores.numel());
+    let mut probs = pool.take_for_write(scores.numel());
     match mask {
         Some((m, true)) => map_into(
             &mut probs,
@@ -51,7 +51,7 @@ pub(crate) fn sdpa(
         pool.put(buf);
     }
     let s = shape[shape.len() - 1];
-    let mut weights = pool.take(probs.len());
+    let mut weights = pool.take_for_write(probs.len());
     softmax_into(&probs, probs.len() / s.max(1), s, 1, &mut weights);
     pool.put(probs);
     let weights = Tensor::new(shape.to_vec(), weights);

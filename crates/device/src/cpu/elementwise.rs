@@ -54,7 +54,7 @@ fn cast(x: f32, dtype: DType) -> f32 {
 /// inlines; cost is one evaluation of the function per element.
 pub(crate) fn unary(x: &Tensor, op: UnaryKind, pool: &mut Pool) -> Tensor {
     let shape = x.shape().to_vec();
-    let mut out = pool.take(x.numel());
+    let mut out = pool.take_for_write(x.numel());
     let o = || x.operand(&shape);
     match op {
         UnaryKind::Sqrt => map_into(&mut out, &shape, [o()], |[v]| v.sqrt()),
@@ -85,7 +85,7 @@ pub(crate) fn binary(
     shape: &[usize],
     pool: &mut Pool,
 ) -> Tensor {
-    let mut out = pool.take(shape.iter().product());
+    let mut out = pool.take_for_write(shape.iter().product());
     let ops = || [x.operand(shape), y.operand(shape)];
     match op {
         BinaryKind::Add => map_into(&mut out, shape, ops(), |[a, b]| a + b),
@@ -107,7 +107,7 @@ pub(crate) fn select(
     shape: &[usize],
     pool: &mut Pool,
 ) -> Tensor {
-    let mut out = pool.take(shape.iter().product());
+    let mut out = pool.take_for_write(shape.iter().product());
     let ops = [cond.operand(shape), a.operand(shape), b.operand(shape)];
     map_into(
         &mut out,

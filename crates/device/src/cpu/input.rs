@@ -8,10 +8,11 @@
 
 use super::elementwise::round_to_f16;
 use super::step::Step;
-use super::tensor::Tensor;
+use super::tensor::{copy_slice, Tensor, COPY_PAR_MIN};
 use crate::error::{DeviceError, Result};
 use crate::{SharedMatrix, TensorSpec};
 use anetrain_mil::OpKind;
+use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -88,6 +89,35 @@ pub(crate) fn segment_inputs(
     plans
 }
 
+/// Copies columns `cols` of each `src_width`-wide row of `src` into the matching
+/// `dst_width`-wide row of `dst` from column `at` on, rounding to fp16 when `round`; split over
+/// rayon's threads when the copy is large (one core does not saturate memory bandwidth).
+fn copy_rows(
+    dst: &mut [f32],
+    dst_width: usize,
+    at: usize,
+    (src, src_width): (&[f32], usize),
+    cols: Range<usize>,
+    round: bool,
+) {
+    let row = |(d, s): (&mut [f32], &[f32])| {
+        let d = &mut d[at..][..cols.len()];
+        d.copy_from_slice(&s[cols.clone()]);
+        if round {
+            round_to_f16(d);
+        }
+    };
+    if dst.len() < COPY_PAR_MIN {
+        dst.chunks_mut(dst_width)
+            .zip(src.chunks(src_width))
+            .for_each(row);
+    } else {
+        dst.par_chunks_mut(dst_width)
+            .zip(src.par_chunks(src_width))
+            .for_each(row);
+    }
+}
+
 /// What a segment holds.
 #[derive(Clone, Debug)]
 pub(crate) enum Content {
@@ -143,7 +173,7 @@ impl InputStore {
         match self {
             InputStore::Whole { shape, content } => {
                 let buf = whole_owned(content, shape);
-                buf.copy_from_slice(data);
+                copy_slice(buf, data);
                 if round {
                     round_to_f16(buf);
                 }
@@ -172,13 +202,8 @@ impl InputStore {
         match self {
             InputStore::Whole { shape, content } => {
                 let buf = whole_owned(content, shape);
-                for (ch, src) in channels.zip(data.chunks(width)) {
-                    let dst = &mut buf[ch * s + columns.start..][..width];
-                    dst.copy_from_slice(src);
-                    if round {
-                        round_to_f16(dst);
-                    }
-                }
+                let rows = &mut buf[channels.start * s..channels.end * s];
+                copy_rows(rows, s, columns.start, (data, width), 0..width, round);
             }
             InputStore::Segments { channels: c, parts } => {
                 for part in parts.iter_mut() {
@@ -189,13 +214,9 @@ impl InputStore {
                     }
                     let (start, seg_width) = (part.columns.start, part.columns.len());
                     let buf = part.owned(*c);
-                    for (ch, src) in channels.clone().zip(data.chunks(width)) {
-                        let dst = &mut buf[ch * seg_width + lo - start..][..hi - lo];
-                        dst.copy_from_slice(&src[lo - columns.start..hi - columns.start]);
-                        if round {
-                            round_to_f16(dst);
-                        }
-                    }
+                    let rows = &mut buf[channels.start * seg_width..channels.end * seg_width];
+                    let cols = lo - columns.start..hi - columns.start;
+                    copy_rows(rows, seg_width, lo - start, (data, width), cols, round);
                 }
             }
         }

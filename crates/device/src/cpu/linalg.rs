@@ -104,7 +104,7 @@ pub(crate) fn matmul(
     let xs = broadcast_strides(&a.batch, &a.batch_strides, &batch);
     let ys = broadcast_strides(&b.batch, &b.batch_strides, &batch);
     let count: usize = batch.iter().product();
-    let mut out = pool.take(count * m * n);
+    let mut out = pool.take_for_write(count * m * n);
     if count == 1 && out_shape.len() >= 2 && transposed_is_cheaper(&a, &b) {
         let lhs = MatRef {
             data: y.storage(),
@@ -167,7 +167,7 @@ pub(crate) fn linear(
     let (outn, inn) = (w.shape()[0], w.shape()[1]);
     let m = out_shape.iter().product::<usize>() / outn.max(1);
     let x2 = reshape(x, &[m, inn], pool);
-    let mut out = pool.take(m * outn);
+    let mut out = pool.take_for_write(m * outn);
     if let Some(b) = bias {
         let mut row = vec![0.0; outn];
         b.copy_to(&mut row);
@@ -249,7 +249,7 @@ pub(crate) fn conv(
     let (ho, wo) = (out_shape[2], out_shape[3]);
     let (g, cout_g, kdim, hw_out) = (p.groups, cout / p.groups, cin_g * kh * kw, ho * wo);
     let wt = weight.contiguous(pool);
-    let mut out = pool.take(n * cout * hw_out);
+    let mut out = pool.take_for_write(n * cout * hw_out);
     let pointwise = kh == 1 && kw == 1 && p.strides == [1, 1] && p.pad == [(0, 0); 2];
     // Output channels of group `gi` for image `b`: the group's weight rows times `rhs`.
     let product = |out: &mut [f32], b: usize, gi: usize, rhs: MatRef<'_>| {
@@ -279,7 +279,7 @@ pub(crate) fn conv(
     } else {
         let xc = x.contiguous(pool);
         let xdata = xc.as_contiguous().unwrap_or_default();
-        let mut col = pool.take(kdim * hw_out);
+        let mut col = pool.take_for_write(kdim * hw_out);
         for b in 0..n {
             for gi in 0..g {
                 im2col(

@@ -21,6 +21,8 @@ mod shape_ops;
 mod step;
 mod tensor;
 
+pub use tensor::{PAR_GRAIN, PAR_MIN};
+
 use crate::error::Result;
 use crate::{Device, Kernel};
 use anetrain_mil::{Program, WeightFiles};

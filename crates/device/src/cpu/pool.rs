@@ -8,8 +8,11 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A zeroed buffer of `len` elements, reusing the smallest free buffer that fits.
-    pub fn take(&mut self, len: usize) -> Vec<f32> {
+    /// A buffer of `len` elements holding whatever an earlier op left there, so every caller
+    /// must write all of it (every op here does): zeroing a buffer that is about to be
+    /// overwritten is a single-threaded pass over memory that no one reads. Reuses the
+    /// smallest free buffer that fits; only elements beyond its old length are zero-filled.
+    pub fn take_for_write(&mut self, len: usize) -> Vec<f32> {
         let best = self
             .free
             .iter()
@@ -20,7 +23,7 @@ impl Pool {
         match best {
             Some(i) => {
                 let mut v = self.free.swap_remove(i);
-                v.clear();
+                v.truncate(len);
                 v.resize(len, 0.0);
                 v
             }

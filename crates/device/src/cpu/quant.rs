@@ -40,7 +40,7 @@ fn affine_map(
     f: impl Fn([f32; 3]) -> f32 + Sync,
 ) -> Tensor {
     let shape = x.shape().to_vec();
-    let mut out = pool.take(x.numel());
+    let mut out = pool.take_for_write(x.numel());
     let ops = [
         x.operand(&shape),
         p.scale.operand(&shape),

@@ -87,7 +87,7 @@ pub(crate) fn reduce(
         let r: usize = shape[start..end].iter().product();
         let inner: usize = shape[end..].iter().product();
         count *= r;
-        let mut out = pool.take(outer * inner);
+        let mut out = pool.take_for_write(outer * inner);
         let src = cur.as_contiguous().unwrap_or_default();
         reduce_run(src, outer, r, inner, kind, &mut out);
         shape[start..end].iter_mut().for_each(|n| *n = 1);
@@ -99,7 +99,7 @@ pub(crate) fn reduce(
     let mut data = match cur.into_storage() {
         Some(buf) => buf,
         None => {
-            let mut buf = pool.take(shape.iter().product());
+            let mut buf = pool.take_for_write(shape.iter().product());
             x.copy_to(&mut buf);
             buf
         }
@@ -151,7 +151,7 @@ pub(crate) fn softmax(x: &Tensor, axis: usize, pool: &mut Pool) -> Tensor {
     let outer: usize = shape[..axis].iter().product();
     let r = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = pool.take(x.numel());
+    let mut out = pool.take_for_write(x.numel());
     let src = packed.as_contiguous().unwrap_or_default();
     softmax_into(src, outer, r, inner, &mut out);
     Tensor::new(shape.to_vec(), out)

@@ -40,7 +40,7 @@ pub(crate) fn concat(
     shape: &[usize],
     pool: &mut Pool,
 ) -> Tensor {
-    let mut out = pool.take(shape.iter().product());
+    let mut out = pool.take_for_write(shape.iter().product());
     let out_strides = contiguous_strides(shape);
     let n = inputs.len() as isize;
     let mut start = 0usize;

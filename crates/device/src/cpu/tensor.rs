@@ -10,10 +10,26 @@ use std::sync::Arc;
 
 /// Elements below which an elementwise pass runs on the calling thread: rayon's fork/join
 /// costs a few microseconds, about what 32K simple element updates cost.
-const PAR_MIN: usize = 1 << 15;
+pub const PAR_MIN: usize = 1 << 15;
 /// Elements per rayon task in elementwise passes: large enough to amortise task overhead,
 /// small enough to balance two to a few dozen cores.
-const PAR_GRAIN: usize = 1 << 14;
+pub const PAR_GRAIN: usize = 1 << 14;
+/// Elements from which a plain copy is split over rayon's threads: one core alone does not
+/// saturate memory bandwidth, and below about 256 KiB the fork/join costs what it saves.
+pub(crate) const COPY_PAR_MIN: usize = 1 << 16;
+/// Elements per rayon task of a split copy.
+const COPY_GRAIN: usize = 1 << 15;
+
+/// `dst.copy_from_slice(src)`, over several threads for large copies.
+pub(crate) fn copy_slice(dst: &mut [f32], src: &[f32]) {
+    if dst.len() < COPY_PAR_MIN {
+        dst.copy_from_slice(src);
+    } else {
+        dst.par_chunks_mut(COPY_GRAIN)
+            .zip(src.par_chunks(COPY_GRAIN))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+}
 
 /// A strided view: element `idx` is at `storage[offset + Σ idx[d] * strides[d]]`.
 #[derive(Clone, Debug)]
@@ -197,7 +213,7 @@ impl Tensor {
         if self.is_contiguous() {
             return self.clone();
         }
-        let mut out = pool.take(self.numel());
+        let mut out = pool.take_for_write(self.numel());
         self.copy_to(&mut out);
         Tensor::new(self.shape.clone(), out)
     }
@@ -205,7 +221,7 @@ impl Tensor {
     /// Copies the elements row-major into `out` (`out.len() == numel`).
     pub fn copy_to(&self, out: &mut [f32]) {
         match self.as_contiguous() {
-            Some(src) => out.copy_from_slice(src),
+            Some(src) => copy_slice(out, src),
             None => map_into(out, &self.shape, [self.operand(&self.shape)], |[v]| v),
         }
     }
@@ -389,7 +405,10 @@ pub(crate) fn copy_into_strided(dst: &mut [f32], offset: usize, strides: &[isize
         0..rows,
         |[d0, s0]| {
             if ds == 1 && ss == 1 {
-                dst[d0 as usize..][..inner].copy_from_slice(&data[s0 as usize..][..inner]);
+                copy_slice(
+                    &mut dst[d0 as usize..][..inner],
+                    &data[s0 as usize..][..inner],
+                );
             } else {
                 for j in 0..inner as isize {
                     dst[(d0 + j * ds) as usize] = data[(s0 + j * ss) as usize];

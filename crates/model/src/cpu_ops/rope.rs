@@ -5,6 +5,9 @@
 //! channel-major layout channels `i` and `i + D/2` of a head are two rows of `S` positions, so
 //! the rotation is a pair of vectorised row updates. Cost `O(C·S)`.
 
+use anetrain_device::cpu::PAR_MIN;
+use rayon::prelude::*;
+
 /// Precomputed `cos a` and `sin a`, `[D/2][S]` each (row `i` over positions `0..S`).
 #[derive(Clone, Debug)]
 pub struct Rope {
@@ -58,9 +61,10 @@ impl Rope {
         self.rotate(dx, -1.0);
     }
 
+    /// Rotates every head, heads spread over rayon's threads when `x` is large.
     fn rotate(&self, x: &mut [f32], direction: f32) {
         let (half, s) = (self.half, self.s);
-        for head in x.chunks_exact_mut(2 * half * s) {
+        let head = |head: &mut [f32]| {
             let (lo, hi) = head.split_at_mut(half * s);
             for i in 0..half {
                 let (cos, sin) = (&self.cos[i * s..][..s], &self.sin[i * s..][..s]);
@@ -72,6 +76,11 @@ impl Rope {
                     hi_i[t] = b * c + a * sn;
                 }
             }
+        };
+        if x.len() < PAR_MIN {
+            x.chunks_exact_mut(2 * half * s).for_each(head);
+        } else {
+            x.par_chunks_exact_mut(2 * half * s).for_each(head);
         }
     }
 }
@@ -83,7 +92,17 @@ mod tests {
 
     #[test]
     fn channel_major_rotation_matches_the_reference_and_inverts() {
-        let (heads, d, s) = (2, 6, 7);
+        check_against_reference(2, 6, 7);
+    }
+
+    /// Large enough for the multi-threaded path.
+    #[test]
+    fn threaded_rotation_matches_the_reference() {
+        const { assert!(4 * 64 * 200 >= PAR_MIN) };
+        check_against_reference(4, 64, 200);
+    }
+
+    fn check_against_reference(heads: usize, d: usize, s: usize) {
         let x: Vec<f32> = (0..heads * d * s)
             .map(|i| (i as f32 * 0.53).sin())
             .collect();
