@@ -109,16 +109,10 @@ pub(super) fn update_slices(
             },
             [m, v],
         ) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            let (c1, c2) = (rule.c1, rule.c2);
+            let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
             let moments = m.iter_mut().zip(v.iter_mut());
             for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-                let g = g * s;
-                *m = beta1 * *m + (1.0 - beta1) * g;
-                *v = beta2 * *v + (1.0 - beta2) * g * g;
-                let m_hat = *m / c1;
-                let v_hat = *v / c2;
-                *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
+                (*m, *v) = adam.update(w, g, *m, *v);
             }
         }
         (
@@ -168,19 +162,53 @@ pub(super) fn update_slices_bf16(
     else {
         unreachable!("`Optimizer::new` keeps bf16 state only for AdamW's two moments")
     };
-    let (lr, s) = (rule.lr, rule.grad_scale);
-    let wd = if decays { weight_decay } else { 0.0 };
-    let (c1, c2) = (rule.c1, rule.c2);
+    let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
     let moments = m.iter_mut().zip(v.iter_mut());
     for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-        let g = g * s;
-        let m32 = beta1 * widen(*m) + (1.0 - beta1) * g;
-        let v32 = beta2 * widen(*v) + (1.0 - beta2) * g * g;
+        let (m32, v32) = adam.update(w, g, widen(*m), widen(*v));
         *m = round_to_bf16(m32);
         *v = round_to_bf16(v32);
-        let m_hat = m32 / c1;
-        let v_hat = v32 / c2;
-        *w -= lr * (m_hat / (v_hat.sqrt() + eps) + wd * *w);
+    }
+}
+
+/// AdamW's update of one element, shared by the fp32 and bf16 loops so both compute the very
+/// same f32 values.
+struct AdamElement {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// Weight decay, or 0 for tensors that do not decay.
+    wd: f32,
+    lr: f32,
+    grad_scale: f32,
+    c1: f32,
+    c2: f32,
+}
+
+impl AdamElement {
+    fn new(rule: &Rule, decays: bool, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Self {
+        AdamElement {
+            beta1,
+            beta2,
+            eps,
+            wd: if decays { weight_decay } else { 0.0 },
+            lr: rule.lr,
+            grad_scale: rule.grad_scale,
+            c1: rule.c1,
+            c2: rule.c2,
+        }
+    }
+
+    /// Moves `w` by gradient `g` and returns the new moments `(m, v)` from the old ones.
+    #[inline(always)]
+    fn update(&self, w: &mut f32, g: f32, m: f32, v: f32) -> (f32, f32) {
+        let g = g * self.grad_scale;
+        let m = self.beta1 * m + (1.0 - self.beta1) * g;
+        let v = self.beta2 * v + (1.0 - self.beta2) * g * g;
+        let m_hat = m / self.c1;
+        let v_hat = v / self.c2;
+        *w -= self.lr * (m_hat / (v_hat.sqrt() + self.eps) + self.wd * *w);
+        (m, v)
     }
 }
 
