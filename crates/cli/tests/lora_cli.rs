@@ -11,6 +11,7 @@ use common::{anetrain, arg, eval_loss, fails_with, fused_by_hand, max_abs_diff, 
 
 use std::path::{Path, PathBuf};
 
+use anetrain_model::config::ModelConfig;
 use anetrain_model::hf::{load_hf_dir, save_hf_dir};
 use anetrain_model::lora::load_adapter;
 use anetrain_model::params::Params;
@@ -79,6 +80,17 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dst).unwrap();
         }
     }
+}
+
+/// The HF model `export --format hf` wrote to `fused_dir` gives the logits of `by_hand`
+/// (base + adapter fused here, independently of the exporter).
+fn assert_fused_logits(config: &ModelConfig, fused_dir: &Path, by_hand: &Params) {
+    let (_, fused) = load_hf_dir(fused_dir).unwrap();
+    let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
+    let got = forward(config, &fused, &tokens).unwrap();
+    let want = forward(config, by_hand, &tokens).unwrap();
+    let worst = max_abs_diff(&got.data, &want.data);
+    assert!(worst < 1e-5, "fused logits differ by {worst}");
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -215,12 +227,7 @@ fn lora_training_runs_resumes_exports_and_fuses() {
         "--out",
         arg(&fused_dir),
     ]);
-    let (_, fused) = load_hf_dir(&fused_dir).unwrap();
-    let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
-    let got = forward(&config, &fused, &tokens).unwrap();
-    let want = forward(&config, &by_hand, &tokens).unwrap();
-    let worst = max_abs_diff(&got.data, &want.data);
-    assert!(worst < 1e-5, "fused logits differ by {worst}");
+    assert_fused_logits(&config, &fused_dir, &by_hand);
 
     // Continuing the exported adapter with --adapter takes its shape; a clashing rank is named.
     let more = tmp.path().join("more");
@@ -336,10 +343,5 @@ fn lora_on_a_device_with_its_own_copy_trains_samples_and_exports() {
     let (config, base_params) = load_hf_dir(&base).unwrap();
     let (adapter, _) = load_adapter(&ckpt(&f16_run, 3), &config).unwrap();
     let by_hand = fused_by_hand(&config, &base_params, &adapter);
-    let (_, fused) = load_hf_dir(&fused_dir).unwrap();
-    let tokens = vec![vec![3, 17, 5, 9, 30, 2, 11, 8]];
-    let got = forward(&config, &fused, &tokens).unwrap();
-    let want = forward(&config, &by_hand, &tokens).unwrap();
-    let worst = max_abs_diff(&got.data, &want.data);
-    assert!(worst < 1e-5, "fused logits differ by {worst}");
+    assert_fused_logits(&config, &fused_dir, &by_hand);
 }

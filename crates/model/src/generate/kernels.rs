@@ -241,28 +241,13 @@ pub fn plan_kernels(
     plan: &DecodePlan,
     forms: KernelForms,
 ) -> Result<Vec<(String, Bundle)>> {
-    let (d, q, kv, h) = (
-        config.dim,
-        config.q_dim(),
-        config.kv_dim(),
-        config.hidden_dim,
-    );
     let mut widths = vec![plan.decode_width, plan.prefill.widest()];
     widths.dedup();
     let mut list = Vec::new();
     for w in widths {
-        list.push((
-            format!("decode_qkv_w{w}"),
-            decode_matmul(plan, d, q + 2 * kv, w, forms)?,
-        ));
-        list.push((
-            format!("decode_wo_w{w}"),
-            decode_matmul(plan, q, d, w, forms)?,
-        ));
-        list.push((
-            format!("decode_ffn_w{w}"),
-            decode_ffn(plan, d, h, w, forms)?,
-        ));
+        for (name, bundle) in decode_matmuls(config, plan, w, forms)? {
+            list.push((format!("{name}_w{w}"), bundle));
+        }
         let buckets = if w == plan.decode_width {
             plan.cache_buckets.clone()
         } else {
@@ -276,6 +261,30 @@ pub fn plan_kernels(
         }
     }
     Ok(list)
+}
+
+/// The weight-bearing kernels of one layer at chunk width `width`, named: `decode_qkv`
+/// (`x → [q; k; v]`), `decode_wo` (attention → `x`) and `decode_ffn`.
+pub fn decode_matmuls(
+    config: &ModelConfig,
+    plan: &DecodePlan,
+    width: usize,
+    forms: KernelForms,
+) -> Result<[(&'static str, Bundle); 3]> {
+    let (d, q, kv, h) = (
+        config.dim,
+        config.q_dim(),
+        config.kv_dim(),
+        config.hidden_dim,
+    );
+    Ok([
+        (
+            "decode_qkv",
+            decode_matmul(plan, d, q + 2 * kv, width, forms)?,
+        ),
+        ("decode_wo", decode_matmul(plan, q, d, width, forms)?),
+        ("decode_ffn", decode_ffn(plan, d, h, width, forms)?),
+    ])
 }
 
 /// `decode_qkv` / `decode_wo`: input `[1, ic, 1, ·  W+oc]` (activation, then the staged

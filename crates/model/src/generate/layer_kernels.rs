@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anetrain_device::{Device, DeviceError, Kernel, SharedMatrix};
 
-use super::kernels::{decode_attention, decode_ffn, decode_matmul, DecodePlan};
+use super::kernels::{decode_attention, decode_matmuls, DecodePlan};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::kernels::{share_weights, stage_weights, KernelForms, Role};
@@ -81,13 +81,7 @@ impl LayerKernels {
         let forms = KernelForms::for_device(device.as_ref())?;
         let mut policy = device.surface_policy();
         let flexible = DecodePlan::new(config, max_seq, None)?;
-        let first = decode_matmul(
-            &flexible,
-            config.dim,
-            config.q_dim() + 2 * config.kv_dim(),
-            flexible.decode_width,
-            forms,
-        )?;
+        let [(_, first), ..] = decode_matmuls(config, &flexible, flexible.decode_width, forms)?;
         let in_place = policy.is_none() && reads_in_place(device.as_ref(), &first)?;
         if !in_place {
             // A device that copies every input gets one width, so the weights and the cache
@@ -161,17 +155,13 @@ impl LayerKernels {
     /// Compiles every layer's matmul kernels at width `w` and gives them `params`' weights:
     /// shared in place, or staged into the kernels on a copying device.
     fn compile_matmuls(&mut self, w: usize, params: &Params) -> Result<()> {
-        let c = &self.config;
-        let (d, q, kv, h, n) = (c.dim, c.q_dim(), c.kv_dim(), c.hidden_dim, c.n_layers);
-        let (plan, forms, device) = (&self.plan, self.forms, self.device.as_ref());
-        let compile = |name, bundle| per_layer(device, name, bundle, n);
-        let mut kernels: Vec<MatmulKernels> =
-            compile("decode_qkv", &decode_matmul(plan, d, q + 2 * kv, w, forms)?)?
-                .into_iter()
-                .zip(compile("decode_wo", &decode_matmul(plan, q, d, w, forms)?)?)
-                .zip(compile("decode_ffn", &decode_ffn(plan, d, h, w, forms)?)?)
-                .map(|((qkv, wo), ffn)| MatmulKernels { qkv, wo, ffn })
-                .collect();
+        let (h, n) = (self.config.hidden_dim, self.config.n_layers);
+        let device = self.device.as_ref();
+        let [qkv, wo, ffn] = decode_matmuls(&self.config, &self.plan, w, self.forms)?
+            .map(|(name, bundle)| per_layer(device, name, &bundle, n));
+        let mut kernels: Vec<MatmulKernels> = (qkv?.into_iter().zip(wo?).zip(ffn?))
+            .map(|((qkv, wo), ffn)| MatmulKernels { qkv, wo, ffn })
+            .collect();
         if self.in_place {
             for (k, p) in kernels.iter_mut().zip(&params.layers) {
                 share_layer(k, p, w, h)?;
