@@ -373,8 +373,7 @@ fn a_multi_turn_chat_reuses_its_cache_and_follows_the_reference_argmax() {
     assert!(o.status.success(), "{err}");
 
     // The same conversation kept by the library's bookkeeping, answered by the reference.
-    let template =
-        ChatTemplate::from_tokenizer_config(&tmp.path().join("tokenizer_config.json")).unwrap();
+    let template = ChatTemplate::from_tokenizer_dir(tmp.path()).unwrap();
     let mut conversation = Conversation::new(&tokenizer, template, None).unwrap();
     let stop = [2, last(&tokenizer, "<|im_end|>")];
     let mut want = String::new();

@@ -68,8 +68,22 @@ fn jsonl(exchanges: &[(String, String)]) -> String {
         .collect()
 }
 
+/// Where a model directory keeps its chat template.
+#[derive(Clone, Copy)]
+enum TemplateFile {
+    /// The `chat_template` field of `tokenizer_config.json` (transformers before 4.50).
+    ConfigField,
+    /// `chat_template.jinja`, as transformers' `save_pretrained` writes it now; the config
+    /// gets a different template too, which transformers ignores when the file exists.
+    Jinja,
+}
+
 /// A tiny model with the test tokenizer and [`TEMPLATE`]; returns its config and weights.
 fn write_model(dir: &Path) -> (ModelConfig, Params, HfTokenizer) {
+    write_model_with(dir, TemplateFile::ConfigField)
+}
+
+fn write_model_with(dir: &Path, layout: TemplateFile) -> (ModelConfig, Params, HfTokenizer) {
     let tok_dir = dir.join("tok");
     let (tok_path, vocab) = write_tokenizer(&tok_dir);
     let mut config = ModelConfig::preset("tiny").unwrap();
@@ -84,8 +98,16 @@ fn write_model(dir: &Path) -> (ModelConfig, Params, HfTokenizer) {
         Some(&TokenizerSource::File(tok_path.clone())),
     )
     .unwrap();
+    let config_template = match layout {
+        TemplateFile::ConfigField => TEMPLATE,
+        TemplateFile::Jinja => {
+            std::fs::write(model.join("chat_template.jinja"), TEMPLATE).unwrap();
+            "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        }
+    };
     let tokenizer_config = serde_json::json!({
-        "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true, "chat_template": TEMPLATE
+        "bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true,
+        "chat_template": config_template
     });
     std::fs::write(
         model.join("tokenizer_config.json"),
@@ -178,6 +200,42 @@ fn eval_on_chat_examples_is_the_reply_tokens_mean_loss() {
     let o = ok(&unmasked);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!((v["loss"].as_f64().unwrap() - want).abs() > 1e-3);
+}
+
+/// A model saved by current transformers keeps its template in `chat_template.jinja`; eval
+/// renders with it (not the config's field, nor the plain format), and `import` carries it
+/// into the run directory.
+#[test]
+fn eval_uses_the_chat_template_jinja_transformers_saves_and_import_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, params, tok) = write_model_with(dir.path(), TemplateFile::Jinja);
+    let data = exchanges(6, 1);
+    let file = dir.path().join("valid.jsonl");
+    std::fs::write(&file, jsonl(&data)).unwrap();
+    let model = dir.path().join("model");
+    let run = dir.path().join("run");
+    ok(&["import", "--out", arg(&run), arg(&model)]);
+    let (want, _) = expected_loss(&config, &params, &tok, &data);
+    for source in [&model, &run] {
+        let o = ok(&[
+            "eval",
+            "--json",
+            "--model",
+            arg(source),
+            "--data",
+            arg(&file),
+            "--mask-prompt",
+            "--seq",
+            "32",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let got = v["loss"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-4 * want,
+            "eval of {} gives {got}, the template's loss is {want}",
+            source.display()
+        );
+    }
 }
 
 #[test]

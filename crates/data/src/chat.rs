@@ -1,5 +1,5 @@
-//! Chat templates: a model's own Jinja `chat_template` from its `tokenizer_config.json`,
-//! rendered like `transformers`' `apply_chat_template`, or a documented plain format for
+//! Chat templates: a model's own Jinja `chat_template` (its `chat_template.jinja` or the
+//! field of its `tokenizer_config.json`), rendered like `transformers`' `apply_chat_template`, or a documented plain format for
 //! models without one.
 //!
 //! The template sees `messages`, `tools` (when given), `add_generation_prompt`, every
@@ -16,6 +16,7 @@ use minijinja::{Environment, ErrorKind};
 use serde_json::{Map, Value};
 
 use crate::error::{DataError, Result};
+use crate::source::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 
 /// The format used when the model has no chat template: each message as `role: content` and
 /// a newline, assistant messages followed by the end-of-sequence token, the whole preceded by
@@ -51,18 +52,34 @@ impl ChatTemplate {
         Self::compile(source.to_string(), special_tokens, String::new())
     }
 
-    /// The chat template of the `tokenizer_config.json` at `path` with its special tokens, or
-    /// `None` when the file has no `chat_template`. A list of named templates (the newer form)
-    /// gives its `default` one.
-    pub fn from_tokenizer_config(path: &Path) -> Result<Option<Self>> {
-        let origin = format!(" in {}", path.display());
+    /// The chat template of the tokenizer in `dir`, found as `transformers` finds it:
+    /// [`CHAT_TEMPLATE_FILE`] when present (what `save_pretrained` writes since transformers
+    /// 4.50; it takes priority), else the `chat_template` of [`TOKENIZER_CONFIG_FILE`], whose
+    /// `*_token` entries are the special tokens either way. `None` when neither has one. A list
+    /// of named templates (the newer form) gives its `default` one.
+    pub fn from_tokenizer_dir(dir: &Path) -> Result<Option<Self>> {
+        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
         let bad = |message: String| DataError::Template {
-            origin: origin.clone(),
+            origin: format!(" in {}", config_path.display()),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        let config: Map<String, Value> = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("tokenizer_config.json is not a JSON object ({e})")))?;
+        let config: Map<String, Value> = if config_path.is_file() {
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| DataError::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|e| {
+                bad(format!(
+                    "{TOKENIZER_CONFIG_FILE} is not a JSON object ({e})"
+                ))
+            })?
+        } else {
+            Map::new()
+        };
+        let file = dir.join(CHAT_TEMPLATE_FILE);
+        if file.is_file() {
+            let source = std::fs::read_to_string(&file).map_err(|e| DataError::io(&file, e))?;
+            let origin = format!(" in {}", file.display());
+            return Self::compile(source, special_tokens_of(&config), origin).map(Some);
+        }
         let source = match config.get("chat_template") {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => s.clone(),
@@ -76,6 +93,7 @@ impl ChatTemplate {
                 .to_string(),
             Some(_) => return Err(bad("`chat_template` must be a string".into())),
         };
+        let origin = format!(" in {}", config_path.display());
         Self::compile(source, special_tokens_of(&config), origin).map(Some)
     }
 
@@ -215,13 +233,39 @@ mod tests {
             "chat_template": "{{ bos_token }}{% for m in messages %}{{ m['content'] | trim }}{% endfor %}{{ eos_token }}"
         });
         std::fs::write(&path, config.to_string()).unwrap();
-        let t = ChatTemplate::from_tokenizer_config(&path).unwrap().unwrap();
+        let t = ChatTemplate::from_tokenizer_dir(dir.path())
+            .unwrap()
+            .unwrap();
         let m = messages(json!([{"role": "user", "content": "  a  "}]));
         assert_eq!(t.render(&m, None, false).unwrap(), "<s>a</s>");
         std::fs::write(&path, "{\"eos_token\": \"</s>\"}").unwrap();
-        assert!(ChatTemplate::from_tokenizer_config(&path)
+        assert!(ChatTemplate::from_tokenizer_dir(dir.path())
             .unwrap()
             .is_none());
+    }
+
+    /// transformers' `save_pretrained` writes the template to its own file, which wins over
+    /// the config's field; the special tokens still come from the config.
+    #[test]
+    fn chat_template_jinja_wins_over_the_config_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({"eos_token": "</s>", "chat_template": "from the config"});
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join(CHAT_TEMPLATE_FILE),
+            "{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}",
+        )
+        .unwrap();
+        let t = ChatTemplate::from_tokenizer_dir(dir.path())
+            .unwrap()
+            .unwrap();
+        let m = messages(json!([{"role": "user", "content": "a"}]));
+        assert_eq!(t.render(&m, None, false).unwrap(), "[a]</s>");
+        std::fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
+        let t = ChatTemplate::from_tokenizer_dir(dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.render(&m, None, false).unwrap(), "[a]");
     }
 
     #[test]

@@ -51,8 +51,8 @@ pub use run_data::{DataRequest, OpenedData};
 pub use sampler::{num_samples, Batch, EvalBatches, Sampler, SamplerState, Sampling};
 pub use shards::ShardSet;
 pub use source::{
-    load_tokenizer, DataSource, TokenizerSource, DEFAULT_SYNTHETIC_TOKENS, TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE,
+    load_tokenizer, DataSource, TokenizerSource, CHAT_TEMPLATE_FILE, DEFAULT_SYNTHETIC_TOKENS,
+    TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
 pub use split::{Split, DEFAULT_VAL_FRACTION};
 pub use stream::{validate_vocab, TokenStream, Tokens, Window};

@@ -34,8 +34,7 @@ pub struct DataRequest<'a> {
     pub seq: usize,
     /// Seed of synthetic data.
     pub seed: u64,
-    /// The tokenizer and where it came from (its `tokenizer_config.json` holds the chat
-    /// template).
+    /// The tokenizer and where it came from (the files beside it hold the chat template).
     pub tokenizer: Option<(&'a dyn Tokenizer, &'a TokenizerSource)>,
     /// Text caching and progress.
     pub text: &'a TextOptions<'a>,

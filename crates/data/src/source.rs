@@ -20,13 +20,17 @@ pub const DEFAULT_SYNTHETIC_TOKENS: usize = 1_000_000;
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The special-token and chat settings Hugging Face keeps beside [`TOKENIZER_FILE`].
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// The file `transformers` saves a tokenizer's chat template in, beside [`TOKENIZER_FILE`];
+/// it takes priority over the `chat_template` of [`TOKENIZER_CONFIG_FILE`].
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// Which tokenizer to use (`--tokenizer`, or the one a model directory carries).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenizerSource {
     /// The built-in [`ByteTokenizer`], spelled `byte`.
     Byte,
-    /// A Hugging Face `tokenizer.json`; a `tokenizer_config.json` beside it travels with it.
+    /// A Hugging Face `tokenizer.json`; the `tokenizer_config.json` and `chat_template.jinja`
+    /// beside it travel with it.
     File(PathBuf),
 }
 
@@ -78,15 +82,15 @@ impl TokenizerSource {
         }
     }
 
-    /// The chat template of the `tokenizer_config.json` beside the tokenizer file, if there is
-    /// one with a template (the byte tokenizer has none).
+    /// The chat template beside the tokenizer file ([`ChatTemplate::from_tokenizer_dir`]), if
+    /// there is one (the byte tokenizer has none).
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
-        let TokenizerSource::File(path) = self else {
-            return Ok(None);
-        };
-        match path.parent().map(|dir| dir.join(TOKENIZER_CONFIG_FILE)) {
-            Some(config) if config.is_file() => ChatTemplate::from_tokenizer_config(&config),
-            _ => Ok(None),
+        match self {
+            TokenizerSource::File(path) => match path.parent() {
+                Some(dir) => ChatTemplate::from_tokenizer_dir(dir),
+                None => Ok(None),
+            },
+            TokenizerSource::Byte => Ok(None),
         }
     }
 
@@ -98,8 +102,8 @@ impl TokenizerSource {
         }
     }
 
-    /// Copies the tokenizer files into `dir` (`tokenizer.json`, and `tokenizer_config.json`
-    /// when the source has one beside it), so the directory carries its own tokenizer; the
+    /// Copies the tokenizer files into `dir` (`tokenizer.json`, and `tokenizer_config.json` and
+    /// `chat_template.jinja` when the source has them beside it), so the directory carries its own tokenizer; the
     /// byte tokenizer has no file. Returns the source as found in `dir`.
     pub fn copy_into(&self, dir: &Path) -> Result<Self> {
         let TokenizerSource::File(path) = self else {
@@ -121,9 +125,12 @@ impl TokenizerSource {
                 })
         };
         copy(path, TOKENIZER_FILE)?;
-        if let Some(config) = path.parent().map(|p| p.join(TOKENIZER_CONFIG_FILE)) {
-            if config.is_file() {
-                copy(&config, TOKENIZER_CONFIG_FILE)?;
+        if let Some(source_dir) = path.parent() {
+            for name in [TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE] {
+                let file = source_dir.join(name);
+                if file.is_file() {
+                    copy(&file, name)?;
+                }
             }
         }
         Ok(TokenizerSource::File(dir.join(TOKENIZER_FILE)))

@@ -96,7 +96,7 @@ pub fn talk(
     let Some(tokenizer) = tokenizer else {
         bail!(
             "{} carries no tokenizer, and chatting needs one; pass --tokenizer (a tokenizer.json \
-             with its tokenizer_config.json beside it, or byte)",
+             with its tokenizer_config.json and any chat_template.jinja beside it, or byte)",
             model.description
         );
     };
@@ -109,7 +109,7 @@ pub fn talk(
     eprintln!(
         "chat format: {}",
         if template.is_some() {
-            "the chat_template of tokenizer_config.json"
+            "the model's chat template"
         } else {
             "plain (the tokenizer has no chat_template)"
         }

@@ -47,7 +47,8 @@ pub struct ModelArgs {
     #[arg(long)]
     model: String,
     /// `byte`, a tokenizer.json, or a directory holding one [default: the model's own
-    /// tokenizer]; a chat's template is the `tokenizer_config.json` beside it.
+    /// tokenizer]; a chat's template is the `chat_template.jinja` or `tokenizer_config.json`
+    /// beside it.
     #[arg(long)]
     tokenizer: Option<String>,
     /// A LoRA adapter directory (PEFT or mlx-lm) to fold into the model first.
