@@ -360,7 +360,7 @@ fn bad_fine_tuning_data_is_refused_before_any_work() {
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "\n").unwrap();
     let (argv, _) = train(&empty, &["--init-from", arg(&model)]);
-    fails_with(&strs(&argv), "holds no examples");
+    fails_with(&strs(&argv), "empty.jsonl holds no examples");
 
     let missing = dir.path().join("missing.jsonl");
     let (argv, _) = train(&missing, &["--init-from", arg(&model)]);

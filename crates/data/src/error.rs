@@ -86,7 +86,7 @@ pub enum DataError {
     },
 
     /// A line of a JSON Lines file of fine-tuning examples is malformed.
-    #[error("{path} line {line} {message}")]
+    #[error("{}{} {message}", path.display(), at_line(*line))]
     Jsonl {
         /// The `.jsonl` file.
         path: PathBuf,
@@ -120,5 +120,14 @@ impl DataError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// ` line N`, or nothing for line 0 (the file as a whole).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" line {line}")
     }
 }
