@@ -9,6 +9,7 @@ use super::fast_exp;
 use super::pool::Pool;
 use super::tensor::Tensor;
 use anetrain_mil::infer::ReduceKind;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Output elements per rayon task when combining rows: a few cache lines per row times `r` rows.
@@ -133,7 +134,9 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Softmax of one packed row: the max and the sum in [`lanes`], the exponentials in a pass of
 /// their own (fused with the sum, the sum's dependency chain stalls the exp loop; measured
-/// 1.55× slower on AVX-512 for attention rows).
+/// 1.55× slower on AVX-512 for attention rows). Compiled for AVX-512 and AVX2 too, picked
+/// at run time.
+#[multiversion(targets = "simd")]
 fn softmax_row(dst: &mut [f32], row: &[f32]) {
     let m = lanes(row, f32::NEG_INFINITY, f32::max);
     for (d, &v) in dst.iter_mut().zip(row) {

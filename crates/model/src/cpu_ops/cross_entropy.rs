@@ -4,12 +4,16 @@
 //! The logits are channel-major like every other activation of the step (row `v` holds token
 //! `v`'s logit at every position), so the classifier `E·xf` and its weight gradient
 //! `dlogits·xfᵀ` read `E [V][D]` and `dlogits` in stored order and gemm repacks neither.
-//! Every pass walks blocks of [`ROWS`] vocabulary rows in parallel, vectorised across the
-//! positions; per-block sums are added in block order, so results are bit-reproducible.
+//! Two passes over the `[V][S]` logits, each walking blocks of [`ROWS`] vocabulary rows in
+//! parallel, vectorised across the positions: the first takes a block's maximum and its
+//! exponentials while the block is in cache, the second scales them into the gradient. Each
+//! block's sums are shifted by its own maximum and rescaled by `exp(block max − column max)`
+//! as the blocks are added in block order, so results are bit-reproducible.
 //! The exponentials use [`fast_exp::exp`] (vectorised, a few ulps): S·V is 8M exps per
 //! sequence for a 32000-token vocabulary, which as libm calls dominated the loss.
 
 use anetrain_device::cpu::fast_exp;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Vocabulary rows per parallel block: a fixed size (not a share of the threads), so the
@@ -21,35 +25,104 @@ fn weight(weights: Option<&[f32]>, p: usize) -> f32 {
     weights.map_or(1.0, |w| w[p])
 }
 
-/// Per position, the maximum logit: the shift of a stable softmax.
-fn column_max(logits: &[f32], s: usize) -> Vec<f32> {
-    logits
-        .par_chunks(ROWS * s)
-        .map(|block| {
-            let mut max = vec![f32::NEG_INFINITY; s];
-            for row in block.chunks_exact(s) {
-                for (m, &x) in max.iter_mut().zip(row) {
-                    *m = m.max(x);
-                }
-            }
-            max
-        })
-        .reduce(
-            || vec![f32::NEG_INFINITY; s],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, &b)| *a = a.max(b));
-                a
-            },
-        )
+/// One block's share of the softmax: per position, the block's maximum logit and
+/// `Σ exp(x − block max)` over its rows.
+struct BlockSums {
+    max: Vec<f32>,
+    sum: Vec<f64>,
 }
 
-/// Adds per-block column sums (computed by `block_sum`, one f64 per position) in block order.
-fn column_sums(partials: Vec<Vec<f64>>, s: usize) -> Vec<f64> {
-    let mut sums = vec![0.0f64; s];
-    for p in partials {
-        sums.iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
+impl BlockSums {
+    /// The sums of `block` (whole rows of `s` positions), read twice while it is in cache:
+    /// for its maximum, then for the exponentials.
+    #[multiversion(targets = "simd")]
+    fn read(block: &[f32], s: usize) -> BlockSums {
+        let max = block_max(block, s);
+        let shift = shifts(&max);
+        let mut sum = vec![0.0f64; s];
+        for row in block.chunks_exact(s) {
+            for ((a, &x), &m) in sum.iter_mut().zip(row).zip(&shift) {
+                *a += fast_exp::exp(x - m) as f64;
+            }
+        }
+        BlockSums { max, sum }
     }
-    sums
+
+    /// As [`BlockSums::read`], replacing each logit by `exp(x − block max)`.
+    #[multiversion(targets = "simd")]
+    fn exp_in_place(block: &mut [f32], s: usize) -> BlockSums {
+        let max = block_max(block, s);
+        let shift = shifts(&max);
+        let mut sum = vec![0.0f64; s];
+        for row in block.chunks_exact_mut(s) {
+            for ((a, x), &m) in sum.iter_mut().zip(row).zip(&shift) {
+                *x = fast_exp::exp(*x - m);
+                *a += *x as f64;
+            }
+        }
+        BlockSums { max, sum }
+    }
+
+    /// Per position, `exp(block max − column max)`: what brings this block's exps to the
+    /// column's shift.
+    fn rescale(&self, column_max: &[f32]) -> Vec<f64> {
+        self.max
+            .iter()
+            .zip(column_max)
+            .map(|(&b, &c)| {
+                if b == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (b as f64 - c as f64).exp()
+                }
+            })
+            .collect()
+    }
+}
+
+/// Per position, the maximum logit of `block`.
+fn block_max(block: &[f32], s: usize) -> Vec<f32> {
+    let mut max = vec![f32::NEG_INFINITY; s];
+    for row in block.chunks_exact(s) {
+        for (m, &x) in max.iter_mut().zip(row) {
+            *m = m.max(x);
+        }
+    }
+    max
+}
+
+/// The shift of each position's exps: its block maximum, or 0 where every row of the block
+/// is −∞ (so those exps are 0, not NaN).
+fn shifts(max: &[f32]) -> Vec<f32> {
+    max.iter()
+        .map(|&m| if m == f32::NEG_INFINITY { 0.0 } else { m })
+        .collect()
+}
+
+/// Combines the blocks, in block order, into the column maxima and `Σ exp(x − column max)`.
+fn combine(blocks: &[BlockSums], s: usize) -> (Vec<f32>, Vec<f64>) {
+    let mut max = vec![f32::NEG_INFINITY; s];
+    for b in blocks {
+        max.iter_mut().zip(&b.max).for_each(|(a, &b)| *a = a.max(b));
+    }
+    let mut sums = vec![0.0f64; s];
+    for b in blocks {
+        for ((a, &sum), r) in sums.iter_mut().zip(&b.sum).zip(b.rescale(&max)) {
+            *a += sum * r;
+        }
+    }
+    (max, sums)
+}
+
+/// `x ← x · k[p]` along every row of `block`, except exact zeros where `g[p]` is 0 (a
+/// zero-weight position, even where its exp was not finite).
+#[multiversion(targets = "simd")]
+fn scale_rows(block: &mut [f32], k: &[f32], g: &[f32]) {
+    for row in block.chunks_exact_mut(k.len()) {
+        for ((x, &k), &g) in row.iter_mut().zip(k).zip(g) {
+            *x = if g == 0.0 { 0.0 } else { *x * k };
+        }
+    }
 }
 
 /// Per position, the logit of its target (read before the gradient overwrites the logits).
@@ -92,21 +165,13 @@ pub fn loss_sum(
 ) -> f64 {
     let s = targets.len();
     debug_assert_eq!(logits.len(), vocab * s);
-    let max = column_max(logits, s);
-    let partials = logits
+    let blocks: Vec<BlockSums> = logits
         .par_chunks(ROWS * s)
-        .map(|block| {
-            let mut sum = vec![0.0f64; s];
-            for row in block.chunks_exact(s) {
-                for ((a, &x), &m) in sum.iter_mut().zip(row).zip(&max) {
-                    *a += fast_exp::exp(x - m) as f64;
-                }
-            }
-            sum
-        })
+        .map(|block| BlockSums::read(block, s))
         .collect();
+    let (max, sums) = combine(&blocks, s);
     let target = target_logits(logits, targets, s);
-    losses(&column_sums(partials, s), &max, &target, weights, row_loss)
+    losses(&sums, &max, &target, weights, row_loss)
 }
 
 /// Replaces `logits [vocab][S]` by `scale · w · (softmax(logits) − onehot(target))` position
@@ -123,44 +188,32 @@ pub fn loss_and_grad_in_place(
 ) -> f64 {
     let s = targets.len();
     debug_assert_eq!(logits.len(), vocab * s);
-    let max = column_max(logits, s);
     let target = target_logits(logits, targets, s);
-    let partials = logits
+    let blocks: Vec<BlockSums> = logits
         .par_chunks_mut(ROWS * s)
-        .map(|block| {
-            let mut sum = vec![0.0f64; s];
-            for row in block.chunks_exact_mut(s) {
-                for ((a, x), &m) in sum.iter_mut().zip(row).zip(&max) {
-                    *x = fast_exp::exp(*x - m);
-                    *a += *x as f64;
-                }
-            }
-            sum
-        })
+        .map(|block| BlockSums::exp_in_place(block, s))
         .collect();
-    let sums = column_sums(partials, s);
+    let (max, sums) = combine(&blocks, s);
     let total = losses(&sums, &max, &target, weights, row_loss);
-    // Per position: the softmax factor `g / Σ` and `g = scale · w`; weight 0 gives 0 for both.
+    // Per position: `g = scale · w` and the softmax factor `g / Σ`; weight 0 gives 0 for both.
     let g: Vec<f32> = (0..s).map(|p| scale * weight(weights, p)).collect();
-    let k: Vec<f32> = g
+    let k: Vec<f64> = g
         .iter()
         .zip(&sums)
-        .map(|(&g, &sum)| {
-            if g == 0.0 {
-                0.0
-            } else {
-                (g as f64 / sum) as f32
-            }
-        })
+        .map(|(&g, &sum)| if g == 0.0 { 0.0 } else { g as f64 / sum })
         .collect();
-    logits.par_chunks_mut(ROWS * s).for_each(|block| {
-        for row in block.chunks_exact_mut(s) {
-            for ((x, &k), &g) in row.iter_mut().zip(&k).zip(&g) {
-                // A zero-weight position is exactly 0 even where its exp was not finite.
-                *x = if g == 0.0 { 0.0 } else { *x * k };
-            }
-        }
-    });
+    logits
+        .par_chunks_mut(ROWS * s)
+        .zip(&blocks)
+        .for_each(|(block, sums)| {
+            // The block's exps are shifted by its own maximum: rescaled to the column's here.
+            let kb: Vec<f32> = k
+                .iter()
+                .zip(sums.rescale(&max))
+                .map(|(&k, r)| (k * r) as f32)
+                .collect();
+            scale_rows(block, &kb, &g);
+        });
     for (p, &t) in targets.iter().enumerate() {
         logits[t as usize * s + p] -= g[p];
     }
@@ -194,11 +247,17 @@ mod tests {
 
     #[test]
     fn loss_and_gradient_match_a_per_position_f64_loop() {
-        // 700 rows: two full parallel blocks and a ragged one; a zero-weight position.
+        // 700 rows: two full parallel blocks and a ragged one; a zero-weight position. Position
+        // p's logits are 30 higher in block p % 3, so every block holds some column's maximum
+        // and the others' exps are rescaled to it.
         let (vocab, s) = (700, 9);
         let mut rng = SplitMix64::new(3);
         let logits: Vec<f32> = (0..vocab * s)
-            .map(|_| (rng.unit() as f32 - 0.5) * 20.0)
+            .map(|i| {
+                let (v, p) = (i / s, i % s);
+                let lift = if v / ROWS == p % 3 { 30.0 } else { 0.0 };
+                (rng.unit() as f32 - 0.5) * 20.0 + lift
+            })
             .collect();
         let targets: Vec<u32> = (0..s).map(|_| rng.below(vocab) as u32).collect();
         let weights: Vec<f32> = (0..s).map(|p| if p == 4 { 0.0 } else { 1.0 }).collect();

@@ -2,6 +2,7 @@
 //! run in parallel without changing a bit of the result.
 
 use half::bf16;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::OptimizerSpec;
@@ -89,7 +90,9 @@ pub(super) fn update_chunked<T: Send>(
 }
 
 /// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW, `[momentum]`
-/// or `[]` for SGD), element by element.
+/// or `[]` for SGD), element by element. Compiled for AVX-512 and AVX2 too, picked at run
+/// time (the values are the same: no operation here is fused or reassociated).
+#[multiversion(targets = "simd")]
 pub(super) fn update_slices(
     rule: &Rule,
     decays: bool,
@@ -141,7 +144,8 @@ pub(super) fn update_slices(
 
 /// AdamW over bf16 moments (SGD never keeps bf16 state): each moment is loaded, updated in
 /// f32 exactly as [`update_slices`] does, used in f32 for the weight, and stored rounded to
-/// nearest even.
+/// nearest even. Multiversioned as [`update_slices`].
+#[multiversion(targets = "simd")]
 pub(super) fn update_slices_bf16(
     rule: &Rule,
     decays: bool,
