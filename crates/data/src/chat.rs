@@ -1,6 +1,6 @@
 //! Chat templates: a model's own Jinja `chat_template` (its `chat_template.jinja` or the
-//! field of its `tokenizer_config.json`), rendered like `transformers`' `apply_chat_template`, or a documented plain format for
-//! models without one.
+//! field of its `tokenizer_config.json`), rendered like `transformers`' `apply_chat_template`,
+//! or a documented plain format for models without one.
 //!
 //! The template sees `messages`, `tools` (when given), `add_generation_prompt`, every
 //! `*_token` of the tokenizer config (`bos_token`, `eos_token`, ...) and `raise_exception(msg)`.
@@ -59,8 +59,9 @@ impl ChatTemplate {
     /// of named templates (the newer form) gives its `default` one.
     pub fn from_tokenizer_dir(dir: &Path) -> Result<Option<Self>> {
         let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        let origin = format!(" in {}", config_path.display());
         let bad = |message: String| DataError::Template {
-            origin: format!(" in {}", config_path.display()),
+            origin: origin.clone(),
             message,
         };
         let config: Map<String, Value> = if config_path.is_file() {
@@ -93,7 +94,6 @@ impl ChatTemplate {
                 .to_string(),
             Some(_) => return Err(bad("`chat_template` must be a string".into())),
         };
-        let origin = format!(" in {}", config_path.display());
         Self::compile(source, special_tokens_of(&config), origin).map(Some)
     }
 

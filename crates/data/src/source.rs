@@ -103,8 +103,8 @@ impl TokenizerSource {
     }
 
     /// Copies the tokenizer files into `dir` (`tokenizer.json`, and `tokenizer_config.json` and
-    /// `chat_template.jinja` when the source has them beside it), so the directory carries its own tokenizer; the
-    /// byte tokenizer has no file. Returns the source as found in `dir`.
+    /// `chat_template.jinja` when the source has them beside it), so the directory carries its
+    /// own tokenizer; the byte tokenizer has no file. Returns the source as found in `dir`.
     pub fn copy_into(&self, dir: &Path) -> Result<Self> {
         let TokenizerSource::File(path) = self else {
             return Ok(TokenizerSource::Byte);

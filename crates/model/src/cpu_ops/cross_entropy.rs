@@ -99,19 +99,28 @@ fn shifts(max: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Combines the blocks, in block order, into the column maxima and `Σ exp(x − column max)`.
-fn combine(blocks: &[BlockSums], s: usize) -> (Vec<f32>, Vec<f64>) {
+/// The blocks combined: per position, the column maximum and `Σ exp(x − column max)`; per
+/// block and position, `exp(block max − column max)`.
+struct Combined {
+    max: Vec<f32>,
+    sums: Vec<f64>,
+    rescale: Vec<Vec<f64>>,
+}
+
+/// Combines the blocks in block order (a fixed order, so the sums are bit-reproducible).
+fn combine(blocks: &[BlockSums], s: usize) -> Combined {
     let mut max = vec![f32::NEG_INFINITY; s];
     for b in blocks {
         max.iter_mut().zip(&b.max).for_each(|(a, &b)| *a = a.max(b));
     }
+    let rescale: Vec<Vec<f64>> = blocks.iter().map(|b| b.rescale(&max)).collect();
     let mut sums = vec![0.0f64; s];
-    for b in blocks {
-        for ((a, &sum), r) in sums.iter_mut().zip(&b.sum).zip(b.rescale(&max)) {
+    for (b, r) in blocks.iter().zip(&rescale) {
+        for ((a, &sum), &r) in sums.iter_mut().zip(&b.sum).zip(r) {
             *a += sum * r;
         }
     }
-    (max, sums)
+    Combined { max, sums, rescale }
 }
 
 /// `x ← x · k[p]` along every row of `block`, except exact zeros where `g[p]` is 0 (a
@@ -169,9 +178,9 @@ pub fn loss_sum(
         .par_chunks(ROWS * s)
         .map(|block| BlockSums::read(block, s))
         .collect();
-    let (max, sums) = combine(&blocks, s);
+    let c = combine(&blocks, s);
     let target = target_logits(logits, targets, s);
-    losses(&sums, &max, &target, weights, row_loss)
+    losses(&c.sums, &c.max, &target, weights, row_loss)
 }
 
 /// Replaces `logits [vocab][S]` by `scale · w · (softmax(logits) − onehot(target))` position
@@ -193,24 +202,24 @@ pub fn loss_and_grad_in_place(
         .par_chunks_mut(ROWS * s)
         .map(|block| BlockSums::exp_in_place(block, s))
         .collect();
-    let (max, sums) = combine(&blocks, s);
-    let total = losses(&sums, &max, &target, weights, row_loss);
+    let c = combine(&blocks, s);
+    let total = losses(&c.sums, &c.max, &target, weights, row_loss);
     // Per position: `g = scale · w` and the softmax factor `g / Σ`; weight 0 gives 0 for both.
     let g: Vec<f32> = (0..s).map(|p| scale * weight(weights, p)).collect();
     let k: Vec<f64> = g
         .iter()
-        .zip(&sums)
+        .zip(&c.sums)
         .map(|(&g, &sum)| if g == 0.0 { 0.0 } else { g as f64 / sum })
         .collect();
     logits
         .par_chunks_mut(ROWS * s)
-        .zip(&blocks)
-        .for_each(|(block, sums)| {
+        .zip(&c.rescale)
+        .for_each(|(block, rescale)| {
             // The block's exps are shifted by its own maximum: rescaled to the column's here.
             let kb: Vec<f32> = k
                 .iter()
-                .zip(sums.rescale(&max))
-                .map(|(&k, r)| (k * r) as f32)
+                .zip(rescale)
+                .map(|(&k, &r)| (k * r) as f32)
                 .collect();
             scale_rows(block, &kb, &g);
         });
