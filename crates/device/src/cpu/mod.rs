@@ -18,6 +18,7 @@ mod pool;
 mod quant;
 mod reduce;
 mod shape_ops;
+mod simd;
 mod step;
 mod tensor;
 

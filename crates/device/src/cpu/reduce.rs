@@ -9,7 +9,6 @@ use super::fast_exp;
 use super::pool::Pool;
 use super::tensor::Tensor;
 use anetrain_mil::infer::ReduceKind;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Output elements per rayon task when combining rows: a few cache lines per row times `r` rows.
@@ -132,18 +131,19 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     tail.iter().fold(folded, |a, &v| f(a, v))
 }
 
-/// Softmax of one packed row: the max and the sum in [`lanes`], the exponentials in a pass of
-/// their own (fused with the sum, the sum's dependency chain stalls the exp loop; measured
-/// 1.55× slower on AVX-512 for attention rows). Compiled for AVX-512 and AVX2 too, picked
-/// at run time.
-#[multiversion(targets = "simd")]
-fn softmax_row(dst: &mut [f32], row: &[f32]) {
-    let m = lanes(row, f32::NEG_INFINITY, f32::max);
-    for (d, &v) in dst.iter_mut().zip(row) {
-        *d = fast_exp::exp(v - m);
+crate::simd_versions! {
+    /// Softmax of one packed row: the max and the sum in [`lanes`], the exponentials in a pass
+    /// of their own (fused with the sum, the sum's dependency chain stalls the exp loop;
+    /// measured 1.55× slower on AVX-512 for attention rows), in the widest vectors the CPU has
+    /// ([`simd_versions`](crate::simd_versions)).
+    fn softmax_row(dst: &mut [f32], row: &[f32]) {
+        let m = lanes(row, f32::NEG_INFINITY, f32::max);
+        for (d, &v) in dst.iter_mut().zip(row) {
+            *d = fast_exp::exp(v - m);
+        }
+        let inv = 1.0 / lanes(dst, 0.0, |a, v| a + v);
+        dst.iter_mut().for_each(|d| *d *= inv);
     }
-    let inv = 1.0 / lanes(dst, 0.0, |a, v| a + v);
-    dst.iter_mut().for_each(|d| *d *= inv);
 }
 
 /// Numerically stable softmax along `axis`: `exp(x - max) / Σ exp(x - max)`.

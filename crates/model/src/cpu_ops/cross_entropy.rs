@@ -13,7 +13,6 @@
 //! sequence for a 32000-token vocabulary, which as libm calls dominated the loss.
 
 use anetrain_device::cpu::fast_exp;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Vocabulary rows per parallel block: a fixed size (not a share of the threads), so the
@@ -33,34 +32,36 @@ struct BlockSums {
 }
 
 impl BlockSums {
-    /// The sums of `block` (whole rows of `s` positions), read twice while it is in cache:
-    /// for its maximum, then for the exponentials.
-    #[multiversion(targets = "simd")]
-    fn read(block: &[f32], s: usize) -> BlockSums {
-        let max = block_max(block, s);
-        let shift = shifts(&max);
-        let mut sum = vec![0.0f64; s];
-        for row in block.chunks_exact(s) {
-            for ((a, &x), &m) in sum.iter_mut().zip(row).zip(&shift) {
-                *a += fast_exp::exp(x - m) as f64;
+    anetrain_device::simd_versions! {
+        /// The sums of `block` (whole rows of `s` positions), read twice while it is in cache:
+        /// for its maximum, then for the exponentials.
+        fn read(block: &[f32], s: usize) -> BlockSums {
+            let max = block_max(block, s);
+            let shift = shifts(&max);
+            let mut sum = vec![0.0f64; s];
+            for row in block.chunks_exact(s) {
+                for ((a, &x), &m) in sum.iter_mut().zip(row).zip(&shift) {
+                    *a += fast_exp::exp(x - m) as f64;
+                }
             }
+            BlockSums { max, sum }
         }
-        BlockSums { max, sum }
     }
 
-    /// As [`BlockSums::read`], replacing each logit by `exp(x − block max)`.
-    #[multiversion(targets = "simd")]
-    fn exp_in_place(block: &mut [f32], s: usize) -> BlockSums {
-        let max = block_max(block, s);
-        let shift = shifts(&max);
-        let mut sum = vec![0.0f64; s];
-        for row in block.chunks_exact_mut(s) {
-            for ((a, x), &m) in sum.iter_mut().zip(row).zip(&shift) {
-                *x = fast_exp::exp(*x - m);
-                *a += *x as f64;
+    anetrain_device::simd_versions! {
+        /// As [`BlockSums::read`], replacing each logit by `exp(x − block max)`.
+        fn exp_in_place(block: &mut [f32], s: usize) -> BlockSums {
+            let max = block_max(block, s);
+            let shift = shifts(&max);
+            let mut sum = vec![0.0f64; s];
+            for row in block.chunks_exact_mut(s) {
+                for ((a, x), &m) in sum.iter_mut().zip(row).zip(&shift) {
+                    *x = fast_exp::exp(*x - m);
+                    *a += *x as f64;
+                }
             }
+            BlockSums { max, sum }
         }
-        BlockSums { max, sum }
     }
 
     /// Per position, `exp(block max − column max)`: what brings this block's exps to the
@@ -80,7 +81,9 @@ impl BlockSums {
     }
 }
 
-/// Per position, the maximum logit of `block`.
+/// Per position, the maximum logit of `block`. Inlined into its multiversioned callers, so it
+/// runs in their vectors.
+#[inline]
 fn block_max(block: &[f32], s: usize) -> Vec<f32> {
     let mut max = vec![f32::NEG_INFINITY; s];
     for row in block.chunks_exact(s) {
@@ -123,13 +126,14 @@ fn combine(blocks: &[BlockSums], s: usize) -> Combined {
     Combined { max, sums, rescale }
 }
 
-/// `x ← x · k[p]` along every row of `block`, except exact zeros where `g[p]` is 0 (a
-/// zero-weight position, even where its exp was not finite).
-#[multiversion(targets = "simd")]
-fn scale_rows(block: &mut [f32], k: &[f32], g: &[f32]) {
-    for row in block.chunks_exact_mut(k.len()) {
-        for ((x, &k), &g) in row.iter_mut().zip(k).zip(g) {
-            *x = if g == 0.0 { 0.0 } else { *x * k };
+anetrain_device::simd_versions! {
+    /// `x ← x · k[p]` along every row of `block`, except exact zeros where `g[p]` is 0 (a
+    /// zero-weight position, even where its exp was not finite).
+    fn scale_rows(block: &mut [f32], k: &[f32], g: &[f32]) {
+        for row in block.chunks_exact_mut(k.len()) {
+            for ((x, &k), &g) in row.iter_mut().zip(k).zip(g) {
+                *x = if g == 0.0 { 0.0 } else { *x * k };
+            }
         }
     }
 }

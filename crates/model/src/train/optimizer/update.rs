@@ -2,7 +2,6 @@
 //! run in parallel without changing a bit of the result.
 
 use half::bf16;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::OptimizerSpec;
@@ -89,20 +88,72 @@ pub(super) fn update_chunked<T: Send>(
         .for_each(|mut p| update(rule, p.decays, p.w, p.g, &mut p.state));
 }
 
-/// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW, `[momentum]`
-/// or `[]` for SGD), element by element. Compiled for AVX-512 and AVX2 too, picked at run
-/// time (the values are the same: no operation here is fused or reassociated).
-#[multiversion(targets = "simd")]
-pub(super) fn update_slices(
-    rule: &Rule,
-    decays: bool,
-    w: &mut [f32],
-    g: &[f32],
-    state: &mut [&mut [f32]],
-) {
-    let (lr, s) = (rule.lr, rule.grad_scale);
-    match (rule.spec, state) {
-        (
+anetrain_device::simd_versions! {
+    /// Updates weights `w` from gradient `g` and state buffers (`[m, v]` for AdamW,
+    /// `[momentum]` or `[]` for SGD), element by element, in the widest vectors the CPU has
+    /// ([`simd_versions`](anetrain_device::simd_versions)).
+    pub(super) fn update_slices(
+        rule: &Rule,
+        decays: bool,
+        w: &mut [f32],
+        g: &[f32],
+        state: &mut [&mut [f32]],
+    ) {
+        let (lr, s) = (rule.lr, rule.grad_scale);
+        match (rule.spec, state) {
+            (
+                OptimizerSpec::Adamw {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    ..
+                },
+                [m, v],
+            ) => {
+                let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
+                let moments = m.iter_mut().zip(v.iter_mut());
+                for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+                    (*m, *v) = adam.update(w, g, *m, *v);
+                }
+            }
+            (
+                OptimizerSpec::Sgd {
+                    momentum,
+                    weight_decay,
+                },
+                [b],
+            ) => {
+                let wd = if decays { weight_decay } else { 0.0 };
+                for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
+                    *b = momentum * *b + g * s;
+                    *w -= lr * (*b + wd * *w);
+                }
+            }
+            (OptimizerSpec::Sgd { weight_decay, .. }, _) => {
+                let wd = if decays { weight_decay } else { 0.0 };
+                for (w, &g) in w.iter_mut().zip(g) {
+                    *w -= lr * (g * s + wd * *w);
+                }
+            }
+            // `Optimizer::new` allocates exactly the buffers `state_names` lists for the spec.
+            (OptimizerSpec::Adamw { .. }, _) => unreachable!("AdamW always has two state buffers"),
+        }
+    }
+}
+
+anetrain_device::simd_versions! {
+    /// AdamW over bf16 moments (SGD never keeps bf16 state): each moment is loaded, updated in
+    /// f32 exactly as [`update_slices`] does, used in f32 for the weight, and stored rounded to
+    /// nearest even. In the widest vectors, as [`update_slices`].
+    pub(super) fn update_slices_bf16(
+        rule: &Rule,
+        decays: bool,
+        w: &mut [f32],
+        g: &[f32],
+        state: &mut [&mut [bf16]],
+    ) {
+        let (
             OptimizerSpec::Adamw {
                 beta1,
                 beta2,
@@ -111,67 +162,17 @@ pub(super) fn update_slices(
                 ..
             },
             [m, v],
-        ) => {
-            let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
-            let moments = m.iter_mut().zip(v.iter_mut());
-            for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-                (*m, *v) = adam.update(w, g, *m, *v);
-            }
+        ) = (rule.spec, state)
+        else {
+            unreachable!("`Optimizer::new` keeps bf16 state only for AdamW's two moments")
+        };
+        let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
+        let moments = m.iter_mut().zip(v.iter_mut());
+        for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
+            let (m32, v32) = adam.update(w, g, widen(*m), widen(*v));
+            *m = round_to_bf16(m32);
+            *v = round_to_bf16(v32);
         }
-        (
-            OptimizerSpec::Sgd {
-                momentum,
-                weight_decay,
-            },
-            [b],
-        ) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            for ((w, &g), b) in w.iter_mut().zip(g).zip(b.iter_mut()) {
-                *b = momentum * *b + g * s;
-                *w -= lr * (*b + wd * *w);
-            }
-        }
-        (OptimizerSpec::Sgd { weight_decay, .. }, _) => {
-            let wd = if decays { weight_decay } else { 0.0 };
-            for (w, &g) in w.iter_mut().zip(g) {
-                *w -= lr * (g * s + wd * *w);
-            }
-        }
-        // `Optimizer::new` allocates exactly the buffers `state_names` lists for the spec.
-        (OptimizerSpec::Adamw { .. }, _) => unreachable!("AdamW always has two state buffers"),
-    }
-}
-
-/// AdamW over bf16 moments (SGD never keeps bf16 state): each moment is loaded, updated in
-/// f32 exactly as [`update_slices`] does, used in f32 for the weight, and stored rounded to
-/// nearest even. Multiversioned as [`update_slices`].
-#[multiversion(targets = "simd")]
-pub(super) fn update_slices_bf16(
-    rule: &Rule,
-    decays: bool,
-    w: &mut [f32],
-    g: &[f32],
-    state: &mut [&mut [bf16]],
-) {
-    let (
-        OptimizerSpec::Adamw {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
-        },
-        [m, v],
-    ) = (rule.spec, state)
-    else {
-        unreachable!("`Optimizer::new` keeps bf16 state only for AdamW's two moments")
-    };
-    let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
-    let moments = m.iter_mut().zip(v.iter_mut());
-    for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
-        let (m32, v32) = adam.update(w, g, widen(*m), widen(*v));
-        *m = round_to_bf16(m32);
-        *v = round_to_bf16(v32);
     }
 }
 
