@@ -363,26 +363,29 @@ pub(crate) fn map_into<const K: usize>(
     }
 }
 
-/// One row of [`map_into`]: a plain slice loop when every operand is packed along the row.
-#[inline(always)]
-fn map_row<const K: usize>(
-    dst: &mut [f32],
-    data: [&[f32]; K],
-    offs: [isize; K],
-    strides: [isize; K],
-    f: &impl Fn([f32; K]) -> f32,
-) {
-    let n = dst.len();
-    if strides.iter().all(|&s| s == 1) {
-        let src: [&[f32]; K] = std::array::from_fn(|k| &data[k][offs[k] as usize..][..n]);
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = f(std::array::from_fn(|k| src[k][j]));
-        }
-    } else {
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = f(std::array::from_fn(|k| {
-                data[k][(offs[k] + j as isize * strides[k]) as usize]
-            }));
+crate::simd_versions! {
+    /// One row of [`map_into`]: a plain slice loop when every operand is packed along the row,
+    /// in the widest vectors the CPU has (`f` inlines into each version; generic code is
+    /// otherwise built for baseline SSE2 only).
+    fn map_row<const K: usize, F: Fn([f32; K]) -> f32>(
+        dst: &mut [f32],
+        data: [&[f32]; K],
+        offs: [isize; K],
+        strides: [isize; K],
+        f: &F,
+    ) {
+        let n = dst.len();
+        if strides.iter().all(|&s| s == 1) {
+            let src: [&[f32]; K] = std::array::from_fn(|k| &data[k][offs[k] as usize..][..n]);
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = f(std::array::from_fn(|k| src[k][j]));
+            }
+        } else {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = f(std::array::from_fn(|k| {
+                    data[k][(offs[k] + j as isize * strides[k]) as usize]
+                }));
+            }
         }
     }
 }
