@@ -81,9 +81,9 @@ impl BlockSums {
     }
 }
 
-/// Per position, the maximum logit of `block`. Inlined into its multiversioned callers, so it
-/// runs in their vectors.
-#[inline]
+/// Per position, the maximum logit of `block`. Always inlined into its multiversioned callers,
+/// so it runs in their vectors (as a call it ran baseline SSE2: 1.5% of a stories15M step).
+#[inline(always)]
 fn block_max(block: &[f32], s: usize) -> Vec<f32> {
     let mut max = vec![f32::NEG_INFINITY; s];
     for row in block.chunks_exact(s) {
