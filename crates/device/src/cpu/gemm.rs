@@ -18,10 +18,15 @@ const K_PIECES: usize = 8;
 /// input gradient `Eᵀ·dlogits` (288×32000 · 32000×256 at stories15M): gemm spreads threads
 /// over the result's tiles, too few here to keep them busy (163 GFLOP/s against 250 for a
 /// square product on 2 cores), so such products are cut along `k` instead ([`K_PIECES`]
-/// partial products in parallel, added in order: 251 GFLOP/s).
+/// partial products in parallel, added in order: 251 GFLOP/s). Only while the partials stay
+/// small ([`SPLIT_MAX_RESULT`]), so the cut never costs real memory.
 fn splits_k(m: usize, n: usize, k: usize) -> bool {
-    k >= 8 * m.max(n) && m * n * k >= PAR_MACS * K_PIECES
+    k >= 8 * m.max(n) && m * n * k >= PAR_MACS * K_PIECES && m * n <= SPLIT_MAX_RESULT
 }
+
+/// The largest result (elements) cut along `k`: [`K_PIECES`] partials of it are 32 MiB. A
+/// 4096-wide model's classifier gradient over 256 positions is 1M elements.
+const SPLIT_MAX_RESULT: usize = 1 << 20;
 
 /// A strided matrix inside a slice: element `(i, j)` is `data[offset + i*rs + j*cs]`.
 #[derive(Clone, Copy, Debug)]
