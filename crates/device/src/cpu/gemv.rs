@@ -93,87 +93,32 @@ pub(crate) fn try_gemv(
 /// AVX2) accumulators busy, in an order fixed by the length alone.
 const LANES: usize = 32;
 
-/// `Σ a_i b_i` over equal-length slices, in the widest vector instructions the CPU has
-/// (chosen at run time: the build targets baseline x86-64, like gemm's own dispatch).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU was just found to support the enabled features.
-            return unsafe { dot_avx512(a, b) };
+crate::simd_versions! {
+    /// `Σ a_i b_i` over equal-length slices, in [`LANES`] fixed lanes, in the widest vectors
+    /// the CPU has.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        let tail: f32 = ac
+            .remainder()
+            .iter()
+            .zip(bc.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in ac.zip(bc) {
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { dot_avx2(a, b) };
-        }
+        acc.iter().sum::<f32>() + tail
     }
-    dot_lanes(a, b)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_lanes(a, b)
-}
-
-/// The portable body of [`dot`], inlined into each feature-enabled copy.
-#[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+crate::simd_versions! {
+    /// `y += alpha · x` over equal-length slices, in the widest vectors the CPU has.
+    fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o += alpha * v;
         }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `y += alpha · x` over equal-length slices, dispatched like [`dot`].
-fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU was just found to support the enabled features.
-            return unsafe { axpy_avx512(y, alpha, x) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { axpy_avx2(y, alpha, x) };
-        }
-    }
-    axpy_plain(y, alpha, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn axpy_avx512(y: &mut [f32], alpha: f32, x: &[f32]) {
-    axpy_plain(y, alpha, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn axpy_avx2(y: &mut [f32], alpha: f32, x: &[f32]) {
-    axpy_plain(y, alpha, x)
-}
-
-/// The portable body of [`axpy`].
-#[inline(always)]
-fn axpy_plain(y: &mut [f32], alpha: f32, x: &[f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o += alpha * v;
     }
 }

@@ -18,7 +18,7 @@ mod pool;
 mod quant;
 mod reduce;
 mod shape_ops;
-mod simd;
+pub mod simd;
 mod step;
 mod tensor;
 

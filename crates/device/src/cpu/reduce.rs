@@ -7,6 +7,7 @@
 
 use super::fast_exp;
 use super::pool::Pool;
+use super::simd::fold_lanes;
 use super::tensor::Tensor;
 use anetrain_mil::infer::ReduceKind;
 use rayon::prelude::*;
@@ -111,37 +112,21 @@ pub(crate) fn reduce(
     Tensor::new(out_shape.to_vec(), data)
 }
 
-/// Lanes of [`lanes`]: one AVX register of f32, two NEON registers.
+/// Accumulators of the softmax row's max and sum: one AVX register of f32, two NEON registers.
 const LANES: usize = 8;
 
-/// Folds `x` with `f` into [`LANES`] independent accumulators, then folds those: the compiler
-/// vectorises this, where one serial accumulator (a dependency chain it may not reorder)
-/// costs a full add latency per element.
-#[inline]
-fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = f(*a, v);
-        }
-    }
-    let folded = acc.iter().fold(init, |a, &v| f(a, v));
-    tail.iter().fold(folded, |a, &v| f(a, v))
-}
-
 crate::simd_versions! {
-    /// Softmax of one packed row: the max and the sum in [`lanes`], the exponentials in a pass
+    /// Softmax of one packed row: the max and the sum in [`LANES`] lanes ([`fold_lanes`]),
+    /// the exponentials in a pass
     /// of their own (fused with the sum, the sum's dependency chain stalls the exp loop;
     /// measured 1.55× slower on AVX-512 for attention rows), in the widest vectors the CPU has
     /// ([`simd_versions`](crate::simd_versions)).
     fn softmax_row(dst: &mut [f32], row: &[f32]) {
-        let m = lanes(row, f32::NEG_INFINITY, f32::max);
+        let m = fold_lanes::<LANES, _>(row, f32::NEG_INFINITY, f32::max, f32::max);
         for (d, &v) in dst.iter_mut().zip(row) {
             *d = fast_exp::exp(v - m);
         }
-        let inv = 1.0 / lanes(dst, 0.0, |a, v| a + v);
+        let inv = 1.0 / fold_lanes::<LANES, _>(dst, 0.0, |a, v| a + v, |a, v| a + v);
         dst.iter_mut().for_each(|d| *d *= inv);
     }
 }
