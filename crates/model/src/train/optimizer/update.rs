@@ -101,17 +101,8 @@ anetrain_device::simd_versions! {
     ) {
         let (lr, s) = (rule.lr, rule.grad_scale);
         match (rule.spec, state) {
-            (
-                OptimizerSpec::Adamw {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                    ..
-                },
-                [m, v],
-            ) => {
-                let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
+            (OptimizerSpec::Adamw { .. }, [m, v]) => {
+                let adam = AdamElement::new(rule, decays);
                 let moments = m.iter_mut().zip(v.iter_mut());
                 for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
                     (*m, *v) = adam.update(w, g, *m, *v);
@@ -153,20 +144,10 @@ anetrain_device::simd_versions! {
         g: &[f32],
         state: &mut [&mut [bf16]],
     ) {
-        let (
-            OptimizerSpec::Adamw {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                ..
-            },
-            [m, v],
-        ) = (rule.spec, state)
-        else {
+        let (OptimizerSpec::Adamw { .. }, [m, v]) = (rule.spec, state) else {
             unreachable!("`Optimizer::new` keeps bf16 state only for AdamW's two moments")
         };
-        let adam = AdamElement::new(rule, decays, beta1, beta2, eps, weight_decay);
+        let adam = AdamElement::new(rule, decays);
         let moments = m.iter_mut().zip(v.iter_mut());
         for ((w, &g), (m, v)) in w.iter_mut().zip(g).zip(moments) {
             let (m32, v32) = adam.update(w, g, widen(*m), widen(*v));
@@ -191,7 +172,19 @@ struct AdamElement {
 }
 
 impl AdamElement {
-    fn new(rule: &Rule, decays: bool, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Self {
+    /// The element update of `rule`, an AdamW rule (SGD's `rule.spec` has none of these
+    /// fields; callers match on it first), for a tensor that `decays` or not.
+    fn new(rule: &Rule, decays: bool) -> Self {
+        let OptimizerSpec::Adamw {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        } = rule.spec
+        else {
+            unreachable!("an AdamW element is only built for an AdamW rule")
+        };
         AdamElement {
             beta1,
             beta2,
